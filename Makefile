@@ -1,0 +1,36 @@
+# The two commands a newcomer needs: `make serve` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+DATA_DIR ?= data
+PORT    ?= 8000
+
+.PHONY: serve test lint bench proto clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+serve: $(STAMP)  ## install, then start the server on a local data folder
+	$(BIN)/dvid-cloud serve --data-dir $(DATA_DIR) --port $(PORT)
+
+test: $(STAMP)  ## install, lint, then run the whole behavioural suite
+	$(BIN)/ruff check app backends tests bench
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check app backends tests bench
+	$(BIN)/ruff format --check app backends tests bench
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.versioned_reads
+
+proto: $(STAMP)  ## regenerate protobuf modules (needs grpcio-tools)
+	$(BIN)/pip install --quiet grpcio-tools
+	$(BIN)/python -m grpc_tools.protoc -Iapp/proto --python_out=app/proto app/proto/*.proto
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

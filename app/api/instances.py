@@ -1,0 +1,144 @@
+"""``/api/node/{uuid}/{dataname}/...``: resolve the instance, then hand the request to
+the routes of its datatype.
+
+Each datatype's routes run in their own small FastAPI app (built once per datatype), so
+two datatypes may both define ``/info`` or ``/blocks`` without clashing. The common
+endpoints every instance has (``help``, ``info``, ``tags``) are defined once here and
+included in each of those apps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from app.api.common import json_body, json_object, json_response
+from app.context import InstanceContext
+from app.datatypes import DataType, get, load_all
+from app.datatypes.base import CHECKSUM_NAMES, compression_json
+from app.errors import DVIDError, LockedNode
+from app.repo import Instance, Repo
+from app.services import Services
+
+WRITE_METHODS = frozenset({"POST", "PUT", "DELETE"})
+
+
+def context(request: Request) -> InstanceContext:
+    """Dependency: the instance context the dispatcher resolved for this request."""
+    return request.scope["dvid.context"]
+
+
+def instance_json(ctx: InstanceContext) -> dict:
+    """DVID's instance JSON: ``{"Base": {...}, "Extended": {...}}``."""
+    inst = ctx.instance
+    base = {
+        "TypeName": inst.typename,
+        "TypeURL": ctx.datatype.url,
+        "TypeVersion": ctx.datatype.version,
+        "DataUUID": inst.data_uuid,
+        "Name": inst.name,
+        "RepoUUID": inst.repo_uuid,
+        "Compression": compression_json(inst.compression),
+        "Checksum": CHECKSUM_NAMES[inst.checksum],
+        "Syncs": list(inst.syncs),
+        "Versioned": inst.versioned,
+        "KVStore": ctx.store.description,
+        "LogStore": ctx.store.description,
+        "Tags": dict(inst.tags) or None,
+    }
+    return {"Base": base, "Extended": ctx.datatype.extended_json(ctx)}
+
+
+def make_context(services: Services, repo: Repo, node_uuid: str, inst: Instance) -> InstanceContext:
+    return InstanceContext(services, repo, repo.dag.node(node_uuid), inst, get(inst.typename))
+
+
+common = APIRouter()
+
+
+@common.get("/help", response_class=PlainTextResponse)
+def help_text(ctx: InstanceContext = Depends(context)) -> str:
+    return ctx.datatype.help_text
+
+
+@common.get("/info")
+@common.post("/info")
+def info(ctx: InstanceContext = Depends(context)) -> Response:
+    return json_response(instance_json(ctx))
+
+
+@common.get("/tags")
+def get_tags(ctx: InstanceContext = Depends(context)) -> Response:
+    return json_response({"Tags": ctx.instance.tags or None})
+
+
+@common.post("/tags")
+def post_tags(
+    replace: bool = False,
+    body: object = Depends(json_body),
+    ctx: InstanceContext = Depends(context),
+) -> Response:
+    tags = json_object(body, "tags")
+    if not all(isinstance(v, str) for v in tags.values()):
+        raise DVIDError("tag values must be strings")
+
+    def edit(repo: Repo) -> None:
+        inst = repo.instance(ctx.instance.name)
+        inst.tags = dict(tags) if replace else {**inst.tags, **tags}
+        repo.touch()
+
+    ctx.services.catalog.update(ctx.repo.root, edit)
+    return Response()
+
+
+class InstanceDispatcher:
+    """ASGI app mounted at ``/api/node/{uuid}/{dataname}``."""
+
+    def __init__(self, build_app: Callable[[APIRouter], FastAPI]) -> None:
+        self.apps: dict[str, FastAPI] = {}
+        for name, datatype in load_all().items():
+            router = APIRouter()
+            router.include_router(common)
+            router.include_router(datatype.routes())
+            self.apps[name] = build_app(router)
+
+    def datatype_apps(self) -> dict[str, FastAPI]:
+        return self.apps
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services: Services = scope["app"].state.services
+        params = scope["path_params"]
+        try:
+            ctx = await anyio.to_thread.run_sync(
+                _resolve, services, params["uuid"], params["dataname"]
+            )
+            keyword = scope["path"][len(scope.get("root_path", "")) :].strip("/").split("/")[0]
+            if (
+                scope["method"] in WRITE_METHODS
+                and not ctx.mutable
+                and keyword not in ctx.datatype.unversioned_keywords
+            ):
+                ctx.require_writable()
+        except DVIDError as e:
+            response = error_response(e, scope["path"])
+            await response(scope, receive, send)
+            return
+        scope["dvid.context"] = ctx
+        await self.apps[ctx.instance.typename](scope, receive, send)
+
+
+def _resolve(services: Services, ref: str, dataname: str) -> InstanceContext:
+    repo, node = services.catalog.resolve(ref)
+    return make_context(services, repo, node.uuid, repo.instance(dataname))
+
+
+def error_response(error: DVIDError, path: str) -> Response:
+    """DVID's error form: plain text, the message, then `` (<path>).``"""
+    return PlainTextResponse(f"{error.message} ({path}).\n", status_code=error.status)
+
+
+__all__ = ["InstanceDispatcher", "LockedNode", "context", "error_response", "instance_json"]

@@ -1,0 +1,201 @@
+"""Repo metadata in the store, safe for many stateless servers on one bucket.
+
+Layout (see docs/format.md):
+
+``meta/repos/<root uuid>.json``
+    the repo JSON (:meth:`Repo.to_json`); every change is a compare-and-swap on it.
+``meta/nodes/<uuid>``
+    a marker per node holding its repo's root UUID. Created with ``if_absent`` before the
+    node is added, so a UUID is claimed once server-wide, and listed by prefix to resolve
+    partial UUIDs in one store call.
+``meta/version-counter``
+    the last VersionID handed out (server-wide, like DVID's).
+
+Nothing is cached across requests except what cannot change: which repo a full UUID
+belongs to. Each request reads the repo object afresh, so a write through one server is
+seen by every other on its next request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import orjson
+
+from app.dag import Node
+from app.errors import BadRequest
+from app.repo import UUID_RE, Repo
+from backends import ObjectStore, PreconditionFailed
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+REPOS = "meta/repos/"
+NODES = "meta/nodes/"
+COUNTER = "meta/version-counter"
+MAX_CAS_ATTEMPTS = 64
+
+
+class Catalog:
+    """Reads, creates and updates repos; resolves UUID references to nodes."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self._root_of: dict[str, str] = {}
+
+    # --- reading -----------------------------------------------------------------------
+
+    def _load(self, root: str) -> tuple[Repo, str] | None:
+        blob = self.store.get(f"{REPOS}{root}.json")
+        if blob is None:
+            return None
+        return Repo.from_json(orjson.loads(blob.data)), blob.token
+
+    def repo(self, root: str) -> Repo:
+        loaded = self._load(root)
+        if loaded is None:
+            raise BadRequest(f"no repo with root {root}")
+        return loaded[0]
+
+    def roots(self) -> list[str]:
+        return [
+            info.key[len(REPOS) : -len(".json")]
+            for info in self.store.list(REPOS)
+            if info.key.endswith(".json")
+        ]
+
+    def repos(self) -> list[Repo]:
+        found = (self._load(root) for root in self.roots())
+        return [loaded[0] for loaded in found if loaded is not None]
+
+    # --- UUID references ---------------------------------------------------------------
+
+    def resolve(self, ref: str) -> tuple[Repo, Node]:
+        """Turn ``prefix``, ``prefix:branch``, ``:branch`` or ``prefix:branch~n`` into a node."""
+        if ref.count(":") > 1:
+            raise BadRequest(f"bad UUID reference {ref!r}: more than one ':'")
+        prefix, colon, branch = ref.partition(":")
+        if colon:
+            steps = 0
+            for sep in ("~", "^"):
+                if sep in branch:
+                    branch, _, n = branch.partition(sep)
+                    if not n.isdigit():
+                        raise BadRequest(f"bad version offset {n!r} in {ref!r}")
+                    steps = int(n)
+            if prefix:
+                repo, _ = self._node_of_prefix(prefix)
+            else:
+                roots = self.roots()
+                if len(roots) != 1:
+                    raise BadRequest(
+                        f"reference {ref!r} needs a UUID prefix: the server holds "
+                        f"{len(roots)} repos"
+                    )
+                repo = self.repo(roots[0])
+            versions = repo.dag.branch_versions(branch)
+            if not versions:
+                raise BadRequest(f"no branch {branch or 'master'!r} in repo {repo.root}")
+            if steps >= len(versions):
+                raise BadRequest(f"branch {branch!r} has only {len(versions)} versions")
+            return repo, versions[steps]
+        return self._node_of_prefix(prefix)
+
+    def _node_of_prefix(self, prefix: str) -> tuple[Repo, Node]:
+        if "/" in prefix or not prefix.isprintable():
+            raise BadRequest(f"bad UUID {prefix!r}")
+        root = self._root_of.get(prefix)
+        if root is None:
+            root, uuid = self._match_prefix(prefix)
+        else:
+            uuid = prefix
+        repo = self.repo(root)
+        return repo, repo.dag.node(uuid)
+
+    def _match_prefix(self, prefix: str) -> tuple[str, str]:
+        matches: list[tuple[str, str]] = []
+        for info in self.store.list(NODES + prefix):
+            uuid = info.key[len(NODES) :]
+            if uuid == prefix:  # an exact name (full UUID or tag) always wins
+                matches = [(uuid, info.key)]
+                break
+            matches.append((uuid, info.key))
+        live = []
+        for uuid, key in matches:
+            blob = self.store.get(key)
+            if blob is not None and self._node_exists(blob.data.decode(), uuid):
+                live.append((blob.data.decode(), uuid))
+            if len(live) > 1:
+                raise BadRequest(f"more than one UUID matches {prefix!r}")
+        if not live:
+            raise BadRequest(f"could not find UUID with partial match to {prefix!r}")
+        root, uuid = live[0]
+        if UUID_RE.match(uuid):
+            self._root_of[uuid] = root
+        return root, uuid
+
+    def prefix_taken(self, prefix: str) -> bool:
+        """Whether some node UUID or tag starts with ``prefix``."""
+        return any(True for _ in self.store.list(NODES + prefix))
+
+    def _node_exists(self, root: str, uuid: str) -> bool:
+        """A marker whose node never made it into the repo (a crash between the two
+        writes) is an orphan and does not count."""
+        loaded = self._load(root)
+        return loaded is not None and uuid in loaded[0].dag.by_uuid
+
+    # --- writing -----------------------------------------------------------------------
+
+    def next_version_id(self) -> int:
+        for _ in range(MAX_CAS_ATTEMPTS):
+            blob = self.store.get(COUNTER)
+            value = int(blob.data) + 1 if blob else 1
+            try:
+                if blob is None:
+                    self.store.put(COUNTER, str(value).encode(), if_absent=True)
+                else:
+                    self.store.put(COUNTER, str(value).encode(), if_match=blob.token)
+                return value
+            except PreconditionFailed:
+                continue
+        raise BadRequest("could not allocate a version id: too much contention")
+
+    def claim_uuid(self, uuid: str, root: str) -> None:
+        """Reserve a node UUID server-wide, or 400 if it exists."""
+        try:
+            self.store.put(NODES + uuid, root.encode(), if_absent=True)
+        except PreconditionFailed:
+            raise BadRequest(f"UUID {uuid} already exists on this server") from None
+
+    def release_uuid(self, uuid: str) -> None:
+        self.store.delete(NODES + uuid)
+
+    def create(self, repo: Repo) -> None:
+        self.claim_uuid(repo.root, repo.root)
+        try:
+            self.store.put(
+                f"{REPOS}{repo.root}.json", orjson.dumps(repo.to_json()), if_absent=True
+            )
+        except PreconditionFailed:
+            raise BadRequest(f"repo {repo.root} already exists") from None
+
+    def update(self, root: str, edit: Callable[[Repo], T]) -> T:
+        """Apply ``edit`` to fresh metadata and write it back only if nobody else wrote
+        in between; otherwise retry on the newer version. ``edit`` may raise to abort."""
+        for _ in range(MAX_CAS_ATTEMPTS):
+            loaded = self._load(root)
+            if loaded is None:
+                raise BadRequest(f"no repo with root {root}")
+            repo, token = loaded
+            result = edit(repo)
+            try:
+                self.store.put(
+                    f"{REPOS}{root}.json", orjson.dumps(repo.to_json()), if_match=token
+                )
+                return result
+            except PreconditionFailed:
+                log.debug("repo %s changed under us, retrying", root)
+        raise BadRequest(f"repo {root} is too busy: gave up after {MAX_CAS_ATTEMPTS} tries")

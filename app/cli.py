@@ -1,0 +1,233 @@
+"""The ``dvid-cloud`` command: start a server, or talk to a running one."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+import httpx
+
+from app.settings import load_settings
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--server",
+    envvar="DVID_CLOUD_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="URL of the running server the client commands talk to.",
+)
+@click.pass_context
+def main(ctx: click.Context, server: str) -> None:
+    """dvid-cloud: DVID's versioned, image-oriented API on object stores."""
+    ctx.obj = server.rstrip("/")
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Local data folder.")
+@click.option("--port", type=int, help="Port to listen on (default 8000).")
+@click.option("--host", help="Address to bind (default 127.0.0.1).")
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--log-level", default="info", show_default=True)
+def serve(
+    data_dir: str | None, port: int | None, host: str | None, config: str | None, log_level: str
+) -> None:
+    """Start the server (flags override env vars, which override the config file)."""
+    import uvicorn
+
+    from app.logs import configure_logging
+    from app.server import create_app
+
+    configure_logging(log_level)
+    settings = load_settings(config, data_dir=data_dir, port=port, host=host)
+    logging.getLogger("dvid_cloud").info(
+        "starting", extra={"host": settings.host, "port": settings.port, "stores": list(settings.stores())}
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        log_config=None,
+    )
+
+
+def _call(ctx: click.Context, method: str, path: str, body: Any = None) -> Any:
+    """One request to the server; prints DVID's error text and exits 1 on failure."""
+    try:
+        response = httpx.request(
+            method, ctx.obj + path, content=None if body is None else json.dumps(body), timeout=60
+        )
+    except httpx.HTTPError as e:
+        raise click.ClickException(f"cannot reach {ctx.obj}: {e}") from None
+    if response.status_code >= 400:
+        raise click.ClickException(f"{response.status_code}: {response.text.strip()}")
+    if response.headers.get("content-type", "").startswith("application/json"):
+        return response.json()
+    return response.text
+
+
+def _show(value: Any) -> None:
+    if isinstance(value, str):
+        if value:
+            click.echo(value)
+        return
+    json.dump(value, sys.stdout, indent=2)
+    click.echo()
+
+
+@main.group()
+def repos() -> None:
+    """Create and list repos."""
+
+
+@repos.command("new")
+@click.option("--alias", default="", help="Short name of the repo.")
+@click.option("--description", default="", help="What the repo holds.")
+@click.option("--root", default=None, help="Choose the root UUID (32 hex characters).")
+@click.pass_context
+def repos_new(ctx: click.Context, alias: str, description: str, root: str | None) -> None:
+    """Create a repo; prints its root UUID."""
+    body = {"alias": alias, "description": description}
+    if root:
+        body["root"] = root
+    click.echo(_call(ctx, "POST", "/api/repos", body)["root"])
+
+
+@repos.command("info")
+@click.pass_context
+def repos_info(ctx: click.Context) -> None:
+    """Print every repo's JSON."""
+    _show(_call(ctx, "GET", "/api/repos/info"))
+
+
+@main.group()
+@click.argument("uuid")
+@click.pass_context
+def repo(ctx: click.Context, uuid: str) -> None:
+    """Commands on the repo holding UUID."""
+    ctx.meta["uuid"] = uuid
+
+
+@repo.command("info")
+@click.pass_context
+def repo_info(ctx: click.Context) -> None:
+    """Print the repo JSON."""
+    _show(_call(ctx, "GET", f"/api/repo/{ctx.meta['uuid']}/info"))
+
+
+@repo.command("instance")
+@click.argument("typename")
+@click.argument("dataname")
+@click.option("-s", "--setting", multiple=True, help="A setting as NAME=VALUE (repeatable).")
+@click.pass_context
+def repo_instance(ctx: click.Context, typename: str, dataname: str, setting: tuple[str, ...]) -> None:
+    """Create a data instance of TYPENAME named DATANAME."""
+    body: dict[str, str] = {"typename": typename, "dataname": dataname}
+    for item in setting:
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--setting")
+        body[name] = value
+    _show(_call(ctx, "POST", f"/api/repo/{ctx.meta['uuid']}/instance", body))
+
+
+@repo.command("merge")
+@click.argument("parents", nargs=-1, required=True)
+@click.option("--note", default="")
+@click.pass_context
+def repo_merge(ctx: click.Context, parents: tuple[str, ...], note: str) -> None:
+    """Conflict-free merge of committed PARENTS; prints the new node's UUID."""
+    body = {"mergeType": "conflict-free", "parents": list(parents), "note": note}
+    click.echo(_call(ctx, "POST", f"/api/repo/{ctx.meta['uuid']}/merge", body)["child"])
+
+
+@main.group()
+@click.argument("uuid")
+@click.pass_context
+def node(ctx: click.Context, uuid: str) -> None:
+    """Commands on one version node."""
+    ctx.meta["uuid"] = uuid
+
+
+@node.command("status")
+@click.pass_context
+def node_status(ctx: click.Context) -> None:
+    """Print whether the node is locked."""
+    _show(_call(ctx, "GET", f"/api/node/{ctx.meta['uuid']}/status"))
+
+
+@node.command("commit")
+@click.option("--note", default="", help="Replace the node's note.")
+@click.option("--log", "log_lines", multiple=True, help="A log line to append (repeatable).")
+@click.pass_context
+def node_commit(ctx: click.Context, note: str, log_lines: tuple[str, ...]) -> None:
+    """Lock the node forever."""
+    body = {"note": note, "log": list(log_lines)}
+    click.echo(_call(ctx, "POST", f"/api/node/{ctx.meta['uuid']}/commit", body)["committed"])
+
+
+@node.command("newversion")
+@click.option("--note", default="")
+@click.option("--uuid", "child_uuid", default=None, help="Choose the child's UUID.")
+@click.pass_context
+def node_newversion(ctx: click.Context, note: str, child_uuid: str | None) -> None:
+    """Create a child on the same branch; prints its UUID."""
+    body = {"note": note} | ({"uuid": child_uuid} if child_uuid else {})
+    click.echo(_call(ctx, "POST", f"/api/node/{ctx.meta['uuid']}/newversion", body)["child"])
+
+
+@node.command("branch")
+@click.argument("name")
+@click.option("--note", default="")
+@click.option("--uuid", "child_uuid", default=None, help="Choose the child's UUID.")
+@click.pass_context
+def node_branch(ctx: click.Context, name: str, note: str, child_uuid: str | None) -> None:
+    """Create a child on a new branch NAME; prints its UUID."""
+    body = {"branch": name, "note": note} | ({"uuid": child_uuid} if child_uuid else {})
+    click.echo(_call(ctx, "POST", f"/api/node/{ctx.meta['uuid']}/branch", body)["child"])
+
+
+@node.command("tag")
+@click.argument("tag")
+@click.option("--note", default="")
+@click.pass_context
+def node_tag(ctx: click.Context, tag: str, note: str) -> None:
+    """Create a committed child named TAG."""
+    body = {"tag": tag, "note": note}
+    click.echo(_call(ctx, "POST", f"/api/node/{ctx.meta['uuid']}/tag", body)["child"])
+
+
+@node.command("note")
+@click.argument("text", required=False)
+@click.pass_context
+def node_note(ctx: click.Context, text: str | None) -> None:
+    """Print the note, or set it to TEXT."""
+    path = f"/api/node/{ctx.meta['uuid']}/note"
+    if text is None:
+        click.echo(_call(ctx, "GET", path)["note"])
+    else:
+        _call(ctx, "POST", path, {"note": text})
+
+
+@node.command("log")
+@click.argument("lines", nargs=-1)
+@click.pass_context
+def node_log(ctx: click.Context, lines: tuple[str, ...]) -> None:
+    """Print the log, or append LINES to it."""
+    path = f"/api/node/{ctx.meta['uuid']}/log"
+    if lines:
+        _call(ctx, "POST", path, {"log": list(lines)})
+    else:
+        for line in _call(ctx, "GET", path)["log"]:
+            click.echo(line)
+
+
+if __name__ == "__main__":
+    main()

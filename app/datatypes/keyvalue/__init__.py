@@ -1,0 +1,24 @@
+"""keyvalue: a versioned map from string keys to opaque bytes (meshes, skeletons, JSON)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+
+from app.datatypes import register
+from app.datatypes.keyed import KeyedDataType
+
+
+class KeyValueType(KeyedDataType):
+    name = "keyvalue"
+    version = "0.2"
+    help_text = (Path(__file__).parent / "help.txt").read_text()
+
+    def routes(self) -> APIRouter:
+        from app.datatypes.keyvalue.routes import router
+
+        return router
+
+
+KEYVALUE = register(KeyValueType())

@@ -1,0 +1,187 @@
+"""keyvalue endpoints, relative to ``/api/node/{uuid}/{dataname}``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import Response
+
+from app.api.common import json_response, raw_body
+from app.api.instances import context
+from app.context import InstanceContext
+from app.datatypes.keyvalue import formats
+from app.errors import BadRequest, NotFound
+from app.keyed import KeyView
+
+router = APIRouter()
+
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_TRUE = ("true", "1", "on", "yes")
+
+
+def _flag(value: str | None) -> bool:
+    return value is not None and value.lower() in _TRUE
+
+
+def _view(ctx: InstanceContext) -> KeyView:
+    return ctx.datatype.view(ctx)
+
+
+def _keys(ctx: InstanceContext):
+    return ctx.datatype.keys(ctx.services, ctx.instance)
+
+
+def _value(ctx: InstanceContext, key: str) -> bytes:
+    value = _view(ctx).get(key)
+    if value is None:
+        raise NotFound(f'Key "{key}" not found')
+    return value
+
+
+@router.get("/key/{key}")
+def get_key(
+    key: str,
+    ctx: InstanceContext = Depends(context),
+    byte_start: int | None = Query(None, ge=0),
+    byte_end: int | None = Query(None, ge=0),
+    range_header: str | None = Header(None, alias="Range"),
+) -> Response:
+    """The value (200), a byte range of it (query: 200; ``Range`` header: 206), or 404."""
+    if range_header is not None and (byte_start is not None or byte_end is not None):
+        raise BadRequest("give either a Range header or byte_start/byte_end, not both")
+    if (byte_start is None) != (byte_end is None):
+        raise BadRequest("byte_start and byte_end must be given together")
+    value = _value(ctx, key)
+    headers = {"Accept-Ranges": "bytes"}
+    if byte_start is not None and byte_end is not None:
+        part = formats.slice_value(key, value, byte_start, byte_end)
+        return Response(part, media_type="application/octet-stream", headers=headers)
+    span = _parse_range(range_header, len(value)) if range_header else None
+    if span is None:
+        return Response(value, media_type="application/octet-stream", headers=headers)
+    if span == "unsatisfiable":
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{len(value)}"})
+    start, end = span
+    headers["Content-Range"] = f"bytes {start}-{end}/{len(value)}"
+    return Response(
+        value[start : end + 1],
+        status_code=206,
+        media_type="application/octet-stream",
+        headers=headers,
+    )
+
+
+def _parse_range(header: str, total: int) -> tuple[int, int] | str | None:
+    """One ``bytes=a-b|a-|-n`` range; None (serve everything) when malformed or multiple."""
+    match = _RANGE_RE.match(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:
+        suffix = int(last)
+        if suffix == 0 or total == 0:
+            return "unsatisfiable"
+        return max(0, total - suffix), total - 1
+    start = int(first)
+    end = int(last) if last else total - 1
+    if end < start:
+        return None
+    if start >= total:
+        return "unsatisfiable"
+    return start, min(end, total - 1)
+
+
+@router.head("/key/{key}")
+def head_key(key: str, ctx: InstanceContext = Depends(context)) -> Response:
+    if _view(ctx).get(key) is None:
+        return Response(status_code=404)
+    return Response(headers={"Accept-Ranges": "bytes"})
+
+
+@router.post("/key/{key}")
+def post_key(
+    key: str, body: bytes = Depends(raw_body), ctx: InstanceContext = Depends(context)
+) -> Response:
+    _keys(ctx).write(ctx.version.uuid, key, body)
+    return Response()
+
+
+@router.delete("/key/{key}")
+def delete_key(key: str, ctx: InstanceContext = Depends(context)) -> Response:
+    _keys(ctx).delete(ctx.version.uuid, key)
+    return Response()
+
+
+@router.get("/keys")
+def get_keys(ctx: InstanceContext = Depends(context)) -> Response:
+    return json_response(_view(ctx).keys_in_range())
+
+
+@router.get("/keyrange/{first}/{last}")
+def keyrange(first: str, last: str, ctx: InstanceContext = Depends(context)) -> Response:
+    return json_response(_view(ctx).keys_in_range(first, last))
+
+
+def _output_form(request: Request) -> str:
+    q = request.query_params
+    as_json = _flag(q.get("json"))
+    as_tar = _flag(q.get("tar")) or _flag(q.get("jsontar"))
+    if as_json and as_tar:
+        raise BadRequest("choose one of json=true and tar=true")
+    return "json" if as_json else "tar" if as_tar else "protobuf"
+
+
+def _encode(form: str, pairs: Iterable[tuple[str, bytes]], check: bool) -> Response:
+    if form == "json":
+        return Response(formats.encode_json(pairs, check), media_type="application/json")
+    if form == "tar":
+        return Response(formats.encode_tar(pairs), media_type="application/tar")
+    return Response(formats.encode_protobuf(pairs), media_type="application/octet-stream")
+
+
+@router.get("/keyrangevalues/{first}/{last}")
+def keyrangevalues(
+    first: str, last: str, request: Request, ctx: InstanceContext = Depends(context)
+) -> Response:
+    form = _output_form(request)
+    view = _view(ctx)
+    pairs = []
+    for key in view.keys_in_range(first, last):
+        value = view.get(key)
+        if value is not None:
+            pairs.append((key, value))
+    return _encode(form, pairs, _flag(request.query_params.get("check")))
+
+
+@router.get("/keyvalues")
+def get_keyvalues(
+    request: Request, body: bytes = Depends(raw_body), ctx: InstanceContext = Depends(context)
+) -> Response:
+    """Batch read; the request body names the keys (protobuf ``Keys``, or JSON)."""
+    form = _output_form(request)
+    wanted = (
+        formats.parse_keys_protobuf(body) if form == "protobuf" else formats.parse_keys_json(body)
+    )
+    view = _view(ctx)
+    pairs = []
+    for item in wanted:
+        value = view.get(item.key) or b""
+        if item.byte_start is not None and item.byte_end is not None:
+            value = formats.slice_value(item.key, value, item.byte_start, item.byte_end)
+        pairs.append((item.key, value))
+    return _encode(form, pairs, form == "json" and _has_ranges(wanted))
+
+
+def _has_ranges(wanted: list[formats.KeyRequest]) -> bool:
+    """A ranged value sent as JSON must itself be JSON: validate when ranges are asked."""
+    return any(item.byte_start is not None for item in wanted)
+
+
+@router.post("/keyvalues")
+def post_keyvalues(body: bytes = Depends(raw_body), ctx: InstanceContext = Depends(context)) -> Response:
+    _keys(ctx).write_many(ctx.version.uuid, formats.parse_keyvalues_protobuf(body))
+    return Response()

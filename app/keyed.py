@@ -1,0 +1,235 @@
+"""Keyed data, copy-on-write per version node, shared by every datatype that stores
+records by key (keyvalue values; later label indices and annotation blocks).
+
+Layout under an instance's ``base`` prefix (see docs/format.md):
+
+``<base>/v/<node uuid>/<hex key>``
+    the record a node wrote for a key: ``0x01`` followed by the value, or an empty object
+    for a tombstone (a delete at that node).
+``<base>/index/<node uuid>``
+    written when the node is committed: the node's keys and which are tombstones. Locked
+    nodes never change, so their index is loaded once per process and kept in memory.
+
+A read at node N therefore costs the same at any DAG depth: every ancestor of N is locked
+(only leaves can be open), so which ancestor holds the nearest record is decided from
+in-memory indices, and the store is touched once for N itself (if open) and once for the
+winning record.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import orjson
+
+from app.dag import Node, VersionDAG
+from app.errors import BadRequest, Conflict
+from backends import ObjectStore, PreconditionFailed
+
+VALUE_TAG = b"\x01"
+MAX_KEY_BYTES = 480  # hex doubles it; object stores cap keys at 1024 bytes
+
+
+def encode_key(key: str) -> str:
+    """Hex of the UTF-8 bytes: safe in any store, and it sorts as the raw bytes do."""
+    raw = key.encode("utf-8", "surrogateescape")
+    if not raw:
+        raise BadRequest("key must not be empty")
+    if len(raw) > MAX_KEY_BYTES:
+        raise BadRequest(f"key is {len(raw)} bytes long; at most {MAX_KEY_BYTES} are allowed")
+    return raw.hex()
+
+
+def decode_key(hexkey: str) -> str:
+    return bytes.fromhex(hexkey).decode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True)
+class NodeIndex:
+    """The keys one node wrote: hex key -> whether the record is a tombstone."""
+
+    records: dict[str, bool]
+
+    def to_bytes(self) -> bytes:
+        keys = sorted(self.records)
+        return orjson.dumps(
+            {"keys": keys, "tombstones": [k for k in keys if self.records[k]]}
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> NodeIndex:
+        parsed = orjson.loads(data)
+        tombstones = set(parsed["tombstones"])
+        return cls({k: k in tombstones for k in parsed["keys"]})
+
+
+class IndexCache:
+    """A bounded LRU of the indices of locked nodes, shared by every instance."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[str, NodeIndex] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> NodeIndex | None:
+        with self._lock:
+            index = self._entries.get(path)
+            if index is not None:
+                self._entries.move_to_end(path)
+            return index
+
+    def put(self, path: str, index: NodeIndex) -> None:
+        with self._lock:
+            self._entries[path] = index
+            self._entries.move_to_end(path)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+
+class VersionedKeys:
+    """One instance's keyed records in one store."""
+
+    def __init__(self, store: ObjectStore, base: str, cache: IndexCache) -> None:
+        self.store = store
+        self.base = base
+        self.cache = cache
+
+    def _record_path(self, node_uuid: str, hexkey: str) -> str:
+        return f"{self.base}/v/{node_uuid}/{hexkey}"
+
+    def _index_path(self, node_uuid: str) -> str:
+        return f"{self.base}/index/{node_uuid}"
+
+    # --- per-node records ----------------------------------------------------------------
+
+    def _scan(self, node_uuid: str) -> NodeIndex:
+        """Every record a node holds, straight from a store listing (one call)."""
+        prefix = f"{self.base}/v/{node_uuid}/"
+        return NodeIndex(
+            {info.key[len(prefix) :]: info.size == 0 for info in self.store.list(prefix)}
+        )
+
+    def index(self, node_uuid: str) -> NodeIndex:
+        """The index of a locked node: memory, else its stored index, else built once from
+        a listing (a commit interrupted before writing it) and stored."""
+        path = self._index_path(node_uuid)
+        cached = self.cache.get(path)
+        if cached is not None:
+            return cached
+        blob = self.store.get(path)
+        if blob is not None:
+            index = NodeIndex.from_bytes(blob.data)
+        else:
+            index = self._scan(node_uuid)
+            try:
+                self.store.put(path, index.to_bytes(), if_absent=True)
+            except PreconditionFailed:
+                index = NodeIndex.from_bytes(self.store.get(path).data)
+        self.cache.put(path, index)
+        return index
+
+    def seal(self, node_uuid: str) -> None:
+        """Called when a node is committed: persist its index for every later reader."""
+        self.index(node_uuid)
+
+    def write(self, node_uuid: str, key: str, value: bytes) -> None:
+        self.store.put(self._record_path(node_uuid, encode_key(key)), VALUE_TAG + value)
+
+    def write_many(self, node_uuid: str, items: Iterable[tuple[str, bytes]]) -> None:
+        encoded = [(encode_key(k), v) for k, v in items]  # validate all before writing any
+        for hexkey, value in encoded:
+            self.store.put(self._record_path(node_uuid, hexkey), VALUE_TAG + value)
+
+    def delete(self, node_uuid: str, key: str) -> None:
+        self.store.put(self._record_path(node_uuid, encode_key(key)), b"")
+
+    def drop(self) -> int:
+        """Remove everything the instance stored."""
+        return self.store.delete_prefix(f"{self.base}/")
+
+    def at(self, dag: VersionDAG, node: Node, mutable: bool) -> KeyView:
+        return KeyView(self, dag, node, mutable)
+
+
+class KeyView:
+    """What a read at one node sees (README §2.2 of the spec: nearest record wins,
+    tombstones hide, differing records along different merge parents conflict)."""
+
+    def __init__(self, keys: VersionedKeys, dag: VersionDAG, node: Node, mutable: bool) -> None:
+        self.keys = keys
+        self.dag = dag
+        self.node = node
+        self.mutable = mutable
+        self._own: NodeIndex | None = None
+
+    def _records_of(self, version_id: int) -> NodeIndex:
+        node = self.dag.by_id[version_id]
+        if node is self.node and self.mutable:
+            if self._own is None:
+                self._own = self.keys._scan(node.uuid)
+            return self._own
+        return self.keys.index(node.uuid)
+
+    def _winners(self, hexkey: str, starts: list[int]) -> list[int]:
+        return self.dag.nearest_records(
+            starts, lambda v: hexkey in self._records_of(v).records
+        )
+
+    def _read_winner(self, hexkey: str, winners: list[int]) -> bytes | None:
+        """The value the winners agree on, None for tombstones, Conflict otherwise."""
+        if not winners:
+            return None
+        values = set()
+        for version in winners:
+            path = self.keys._record_path(self.dag.by_id[version].uuid, hexkey)
+            blob = self.keys.store.get(path)
+            values.add(None if blob is None or not blob.data else blob.data[1:])
+        if len(values) > 1:
+            raise Conflict(
+                f"key {decode_key(hexkey)!r} has conflicting values from the parents of "
+                f"merged node {self.node.uuid}: write it at that node or resolve the merge"
+            )
+        return values.pop()
+
+    def get(self, key: str) -> bytes | None:
+        """The visible value, or None if absent or deleted."""
+        hexkey = encode_key(key)
+        if self.mutable:
+            # The one node that can change: probe it directly instead of listing it.
+            blob = self.keys.store.get(self.keys._record_path(self.node.uuid, hexkey))
+            if blob is not None:
+                return blob.data[1:] if blob.data else None
+            return self._read_winner(hexkey, self._winners(hexkey, self.node.parents))
+        return self._read_winner(hexkey, self._winners(hexkey, [self.node.version_id]))
+
+    def conflicts(self, hexkey: str) -> list[int]:
+        """Versions whose differing records a read of ``hexkey`` would see (for resolve)."""
+        winners = self._winners(hexkey, [self.node.version_id])
+        try:
+            self._read_winner(hexkey, winners)
+        except Conflict:
+            return winners
+        return []
+
+    def candidate_keys(self) -> set[str]:
+        found: set[str] = set()
+        for version in self.dag.ancestors(self.node.version_id):
+            found.update(self._records_of(version).records)
+        return found
+
+    def keys_in_range(self, lo: str | None = None, hi: str | None = None) -> list[str]:
+        """Visible keys with ``lo <= key <= hi`` (byte order), sorted."""
+        lo_hex = encode_key(lo) if lo else None
+        hi_hex = encode_key(hi) if hi else None
+        visible = []
+        for hexkey in sorted(self.candidate_keys()):
+            if (lo_hex and hexkey < lo_hex) or (hi_hex and hexkey > hi_hex):
+                continue
+            winners = self._winners(hexkey, [self.node.version_id])
+            records = {self._records_of(v).records[hexkey] for v in winners}
+            if records != {True}:  # some winner holds a value (conflicts still list)
+                visible.append(decode_key(hexkey))
+        return visible

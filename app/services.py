@@ -1,0 +1,61 @@
+"""What one server process holds: its settings, its stores and its caches.
+
+There is no other state: repos, versions and data all live in the stores, so any number
+of processes built from the same settings serve the same data.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from app.catalog import Catalog
+from app.keyed import IndexCache
+from app.settings import Settings
+from backends import ObjectStore, open_store
+
+
+@dataclass
+class Counters:
+    """Request and byte counters reported by ``/api/load``."""
+
+    requests: int = 0
+    get_requests: int = 0
+    put_requests: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    active: int = 0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    stores: dict[str, ObjectStore]
+    default_store: str
+    catalog: Catalog
+    index_cache: IndexCache
+    counters: Counters = field(default_factory=Counters)
+    started: float = field(default_factory=time.time)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, stores: dict[str, ObjectStore] | None = None
+    ) -> Services:
+        """Open every configured store (or use the given ones, as tests do)."""
+        if stores is None:
+            stores = {name: open_store(cfg.path) for name, cfg in settings.stores().items()}
+        default = settings.default_store_name() if settings.store else next(iter(stores))
+        return cls(
+            settings=settings,
+            stores=stores,
+            default_store=default,
+            catalog=Catalog(stores[default]),
+            index_cache=IndexCache(settings.index_cache_entries),
+        )
+
+    def store(self, name: str) -> ObjectStore:
+        return self.stores[name]
+
+    def close(self) -> None:
+        for store in self.stores.values():
+            store.close()

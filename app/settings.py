@@ -1,0 +1,141 @@
+"""One settings object: command-line flags over env vars over a TOML file over defaults.
+
+The TOML file follows DVID's layout::
+
+    [server]
+    host = "0.0.0.0"
+    port = 8000
+    note = "production server"
+
+    [store.ssd]
+    path = "/ssd/dvid"                 # a folder, or s3://bucket/prefix, gs://bucket/prefix
+
+    [store.bucket]
+    path = "s3://my-bucket/dvid"
+    endpoint = "http://127.0.0.1:9000" # optional, for S3-compatible stores
+
+    [backend]
+    default = "bucket"                 # the store that holds metadata and new instances
+
+Env vars are ``DVID_CLOUD_<FIELD>`` (``DVID_CLOUD_PORT``, ``DVID_CLOUD_DATA_DIR``...); the
+config file itself is named by ``--config`` or ``DVID_CLOUD_CONFIG``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+DEFAULT_STORE = "default"
+
+
+class StoreConfig(BaseModel):
+    """One ``[store.NAME]`` section."""
+
+    path: str
+    endpoint: str | None = None
+    region: str | None = None
+
+
+class BackendConfig(BaseModel):
+    """The ``[backend]`` section: which store is used when nothing else is said."""
+
+    default: str = DEFAULT_STORE
+
+
+class Settings(BaseSettings):
+    """Everything the server and CLI can be told."""
+
+    model_config = SettingsConfigDict(env_prefix="DVID_CLOUD_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    data_dir: Path = Path("data")
+    note: str = ""
+    read_only: bool = False
+    #: Largest request body accepted, in bytes; larger ones get 413 before being read.
+    max_body_bytes: int = Field(1 << 30, gt=0)
+    #: How many immutable per-version key indices (of locked nodes) to keep in memory.
+    index_cache_entries: int = Field(4096, gt=0)
+    config_file: Path | None = None
+    store: dict[str, StoreConfig] = Field(default_factory=dict)
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _TomlSource(settings_cls)
+
+    def stores(self) -> dict[str, StoreConfig]:
+        """Configured stores; without any, one local folder at ``data_dir``."""
+        if self.store:
+            return dict(self.store)
+        return {DEFAULT_STORE: StoreConfig(path=str(self.data_dir))}
+
+    def default_store_name(self) -> str:
+        stores = self.stores()
+        if self.backend.default in stores:
+            return self.backend.default
+        if len(stores) == 1:
+            return next(iter(stores))
+        raise ValueError(f"[backend] default = {self.backend.default!r} names no [store.*]")
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the file named by ``config_file`` (flag) or ``DVID_CLOUD_CONFIG``.
+
+    Keys of a ``[server]`` table are lifted to the top level, as DVID's files have them.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None = None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = self.path or _config_path_from_env()
+        if path is None:
+            return {}
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        server = data.pop("server", {})
+        return {**server, **data}
+
+
+def _config_path_from_env() -> Path | None:
+    value = os.environ.get("DVID_CLOUD_CONFIG")
+    return Path(value) if value else None
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **flags: Any) -> Settings:
+    """Settings from flags (None values are ignored), env vars and the TOML file."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    path = Path(config_file) if config_file else _config_path_from_env()
+    if path is not None:
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        given["config_file"] = path
+
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, *_):
+            return init_settings, env_settings, _TomlSource(settings_cls, path)
+
+    return Settings.model_validate(_FromFile(**given).model_dump())

@@ -1,0 +1,71 @@
+"""Creating and committing versions: the metadata edit plus what follows it.
+
+A new node first claims its UUID server-wide (an ``if_absent`` marker), then is added to
+the repo by compare-and-swap; if the edit is refused the claim is released. A commit
+locks the node by compare-and-swap, then lets every datatype seal the node's data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from app.dag import Node
+from app.datatypes import get
+from app.errors import BadRequest
+from app.repo import Repo, new_uuid, stamp
+from app.services import Services
+
+BranchRule = Callable[[Repo, list[Node]], str]
+
+
+def create_child(
+    services: Services,
+    root: str,
+    parent_uuids: list[str],
+    branch_rule: BranchRule,
+    child_uuid: str | None = None,
+    note: str = "",
+    locked: bool = False,
+) -> Node:
+    """Add a node under ``parent_uuids``; ``branch_rule`` checks the parents and names
+    the child's branch (it raises to refuse)."""
+    catalog = services.catalog
+    child_uuid = child_uuid or new_uuid()
+    version_id = catalog.next_version_id()
+    catalog.claim_uuid(child_uuid, root)
+
+    def edit(repo: Repo) -> Node:
+        parents = [repo.dag.node(u) for u in parent_uuids]
+        branch = branch_rule(repo, parents)
+        return repo.add_child(parents, child_uuid, version_id, branch, note, locked)
+
+    try:
+        child = catalog.update(root, edit)
+    except BaseException:
+        catalog.release_uuid(child_uuid)
+        raise
+    if locked:
+        seal(services, catalog.repo(root), child.uuid)
+    return child
+
+
+def commit(services: Services, root: str, uuid: str, note: str, log: list[str]) -> None:
+    def edit(repo: Repo) -> None:
+        node = repo.dag.node(uuid)
+        if node.locked:
+            raise BadRequest(f"node {uuid} already committed")
+        node.locked = True
+        if note:
+            node.note = note
+        node.log.extend(stamp(log))
+        repo.touch(node)
+
+    services.catalog.update(root, edit)
+    seal(services, services.catalog.repo(root), uuid)
+
+
+def seal(services: Services, repo: Repo, uuid: str) -> None:
+    """Persist per-node indices of every versioned instance for the now-locked node."""
+    for inst in repo.instances.values():
+        if inst.versioned:
+            get(inst.typename).seal(services, inst, uuid)

@@ -1,0 +1,121 @@
+"""The object-store interface every backend implements.
+
+Everything dvid-cloud keeps lives in one flat key space of immutable-looking objects, the
+least common denominator of S3, GCS and a local folder. Keys are ``/``-separated strings
+made of printable ASCII; callers (never the backend) decide what they mean.
+
+Metadata that several stateless servers update concurrently is kept safe by *conditional
+writes*: every read returns an opaque ``token`` (an S3 ETag, a GCS generation, a local
+change stamp) and :meth:`ObjectStore.put` can demand that the object still carries that
+token (``if_match``) or does not exist yet (``if_absent``). A lost race raises
+:class:`PreconditionFailed` and the caller retries on fresh data.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+class StoreError(Exception):
+    """A store operation failed for a reason the caller cannot fix (I/O, network)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store kept failing (5xx, throttling, timeouts) after retries: answer 503."""
+
+
+class PreconditionFailed(StoreError):
+    """A conditional put lost: the object changed (or appeared) since it was read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """An object's bytes with the token that a conditional put can later demand."""
+
+    data: bytes
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One listing entry."""
+
+    key: str
+    size: int
+
+
+class ObjectStore(abc.ABC):
+    """Get, put, conditional put, delete, list by prefix and ranged get."""
+
+    #: Short human description, shown as ``KVStore`` in instance JSON and in server info.
+    description: str = "object store"
+
+    @abc.abstractmethod
+    def get(self, key: str) -> Blob | None:
+        """The object and its token, or None if it does not exist."""
+
+    @abc.abstractmethod
+    def get_range(self, key: str, start: int, end: int | None = None) -> bytes | None:
+        """Bytes ``[start, end)`` of the object (to its end if ``end`` is None), or None."""
+
+    @abc.abstractmethod
+    def put(
+        self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False
+    ) -> str:
+        """Store ``data`` under ``key`` and return its new token.
+
+        ``if_absent`` fails unless the object does not exist; ``if_match`` fails unless the
+        object exists with that token. Either failure raises :class:`PreconditionFailed`
+        and leaves the object as it was.
+        """
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; removing a missing object is not an error."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Objects whose key starts with ``prefix``, in ascending key order.
+
+        ``start_after`` skips keys up to and including it, as S3's StartAfter does.
+        """
+
+    def exists(self, key: str) -> bool:
+        """Whether the object exists (a cheap HEAD where the store has one)."""
+        return self.get_range(key, 0, 0) is not None
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object under ``prefix``; returns how many were removed."""
+        keys = [info.key for info in self.list(prefix)]
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
+    def size_of_prefix(self, prefix: str) -> int:
+        """Total bytes stored under ``prefix``."""
+        return sum(info.size for info in self.list(prefix))
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
+        """Release connections or handles."""
+
+    def tensorstore_kvstore(self, path: str) -> dict[str, Any]:
+        """A tensorstore kvstore spec addressing ``path`` (a key prefix) in this store.
+
+        Lets array data be read and written by tensorstore's own I/O stack while small
+        metadata goes through this interface. Stores tensorstore cannot reach raise.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no tensorstore equivalent")
+
+
+def validate_key(key: str) -> str:
+    """Reject keys that are not portable across S3, GCS and a POSIX folder."""
+    if not key or key.startswith("/") or key.endswith("/") or "//" in key:
+        raise ValueError(f"bad object key {key!r}")
+    if any(part in (".", "..") for part in key.split("/")):
+        raise ValueError(f"bad object key {key!r}")
+    if not key.isascii() or not key.isprintable():
+        raise ValueError(f"object key {key!r} must be printable ASCII")
+    return key

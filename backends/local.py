@@ -1,0 +1,145 @@
+"""A local folder as an object store: the embedded default.
+
+Each object is one file at ``root/<key>``. Writes go to a temporary file under
+``root/.tmp`` and are renamed into place, so a reader never sees half an object and a crash
+leaves at worst an orphan temp file. Conditional puts are atomic across processes:
+``if_absent`` links the temp file into place (``link`` fails if the name exists) and
+``if_match`` compares and renames while holding an ``flock`` on a per-key lock file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from backends.base import Blob, ObjectInfo, ObjectStore, PreconditionFailed, validate_key
+
+_HIDDEN = (".tmp", ".locks")
+
+
+def _token(stat: os.stat_result) -> str:
+    """A change stamp: a rename always brings a new inode, so the pair never repeats."""
+    return f"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"
+
+
+class LocalStore(ObjectStore):
+    """Objects as files under one root folder."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        self.description = f"local folder {self.root}"
+        for hidden in _HIDDEN:
+            (self.root / hidden).mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def get(self, key: str) -> Blob | None:
+        try:
+            with open(self._path(key), "rb") as f:
+                stat = os.fstat(f.fileno())
+                return Blob(f.read(), _token(stat))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def get_range(self, key: str, start: int, end: int | None = None) -> bytes | None:
+        try:
+            with open(self._path(key), "rb") as f:
+                f.seek(start)
+                return f.read() if end is None else f.read(max(0, end - start))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def _write_temp(self, data: bytes) -> Path:
+        temp = self.root / ".tmp" / uuid.uuid4().hex
+        with open(temp, "wb") as f:
+            f.write(data)
+        return temp
+
+    @contextlib.contextmanager
+    def _key_lock(self, key: str) -> Iterator[None]:
+        name = hashlib.sha1(key.encode()).hexdigest()
+        with open(self.root / ".locks" / name, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def put(
+        self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False
+    ) -> str:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self._write_temp(data)
+        try:
+            if if_absent:
+                try:
+                    os.link(temp, path)
+                except FileExistsError:
+                    raise PreconditionFailed(f"{key} already exists") from None
+                return _token(path.stat())
+            if if_match is not None:
+                with self._key_lock(key):
+                    try:
+                        current = _token(path.stat())
+                    except FileNotFoundError:
+                        current = None
+                    if current != if_match:
+                        raise PreconditionFailed(f"{key} changed since it was read")
+                    os.replace(temp, path)
+                    return _token(path.stat())
+            os.replace(temp, path)
+            return _token(path.stat())
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            self._path(key).unlink()
+
+    def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        folder, _, name_prefix = prefix.rpartition("/")
+        base = self.root / folder if folder else self.root
+        rel = f"{folder}/" if folder else ""
+        for info in self._walk(base, rel, name_prefix):
+            if start_after is None or info.key > start_after:
+                yield info
+
+    def _walk(self, folder: Path, rel: str, name_prefix: str) -> Iterator[ObjectInfo]:
+        """Depth-first walk in key order: a folder ``a`` sorts as ``a/`` among its siblings."""
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        named = []
+        for entry in entries:
+            if not entry.name.startswith(name_prefix):
+                continue
+            if not rel and entry.name in _HIDDEN:
+                continue
+            is_dir = entry.is_dir(follow_symlinks=False)
+            named.append((entry.name + "/" if is_dir else entry.name, entry, is_dir))
+        named.sort(key=lambda item: item[0])
+        for sort_name, entry, is_dir in named:
+            if is_dir:
+                yield from self._walk(Path(entry.path), rel + sort_name, "")
+            else:
+                try:
+                    size = entry.stat(follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(rel + entry.name, size)
+
+    def tensorstore_kvstore(self, path: str) -> dict[str, Any]:
+        """A tensorstore ``file`` kvstore spec for ``path`` under this store's root folder."""
+        return {"driver": "file", "path": str(self.root / path)}

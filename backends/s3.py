@@ -1,0 +1,320 @@
+"""Amazon S3 (or any S3-compatible service) as an object store, through boto3.
+
+Addressed as ``s3://bucket/optional/prefix``: every key lives under the prefix, so one
+bucket can hold several independent stores. Endpoint, region and credentials come from
+boto3's usual chain (``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``, ``AWS_REGION`` /
+``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID``, profiles, instance roles, ...) unless the
+constructor is told otherwise.
+
+Tokens are ETags. Conditional writes use S3's native ``If-None-Match: *`` and
+``If-Match: <etag>`` on PutObject (S3 supports both since 2024), so the check and the write
+are one atomic request; a lost race comes back as 412, or as 409 ConditionalRequestConflict
+when two conditional writes overlap, and either raises :class:`PreconditionFailed`.
+
+Caveats the callers should know:
+
+* An ETag is the MD5 of the content (for single-part uploads), so writing the same bytes
+  again gives the same token. Compare-and-swap therefore cannot tell "unchanged" from
+  "changed and changed back"; for our metadata that is harmless, because equal bytes mean
+  equal state.
+* A conditional write whose first attempt reached S3 but whose answer was lost is retried
+  and then fails its own precondition: the caller sees :class:`PreconditionFailed` although
+  its data was written. Callers re-read on PreconditionFailed anyway, and will find it.
+* moto (the test fake) checks ``If-Match`` non-atomically; ``If-None-Match`` is atomic.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import urllib3.exceptions
+
+from backends.base import (
+    Blob,
+    ObjectInfo,
+    ObjectStore,
+    PreconditionFailed,
+    StoreError,
+    StoreUnavailable,
+    validate_key,
+)
+
+#: Error codes that mean "try again later" rather than "you asked for something wrong".
+#: botocore's standard retry mode already retries these; seeing one here means it gave up.
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "InternalError",
+        "ServiceUnavailable",
+    }
+)
+
+#: Failures of the network rather than of the request. botocore wraps most of these, but
+#: reading a response body happens outside its retry loop and can surface raw urllib3 errors.
+_NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.ConnectionError,
+    botocore.exceptions.HTTPClientError,
+    botocore.exceptions.IncompleteReadError,
+    urllib3.exceptions.HTTPError,
+    ConnectionError,
+    TimeoutError,
+)
+
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_PRECONDITION_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
+
+
+def _code(error: botocore.exceptions.ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _status(error: botocore.exceptions.ClientError) -> int:
+    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def _is_not_found(error: botocore.exceptions.ClientError) -> bool:
+    return _code(error) in _NOT_FOUND_CODES or _status(error) == 404
+
+
+def _is_transient(error: botocore.exceptions.ClientError) -> bool:
+    return _code(error) in _TRANSIENT_CODES or _status(error) >= 500 or _status(error) == 429
+
+
+def _translate(error: Exception, what: str) -> StoreError:
+    """Map a boto/urllib3 failure to our error types (the caller raises it ``from`` error)."""
+    if isinstance(error, botocore.exceptions.ClientError):
+        if _is_transient(error):
+            return StoreUnavailable(f"S3 {what}: {error}")
+        return StoreError(f"S3 {what}: {error}")
+    if isinstance(error, _NETWORK_ERRORS):
+        return StoreUnavailable(f"S3 {what}: {error}")
+    return StoreError(f"S3 {what}: {error}")
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ``("bucket", "a/b/")``; the prefix is empty or ends in ``/``."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise ValueError(f"not an s3://bucket[/prefix] URL: {url!r}")
+    prefix = parts.path.strip("/")
+    return parts.netloc, f"{prefix}/" if prefix else ""
+
+
+class S3Store(ObjectStore):
+    """Objects under ``prefix`` in one S3 bucket.
+
+    ``max_attempts`` counts the first try: botocore's "standard" retry mode retries 5xx,
+    throttling and connection errors with jittered exponential backoff, and this class
+    additionally retries failures while streaming a response body. When attempts run out,
+    :class:`StoreUnavailable` is raised so the HTTP layer can answer 503.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        max_attempts: int = 5,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        max_pool_connections: int = 32,
+        session: boto3.session.Session | None = None,
+    ) -> None:
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        self.bucket = bucket
+        self.prefix = prefix.lstrip("/")
+        self.max_attempts = max(1, max_attempts)
+        self._session = session or boto3.session.Session()
+        config = botocore.config.Config(
+            retries={"mode": "standard", "max_attempts": self.max_attempts},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=max_pool_connections,
+        )
+        # endpoint_url=None lets botocore apply AWS_ENDPOINT_URL(_S3) and profile settings.
+        self._client = self._session.client(
+            "s3", endpoint_url=endpoint_url, region_name=region, config=config
+        )
+        self.endpoint_url: str = self._client.meta.endpoint_url
+        self.region: str = self._client.meta.region_name or "us-east-1"
+        self.description = f"s3://{bucket}/{self.prefix}"
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> S3Store:
+        """Open ``s3://bucket[/prefix]``; keyword arguments go to the constructor."""
+        bucket, prefix = parse_s3_url(url)
+        return cls(bucket, prefix, **kwargs)
+
+    @property
+    def client(self) -> Any:
+        """The underlying boto3 client (for tests and administrative tasks)."""
+        return self._client
+
+    @property
+    def has_custom_endpoint(self) -> bool:
+        """Whether requests go somewhere other than AWS itself (MinIO, moto, R2, ...)."""
+        host = urlsplit(self.endpoint_url).hostname or ""
+        return not (host == "amazonaws.com" or host.endswith(".amazonaws.com"))
+
+    def _full(self, key: str) -> str:
+        return self.prefix + key
+
+    def _get_object(self, key: str, range_header: str | None) -> tuple[bytes, str] | None:
+        """GET (optionally ranged) and read the body; None if missing.
+
+        The body is read outside botocore's retry loop, so a connection dropped mid-body is
+        retried here with the same jittered exponential backoff.
+        """
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full(key)}
+        if range_header is not None:
+            kwargs["Range"] = range_header
+        for attempt in range(self.max_attempts):
+            try:
+                response = self._client.get_object(**kwargs)
+                with response["Body"] as body:
+                    return body.read(), str(response.get("ETag", ""))
+            except botocore.exceptions.ClientError as error:
+                if _is_not_found(error):
+                    return None
+                if _code(error) == "InvalidRange" or _status(error) == 416:
+                    return b"", ""  # the object exists; the range starts at or past its end
+                raise _translate(error, f"get {key}") from error
+            except _NETWORK_ERRORS as error:
+                if attempt + 1 >= self.max_attempts:
+                    raise _translate(error, f"get {key}") from error
+                time.sleep(random.uniform(0, min(20.0, 0.1 * 2**attempt)))
+            except botocore.exceptions.BotoCoreError as error:
+                raise StoreError(f"S3 get {key}: {error}") from error
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def get(self, key: str) -> Blob | None:
+        found = self._get_object(key, None)
+        if found is None:
+            return None
+        data, etag = found
+        if not etag:
+            raise StoreError(f"S3 get {key}: response without ETag")
+        return Blob(data, etag)
+
+    def get_range(self, key: str, start: int, end: int | None = None) -> bytes | None:
+        if start < 0 or (end is not None and end < 0):
+            raise ValueError("negative offsets are not supported")
+        if end is not None and end <= start:
+            # HTTP cannot express an empty range; answer from a HEAD.
+            return b"" if self.exists(key) else None
+        if start == 0 and end is None:
+            range_header = None
+        else:
+            range_header = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
+        found = self._get_object(key, range_header)
+        return None if found is None else found[0]
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self._full(key))
+        except botocore.exceptions.ClientError as error:
+            if _is_not_found(error):
+                return False
+            raise _translate(error, f"head {key}") from error
+        except _NETWORK_ERRORS as error:
+            raise _translate(error, f"head {key}") from error
+        return True
+
+    def put(
+        self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False
+    ) -> str:
+        validate_key(key)
+        if if_absent and if_match is not None:
+            raise ValueError("if_absent and if_match exclude each other")
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self._full(key),
+            "Body": bytes(data),
+        }
+        if if_absent:
+            kwargs["IfNoneMatch"] = "*"
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match
+        try:
+            response = self._client.put_object(**kwargs)
+        except botocore.exceptions.ClientError as error:
+            if _code(error) in _PRECONDITION_CODES or _status(error) in (409, 412):
+                raise PreconditionFailed(f"{key}: {_code(error) or 'precondition'}") from error
+            if if_match is not None and _is_not_found(error):
+                # If-Match on a missing object: S3 answers 404 NoSuchKey.
+                raise PreconditionFailed(f"{key} does not exist") from error
+            raise _translate(error, f"put {key}") from error
+        except _NETWORK_ERRORS as error:
+            raise _translate(error, f"put {key}") from error
+        except botocore.exceptions.BotoCoreError as error:
+            raise StoreError(f"S3 put {key}: {error}") from error
+        return str(response["ETag"])
+
+    def delete(self, key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=self._full(key))
+        except botocore.exceptions.ClientError as error:
+            if _is_not_found(error):
+                return
+            raise _translate(error, f"delete {key}") from error
+        except _NETWORK_ERRORS as error:
+            raise _translate(error, f"delete {key}") from error
+
+    def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._full(prefix)}
+        if start_after is not None:
+            kwargs["StartAfter"] = self._full(start_after)
+        strip = len(self.prefix)
+        pages = self._client.get_paginator("list_objects_v2").paginate(**kwargs)
+        try:
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    yield ObjectInfo(item["Key"][strip:], int(item["Size"]))
+        except (botocore.exceptions.ClientError, *_NETWORK_ERRORS) as error:
+            raise _translate(error, f"list {prefix}") from error
+
+    def close(self) -> None:
+        self._client.close()
+
+    def tensorstore_kvstore(self, path: str) -> dict[str, Any]:
+        """A tensorstore ``s3`` kvstore spec for ``path`` under this store's prefix.
+
+        tensorstore has its own HTTP and credential code, so the spec must carry the
+        endpoint (only for non-AWS services) and region explicitly. Credentials are taken
+        from the environment when boto3 found them there (tensorstore's default chain also
+        probes config files and the metadata service, which is slow and noisy elsewhere);
+        otherwise tensorstore's default chain is used.
+        """
+        spec: dict[str, Any] = {
+            "driver": "s3",
+            "bucket": self.bucket,
+            "path": self.prefix + path,
+            "aws_region": self.region,
+        }
+        if self.has_custom_endpoint:
+            spec["endpoint"] = self.endpoint_url
+        credentials = self._session.get_credentials()
+        method = getattr(credentials, "method", None)
+        spec["aws_credentials"] = {"type": "environment" if method == "env" else "default"}
+        return spec
