@@ -176,9 +176,7 @@ class Catalog:
     def create(self, repo: Repo) -> None:
         self.claim_uuid(repo.root, repo.root)
         try:
-            self.store.put(
-                f"{REPOS}{repo.root}.json", orjson.dumps(repo.to_json()), if_absent=True
-            )
+            self.store.put(f"{REPOS}{repo.root}.json", orjson.dumps(repo.to_json()), if_absent=True)
         except PreconditionFailed:
             raise BadRequest(f"repo {repo.root} already exists") from None
 
@@ -192,9 +190,7 @@ class Catalog:
             repo, token = loaded
             result = edit(repo)
             try:
-                self.store.put(
-                    f"{REPOS}{root}.json", orjson.dumps(repo.to_json()), if_match=token
-                )
+                self.store.put(f"{REPOS}{root}.json", orjson.dumps(repo.to_json()), if_match=token)
                 return result
             except PreconditionFailed:
                 log.debug("repo %s changed under us, retrying", root)

@@ -47,7 +47,8 @@ def serve(
     configure_logging(log_level)
     settings = load_settings(config, data_dir=data_dir, port=port, host=host)
     logging.getLogger("dvid_cloud").info(
-        "starting", extra={"host": settings.host, "port": settings.port, "stores": list(settings.stores())}
+        "starting",
+        extra={"host": settings.host, "port": settings.port, "stores": list(settings.stores())},
     )
     uvicorn.run(
         create_app(settings),
@@ -127,7 +128,9 @@ def repo_info(ctx: click.Context) -> None:
 @click.argument("dataname")
 @click.option("-s", "--setting", multiple=True, help="A setting as NAME=VALUE (repeatable).")
 @click.pass_context
-def repo_instance(ctx: click.Context, typename: str, dataname: str, setting: tuple[str, ...]) -> None:
+def repo_instance(
+    ctx: click.Context, typename: str, dataname: str, setting: tuple[str, ...]
+) -> None:
     """Create a data instance of TYPENAME named DATANAME."""
     body: dict[str, str] = {"typename": typename, "dataname": dataname}
     for item in setting:

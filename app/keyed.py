@@ -55,9 +55,7 @@ class NodeIndex:
 
     def to_bytes(self) -> bytes:
         keys = sorted(self.records)
-        return orjson.dumps(
-            {"keys": keys, "tombstones": [k for k in keys if self.records[k]]}
-        )
+        return orjson.dumps({"keys": keys, "tombstones": [k for k in keys if self.records[k]]})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> NodeIndex:
@@ -174,25 +172,29 @@ class KeyView:
         return self.keys.index(node.uuid)
 
     def _winners(self, hexkey: str, starts: list[int]) -> list[int]:
-        return self.dag.nearest_records(
-            starts, lambda v: hexkey in self._records_of(v).records
-        )
+        return self.dag.nearest_records(starts, lambda v: hexkey in self._records_of(v).records)
 
     def _read_winner(self, hexkey: str, winners: list[int]) -> bytes | None:
-        """The value the winners agree on, None for tombstones, Conflict otherwise."""
-        if not winners:
-            return None
+        """The value the unshadowed records agree on.
+
+        Tombstones only shadow what they descend from: beside a value on another merge
+        path they yield to it (that is how ``resolve`` settles a conflict). No value is
+        None; two differing values are a conflict.
+        """
         values = set()
         for version in winners:
+            if self._records_of(version).records[hexkey]:
+                continue  # a tombstone, known from the index without a fetch
             path = self.keys._record_path(self.dag.by_id[version].uuid, hexkey)
             blob = self.keys.store.get(path)
-            values.add(None if blob is None or not blob.data else blob.data[1:])
+            if blob is not None and blob.data:
+                values.add(blob.data[1:])
         if len(values) > 1:
             raise Conflict(
                 f"key {decode_key(hexkey)!r} has conflicting values from the parents of "
                 f"merged node {self.node.uuid}: write it at that node or resolve the merge"
             )
-        return values.pop()
+        return values.pop() if values else None
 
     def get(self, key: str) -> bytes | None:
         """The visible value, or None if absent or deleted."""
@@ -205,14 +207,13 @@ class KeyView:
             return self._read_winner(hexkey, self._winners(hexkey, self.node.parents))
         return self._read_winner(hexkey, self._winners(hexkey, [self.node.version_id]))
 
-    def conflicts(self, hexkey: str) -> list[int]:
-        """Versions whose differing records a read of ``hexkey`` would see (for resolve)."""
-        winners = self._winners(hexkey, [self.node.version_id])
-        try:
-            self._read_winner(hexkey, winners)
-        except Conflict:
-            return winners
-        return []
+    def visible_version(self, hexkey: str) -> int | None:
+        """The version whose value a read sees (the first, if several disagree), or None
+        if the nearest records are tombstones or there are none."""
+        for version in self._winners(hexkey, [self.node.version_id]):
+            if not self._records_of(version).records[hexkey]:
+                return version
+        return None
 
     def candidate_keys(self) -> set[str]:
         found: set[str] = set()

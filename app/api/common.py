@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import Response
 
 from app.errors import BadRequest
@@ -62,3 +62,8 @@ def string_list(body: dict, name: str) -> list[str]:
 
 def json_response(value: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(value), status_code=status, media_type="application/json")
+
+
+Svc = Annotated[Services, Depends(services)]
+JsonBody = Annotated[Any, Depends(json_body)]
+RawBody = Annotated[bytes, Depends(raw_body)]

@@ -10,15 +10,16 @@ included in each of those apps.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from app.api.common import json_body, json_object, json_response
+from app.api.common import JsonBody, json_object, json_response
 from app.context import InstanceContext
-from app.datatypes import DataType, get, load_all
+from app.datatypes import get, load_all
 from app.datatypes.base import CHECKSUM_NAMES, compression_json
 from app.errors import DVIDError, LockedNode
 from app.repo import Instance, Repo
@@ -57,30 +58,32 @@ def make_context(services: Services, repo: Repo, node_uuid: str, inst: Instance)
     return InstanceContext(services, repo, repo.dag.node(node_uuid), inst, get(inst.typename))
 
 
+Ctx = Annotated[InstanceContext, Depends(context)]
+
 common = APIRouter()
 
 
 @common.get("/help", response_class=PlainTextResponse)
-def help_text(ctx: InstanceContext = Depends(context)) -> str:
+def help_text(ctx: Ctx) -> str:
     return ctx.datatype.help_text
 
 
 @common.get("/info")
 @common.post("/info")
-def info(ctx: InstanceContext = Depends(context)) -> Response:
+def info(ctx: Ctx) -> Response:
     return json_response(instance_json(ctx))
 
 
 @common.get("/tags")
-def get_tags(ctx: InstanceContext = Depends(context)) -> Response:
+def get_tags(ctx: Ctx) -> Response:
     return json_response({"Tags": ctx.instance.tags or None})
 
 
 @common.post("/tags")
 def post_tags(
+    body: JsonBody,
+    ctx: Ctx,
     replace: bool = False,
-    body: object = Depends(json_body),
-    ctx: InstanceContext = Depends(context),
 ) -> Response:
     tags = json_object(body, "tags")
     if not all(isinstance(v, str) for v in tags.values()):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import orjson
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import Response
 
-from app.api.common import json_body, json_object, json_response, services, string_field, string_list
+from app.api.common import JsonBody, Svc, json_object, json_response, string_field, string_list
 from app.dag import Node
 from app.errors import BadRequest
 from app.repo import TAG_RE, UUID_RE, Repo, check_uuid, stamp
-from app.services import Services
 from app.versions import commit, create_child
 
 router = APIRouter(prefix="/api/node/{uuid}", tags=["versions"])
@@ -18,19 +17,19 @@ router = APIRouter(prefix="/api/node/{uuid}", tags=["versions"])
 
 @router.get("/status")
 @router.get("/commit")
-def status(uuid: str, svc: Services = Depends(services)) -> Response:
+def status(uuid: str, svc: Svc) -> Response:
     _, node = svc.catalog.resolve(uuid)
     return json_response({"Locked": node.locked})
 
 
 @router.get("/note")
-def get_note(uuid: str, svc: Services = Depends(services)) -> Response:
+def get_note(uuid: str, svc: Svc) -> Response:
     _, node = svc.catalog.resolve(uuid)
     return json_response({"note": node.note})
 
 
 @router.post("/note")
-def post_note(uuid: str, body: object = Depends(json_body), svc: Services = Depends(services)) -> Response:
+def post_note(uuid: str, body: JsonBody, svc: Svc) -> Response:
     body = json_object(body)
     if "note" not in body:
         raise BadRequest("request body must have a 'note'")
@@ -48,13 +47,13 @@ def post_note(uuid: str, body: object = Depends(json_body), svc: Services = Depe
 
 
 @router.get("/log")
-def get_log(uuid: str, svc: Services = Depends(services)) -> Response:
+def get_log(uuid: str, svc: Svc) -> Response:
     _, node = svc.catalog.resolve(uuid)
     return json_response({"log": node.log})
 
 
 @router.post("/log")
-def post_log(uuid: str, body: object = Depends(json_body), svc: Services = Depends(services)) -> Response:
+def post_log(uuid: str, body: JsonBody, svc: Svc) -> Response:
     lines = string_list(json_object(body), "log")
     repo, node = svc.catalog.resolve(uuid)
 
@@ -69,7 +68,7 @@ def post_log(uuid: str, body: object = Depends(json_body), svc: Services = Depen
 
 
 @router.post("/commit")
-def post_commit(uuid: str, body: object = Depends(json_body), svc: Services = Depends(services)) -> Response:
+def post_commit(uuid: str, body: JsonBody, svc: Svc) -> Response:
     body = json_object(body)
     repo, node = svc.catalog.resolve(uuid)
     commit(svc, repo.root, node.uuid, string_field(body, "note"), string_list(body, "log"))
@@ -82,7 +81,7 @@ def _chosen_uuid(body: dict) -> str | None:
 
 
 @router.post("/newversion")
-def newversion(uuid: str, body: object = Depends(json_body), svc: Services = Depends(services)) -> Response:
+def newversion(uuid: str, body: JsonBody, svc: Svc) -> Response:
     body = json_object(body)
     repo, node = svc.catalog.resolve(uuid)
 
@@ -96,7 +95,7 @@ def newversion(uuid: str, body: object = Depends(json_body), svc: Services = Dep
 
 
 @router.post("/branch")
-def branch(uuid: str, body: object = Depends(json_body), svc: Services = Depends(services)) -> Response:
+def branch(uuid: str, body: JsonBody, svc: Svc) -> Response:
     body = json_object(body)
     name = string_field(body, "branch")
     repo, node = svc.catalog.resolve(uuid)
@@ -111,7 +110,7 @@ def branch(uuid: str, body: object = Depends(json_body), svc: Services = Depends
 
 
 @router.post("/tag")
-def tag(uuid: str, body: object = Depends(json_body), svc: Services = Depends(services)) -> Response:
+def tag(uuid: str, body: JsonBody, svc: Svc) -> Response:
     """A committed child named by the tag itself, on branch ``tag-<tag>``."""
     body = json_object(body)
     name = string_field(body, "tag")

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import Response
 
-from app.api.common import (
-    json_body,
-    json_object,
-    json_response,
-    services,
-    string_field,
-    string_list,
-)
+from app.api.common import JsonBody, Svc, json_object, json_response, string_field, string_list
 from app.api.instances import instance_json, make_context
 from app.dag import MASTER, Node, node_dag_json
 from app.datatypes import get
@@ -49,7 +42,7 @@ def repo_json(svc: Services, repo: Repo) -> dict:
 
 
 @router.post("/repos")
-def create_repo(body: object = Depends(json_body), svc: Services = Depends(services)) -> Response:
+def create_repo(body: JsonBody, svc: Svc) -> Response:
     body = json_object(body)
     root = string_field(body, "root")
     root = check_uuid(root, "root UUID") if root else new_uuid()
@@ -64,26 +57,24 @@ def create_repo(body: object = Depends(json_body), svc: Services = Depends(servi
 
 
 @router.get("/repos/info")
-def repos_info(svc: Services = Depends(services)) -> Response:
+def repos_info(svc: Svc) -> Response:
     return json_response({repo.root: repo_json(svc, repo) for repo in svc.catalog.repos()})
 
 
 @router.head("/repo/{uuid}")
-def head_repo(uuid: str, svc: Services = Depends(services)) -> Response:
+def head_repo(uuid: str, svc: Svc) -> Response:
     svc.catalog.resolve(uuid)
     return Response()
 
 
 @router.get("/repo/{uuid}/info")
-def get_repo_info(uuid: str, svc: Services = Depends(services)) -> Response:
+def get_repo_info(uuid: str, svc: Svc) -> Response:
     repo, _ = svc.catalog.resolve(uuid)
     return json_response(repo_json(svc, repo))
 
 
 @router.post("/repo/{uuid}/info")
-def post_repo_info(
-    uuid: str, body: object = Depends(json_body), svc: Services = Depends(services)
-) -> Response:
+def post_repo_info(uuid: str, body: JsonBody, svc: Svc) -> Response:
     body = json_object(body)
     alias, description = body.get("alias"), body.get("description")
     for name, value in (("alias", alias), ("description", description)):
@@ -103,15 +94,13 @@ def post_repo_info(
 
 
 @router.get("/repo/{uuid}/log")
-def get_repo_log(uuid: str, svc: Services = Depends(services)) -> Response:
+def get_repo_log(uuid: str, svc: Svc) -> Response:
     repo, _ = svc.catalog.resolve(uuid)
     return json_response({"log": repo.log})
 
 
 @router.post("/repo/{uuid}/log")
-def post_repo_log(
-    uuid: str, body: object = Depends(json_body), svc: Services = Depends(services)
-) -> Response:
+def post_repo_log(uuid: str, body: JsonBody, svc: Svc) -> Response:
     lines = string_list(json_object(body), "log")
     repo, _ = svc.catalog.resolve(uuid)
 
@@ -124,15 +113,13 @@ def post_repo_log(
 
 
 @router.get("/repo/{uuid}/branch-versions/{branch}")
-def branch_versions(uuid: str, branch: str, svc: Services = Depends(services)) -> Response:
+def branch_versions(uuid: str, branch: str, svc: Svc) -> Response:
     repo, _ = svc.catalog.resolve(uuid)
     return json_response([node.uuid for node in repo.dag.branch_versions(branch)])
 
 
 @router.post("/repo/{uuid}/instance")
-def create_instance(
-    uuid: str, body: object = Depends(json_body), svc: Services = Depends(services)
-) -> Response:
+def create_instance(uuid: str, body: JsonBody, svc: Svc) -> Response:
     config = json_object(body, "instance configuration")
     settings = {str(k).lower(): v for k, v in config.items()}
     typename = settings.pop("typename", None)
@@ -190,9 +177,7 @@ def _parse_tags(text: str) -> dict[str, str]:
 
 
 @router.delete("/repo/{uuid}/{dataname}")
-def delete_instance(
-    uuid: str, dataname: str, imsure: bool = False, svc: Services = Depends(services)
-) -> Response:
+def delete_instance(uuid: str, dataname: str, svc: Svc, imsure: bool = False) -> Response:
     if not imsure:
         raise BadRequest("deleting an instance needs the query string 'imsure=true'")
     repo, _ = svc.catalog.resolve(uuid)
@@ -228,7 +213,7 @@ def _merge_rule(repo: Repo, parents: list[Node]) -> str:
 
 
 @router.post("/repo/{uuid}/merge")
-def merge(uuid: str, body: object = Depends(json_body), svc: Services = Depends(services)) -> Response:
+def merge(uuid: str, body: JsonBody, svc: Svc) -> Response:
     body = json_object(body)
     merge_type = string_field(body, "mergeType")
     if merge_type != "conflict-free":
@@ -240,73 +225,39 @@ def merge(uuid: str, body: object = Depends(json_body), svc: Services = Depends(
 
 
 @router.post("/repo/{uuid}/resolve")
-def resolve(uuid: str, body: object = Depends(json_body), svc: Services = Depends(services)) -> Response:
-    """Merge after deleting, in lower-priority parents, every key that conflicts."""
+def resolve(uuid: str, body: JsonBody, svc: Svc) -> Response:
+    """Merge after deleting, in each lower-priority parent, the keys whose visible value
+    differs from the one seen through the first parent that has a value (DVID's rule)."""
     body = json_object(body)
     names = string_list(body, "data")
     if not names:
-        raise BadRequest("resolve needs 'data': the instances whose conflicts to resolve")
+        raise BadRequest("Must specify at least one data instance using 'data' field")
     repo, _ = svc.catalog.resolve(uuid)
     parents = _merge_parents(svc, repo, string_list(body, "parents"))
+    nodes = [repo.dag.node(p) for p in parents]
+    doomed: dict[str, dict[str, list[str]]] = {}  # parent -> instance -> keys
     for name in names:
-        repo.instance(name)
-    conflicts = _conflicts(svc, repo, parents, names)
-    final = list(parents)
-    for index, parent in enumerate(parents[1:], start=1):
-        doomed = {name: keys.get(parent, []) for name, keys in conflicts.items()}
-        if not any(doomed.values()):
-            continue
-        child = _tombstone_child(svc, repo.root, parent, doomed)
-        final[index] = child
+        inst = repo.instance(name)
+        for parent, keys in get(inst.typename).conflicts(svc, repo, inst, nodes).items():
+            doomed.setdefault(parent, {})[name] = keys
+    final = [
+        _tombstone_child(svc, repo.root, parent, doomed[parent]) if parent in doomed else parent
+        for parent in parents
+    ]
     child = create_child(svc, repo.root, final, _merge_rule, note=string_field(body, "note"))
     return json_response({"child": child.uuid})
 
 
-def _conflicts(
-    svc: Services, repo: Repo, parents: list[str], names: list[str]
-) -> dict[str, dict[str, list[str]]]:
-    """Per instance, per lower-priority parent: the conflicting keys it must give up.
-
-    A key conflicts when a read at a merge of ``parents`` would see differing records;
-    every parent other than the highest-priority one holding such a record loses it.
-    """
-    probe = _virtual_merge(repo, parents)
-    found: dict[str, dict[str, list[str]]] = {}
-    for name in names:
-        ctx = make_context(svc, repo, probe.uuid, repo.instances[name])
-        per_parent: dict[str, list[str]] = {}
-        for key, versions in ctx.datatype.conflicting_keys(ctx):
-            holders = [p for p in parents if repo.dag.ancestors(repo.dag.node(p).version_id) & versions]
-            for loser in holders[1:]:
-                per_parent.setdefault(loser, []).append(key)
-        found[name] = per_parent
-    return found
-
-
-def _virtual_merge(repo: Repo, parents: list[str]) -> Node:
-    """An unsaved, locked merge node, to ask what a read there would see."""
-    node = Node(
-        uuid="0" * 32,
-        version_id=-1,
-        locked=True,
-        parents=[repo.dag.node(p).version_id for p in parents],
-    )
-    repo.dag.by_uuid[node.uuid] = node
-    repo.dag.by_id[node.version_id] = node
-    return node
-
-
 def _tombstone_child(svc: Services, root: str, parent: str, doomed: dict[str, list[str]]) -> str:
-    """A child of ``parent`` deleting the doomed keys, committed (DVID's resolve step)."""
+    """A committed child of ``parent``, on branch ``conflict-<parent>``, deleting keys."""
 
     def rule(repo: Repo, parents: list[Node]) -> str:
-        return f"resolve-{new_uuid()[:8]}"
+        return repo.check_new_branch(parents[0], f"conflict-{parent}")
 
     child = create_child(svc, root, [parent], rule, note=RESOLVE_NOTE)
     repo = svc.catalog.repo(root)
     for name, keys in doomed.items():
-        if keys:
-            ctx = make_context(svc, repo, child.uuid, repo.instances[name])
-            ctx.datatype.tombstone(ctx, keys)
-    commit(svc, root, child.uuid, "", [])
+        ctx = make_context(svc, repo, child.uuid, repo.instances[name])
+        ctx.datatype.tombstone(ctx, keys)
+    commit(svc, root, child.uuid, RESOLVE_NOTE, [])
     return child.uuid

@@ -8,13 +8,12 @@ import platform
 import time
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from app import __version__
-from app.api.common import json_response, services
+from app.api.common import Svc, json_response
 from app.datatypes import get, load_all
-from app.services import Services
 
 router = APIRouter(prefix="/api", tags=["server"])
 
@@ -78,12 +77,12 @@ def heartbeat() -> str:
 
 
 @router.get("/server/note", response_class=PlainTextResponse)
-def server_note(svc: Services = Depends(services)) -> str:
+def server_note(svc: Svc) -> str:
     return svc.settings.note
 
 
 @router.get("/server/info")
-def server_info(svc: Services = Depends(services)) -> Response:
+def server_info(svc: Svc) -> Response:
     uptime = int(time.time() - svc.started)
     info = {
         "Cores": str(os.cpu_count() or 1),
@@ -109,13 +108,13 @@ def compiled_types() -> Response:
 
 
 @router.get("/server/types")
-def used_types(svc: Services = Depends(services)) -> Response:
+def used_types(svc: Svc) -> Response:
     used = {inst.typename for repo in svc.catalog.repos() for inst in repo.instances.values()}
     return json_response({name: get(name).url for name in sorted(used)})
 
 
 @router.get("/load")
-def load(svc: Services = Depends(services)) -> Response:
+def load(svc: Svc) -> Response:
     c = svc.counters
     return json_response(
         {
@@ -136,7 +135,7 @@ def load(svc: Services = Depends(services)) -> Response:
 
 
 @router.get("/storage")
-def storage(svc: Services = Depends(services)) -> Response:
+def storage(svc: Svc) -> Response:
     """Bytes stored per instance, per repo, and which store holds them."""
     report: dict[str, dict] = {}
     for repo in svc.catalog.repos():

@@ -8,13 +8,13 @@ else in the server knows what any datatype stores.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
 from fastapi import APIRouter
 
+from app.dag import Node
 from app.errors import BadRequest
-from app.repo import Instance
+from app.repo import Instance, Repo
 
 if TYPE_CHECKING:
     from app.context import InstanceContext
@@ -88,12 +88,13 @@ class DataType:
         """``Extended`` of the instance JSON."""
         return {}
 
-    def seal(self, services: Services, instance: Instance, node_uuid: str) -> None:  # noqa: B027
+    def seal(self, services: Services, instance: Instance, node_uuid: str) -> None:
         """The node was committed: persist whatever makes its data cheap to read later."""
 
-    def conflicting_keys(self, ctx: InstanceContext) -> Iterator[tuple[str, frozenset[int]]]:
-        """Keys a read at merge node ``ctx.node`` would find conflicting, each with the
-        versions holding the differing records."""
+    def conflicts(
+        self, services: Services, repo: Repo, instance: Instance, parents: list[Node]
+    ) -> dict[str, list[str]]:
+        """For ``resolve``: per lower-priority parent UUID, the keys it must give up."""
         raise BadRequest(f"datatype {self.name} cannot resolve merge conflicts")
 
     def tombstone(self, ctx: InstanceContext, keys: list[str]) -> None:

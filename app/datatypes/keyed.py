@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from app.context import InstanceContext
+from app.dag import Node
 from app.datatypes.base import DataType
 from app.keyed import KeyView, VersionedKeys, decode_key
-from app.repo import Instance
+from app.repo import Instance, Repo
 from app.services import Services
 
 
@@ -26,12 +25,24 @@ class KeyedDataType(DataType):
     def seal(self, services: Services, instance: Instance, node_uuid: str) -> None:
         self.keys(services, instance).seal(node_uuid)
 
-    def conflicting_keys(self, ctx: InstanceContext) -> Iterator[tuple[str, frozenset[int]]]:
-        view = self.view(ctx)
-        for hexkey in sorted(view.candidate_keys()):
-            versions = view.conflicts(hexkey)
-            if versions:
-                yield decode_key(hexkey), frozenset(versions)
+    def conflicts(
+        self, services: Services, repo: Repo, instance: Instance, parents: list[Node]
+    ) -> dict[str, list[str]]:
+        keys = self.keys(services, instance)
+        views = [keys.at(repo.dag, parent, mutable=False) for parent in parents]
+        candidates = set().union(*(view.candidate_keys() for view in views))
+        doomed: dict[str, list[str]] = {}
+        for hexkey in sorted(candidates):
+            first = None
+            for parent, view in zip(parents, views, strict=True):
+                version = view.visible_version(hexkey)
+                if version is None:
+                    continue
+                if first is None:
+                    first = version
+                elif version != first:
+                    doomed.setdefault(parent.uuid, []).append(decode_key(hexkey))
+        return doomed
 
     def tombstone(self, ctx: InstanceContext, keys: list[str]) -> None:
         store = self.keys(ctx.services, ctx.instance)

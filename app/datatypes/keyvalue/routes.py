@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
-from app.api.common import json_response, raw_body
-from app.api.instances import context
+from app.api.common import RawBody, json_response
+from app.api.instances import Ctx
 from app.context import InstanceContext
 from app.datatypes.keyvalue import formats
 from app.errors import BadRequest, NotFound
@@ -43,7 +43,7 @@ def _value(ctx: InstanceContext, key: str) -> bytes:
 @router.get("/key/{key}")
 def get_key(
     key: str,
-    ctx: InstanceContext = Depends(context),
+    ctx: Ctx,
     byte_start: int | None = Query(None, ge=0),
     byte_end: int | None = Query(None, ge=0),
     range_header: str | None = Header(None, alias="Range"),
@@ -96,33 +96,31 @@ def _parse_range(header: str, total: int) -> tuple[int, int] | str | None:
 
 
 @router.head("/key/{key}")
-def head_key(key: str, ctx: InstanceContext = Depends(context)) -> Response:
+def head_key(key: str, ctx: Ctx) -> Response:
     if _view(ctx).get(key) is None:
         return Response(status_code=404)
     return Response(headers={"Accept-Ranges": "bytes"})
 
 
 @router.post("/key/{key}")
-def post_key(
-    key: str, body: bytes = Depends(raw_body), ctx: InstanceContext = Depends(context)
-) -> Response:
+def post_key(key: str, body: RawBody, ctx: Ctx) -> Response:
     _keys(ctx).write(ctx.version.uuid, key, body)
     return Response()
 
 
 @router.delete("/key/{key}")
-def delete_key(key: str, ctx: InstanceContext = Depends(context)) -> Response:
+def delete_key(key: str, ctx: Ctx) -> Response:
     _keys(ctx).delete(ctx.version.uuid, key)
     return Response()
 
 
 @router.get("/keys")
-def get_keys(ctx: InstanceContext = Depends(context)) -> Response:
+def get_keys(ctx: Ctx) -> Response:
     return json_response(_view(ctx).keys_in_range())
 
 
 @router.get("/keyrange/{first}/{last}")
-def keyrange(first: str, last: str, ctx: InstanceContext = Depends(context)) -> Response:
+def keyrange(first: str, last: str, ctx: Ctx) -> Response:
     return json_response(_view(ctx).keys_in_range(first, last))
 
 
@@ -144,9 +142,7 @@ def _encode(form: str, pairs: Iterable[tuple[str, bytes]], check: bool) -> Respo
 
 
 @router.get("/keyrangevalues/{first}/{last}")
-def keyrangevalues(
-    first: str, last: str, request: Request, ctx: InstanceContext = Depends(context)
-) -> Response:
+def keyrangevalues(first: str, last: str, request: Request, ctx: Ctx) -> Response:
     form = _output_form(request)
     view = _view(ctx)
     pairs = []
@@ -158,9 +154,7 @@ def keyrangevalues(
 
 
 @router.get("/keyvalues")
-def get_keyvalues(
-    request: Request, body: bytes = Depends(raw_body), ctx: InstanceContext = Depends(context)
-) -> Response:
+def get_keyvalues(request: Request, body: RawBody, ctx: Ctx) -> Response:
     """Batch read; the request body names the keys (protobuf ``Keys``, or JSON)."""
     form = _output_form(request)
     wanted = (
@@ -182,6 +176,6 @@ def _has_ranges(wanted: list[formats.KeyRequest]) -> bool:
 
 
 @router.post("/keyvalues")
-def post_keyvalues(body: bytes = Depends(raw_body), ctx: InstanceContext = Depends(context)) -> Response:
+def post_keyvalues(body: RawBody, ctx: Ctx) -> Response:
     _keys(ctx).write_many(ctx.version.uuid, formats.parse_keyvalues_protobuf(body))
     return Response()

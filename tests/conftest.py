@@ -1,0 +1,120 @@
+"""Shared fixtures: a dvid-cloud app on each backend, driven through its HTTP API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.server import create_app
+from app.settings import Settings
+from backends import ObjectStore
+from backends.local import LocalStore
+from backends.memory import MemoryStore
+
+BACKENDS = ["memory", "local"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_store(backend: str, tmp_path: Path) -> Callable[[], ObjectStore]:
+    """Opens the test's store; every call opens the same data (as a restart would)."""
+    shared_memory = MemoryStore()
+
+    def make() -> ObjectStore:
+        if backend == "memory":
+            return shared_memory
+        return LocalStore(tmp_path / "store")
+
+    return make
+
+
+@pytest.fixture
+def make_client(make_store: Callable[[], ObjectStore]) -> Iterator[Callable[..., TestClient]]:
+    """Builds a fresh server process-equivalent on the same store (a restart or a replica)."""
+    clients: list[TestClient] = []
+
+    def make(**settings: object) -> TestClient:
+        app = create_app(Settings(**settings), {"default": make_store()})
+        client = TestClient(app)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+class Api:
+    """Terse helpers for the calls most tests make; every helper asserts success."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.c = client
+
+    def new_repo(self, **body: str) -> str:
+        r = self.c.post("/api/repos", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()["root"]
+
+    def new_instance(self, uuid: str, typename: str, name: str, **settings: str) -> None:
+        r = self.c.post(
+            f"/api/repo/{uuid}/instance", json={"typename": typename, "dataname": name, **settings}
+        )
+        assert r.status_code == 200, r.text
+
+    def commit(self, uuid: str, note: str = "") -> None:
+        r = self.c.post(f"/api/node/{uuid}/commit", json={"note": note})
+        assert r.status_code == 200, r.text
+
+    def newversion(self, uuid: str, /, **body: str) -> str:
+        r = self.c.post(f"/api/node/{uuid}/newversion", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()["child"]
+
+    def branch(self, uuid: str, name: str, /, **body: str) -> str:
+        r = self.c.post(f"/api/node/{uuid}/branch", json={"branch": name, **body})
+        assert r.status_code == 200, r.text
+        return r.json()["child"]
+
+    def merge(self, uuid: str, parents: list[str], note: str = "") -> str:
+        body = {"mergeType": "conflict-free", "parents": parents, "note": note}
+        r = self.c.post(f"/api/repo/{uuid}/merge", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()["child"]
+
+    def put(self, uuid: str, data: str, key: str, value: bytes) -> None:
+        r = self.c.post(f"/api/node/{uuid}/{data}/key/{key}", content=value)
+        assert r.status_code == 200, r.text
+
+    def get(self, uuid: str, data: str, key: str) -> bytes | None:
+        """The value, or None on 404."""
+        r = self.c.get(f"/api/node/{uuid}/{data}/key/{key}")
+        if r.status_code == 404:
+            return None
+        assert r.status_code == 200, r.text
+        return r.content
+
+    def delete(self, uuid: str, data: str, key: str) -> None:
+        r = self.c.delete(f"/api/node/{uuid}/{data}/key/{key}")
+        assert r.status_code == 200, r.text
+
+    def keys(self, uuid: str, data: str) -> list[str]:
+        r = self.c.get(f"/api/node/{uuid}/{data}/keys")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+@pytest.fixture
+def api(client: TestClient) -> Api:
+    return Api(client)
