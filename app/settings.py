@@ -79,7 +79,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _TomlSource(settings_cls)
+        path = getattr(init_settings, "init_kwargs", {}).get("config_file")
+        return init_settings, env_settings, _TomlSource(settings_cls, path)
 
     def stores(self) -> dict[str, StoreConfig]:
         """Configured stores; without any, one local folder at ``data_dir``."""
@@ -133,9 +134,4 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **flags: An
             raise FileNotFoundError(f"config file {path} does not exist")
         given["config_file"] = path
 
-    class _FromFile(Settings):
-        @classmethod
-        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, *_):
-            return init_settings, env_settings, _TomlSource(settings_cls, path)
-
-    return Settings.model_validate(_FromFile(**given).model_dump())
+    return Settings(**given)

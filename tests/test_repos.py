@@ -244,7 +244,7 @@ def test_uuid_references(client: TestClient, api: Api) -> None:
     assert note.status_code == 200
     assert client.get(f"/api/node/{c}/note").json() == {"note": "leaf"}
     assert client.get(f"/api/node/{root}:exp/note").status_code == 200
-    assert client.get(f"/api/node/:master/status").json() == {"Locked": False}
+    assert client.get("/api/node/:master/status").json() == {"Locked": False}
     assert client.get(f"/api/node/{root}:master~1/status").json() == {"Locked": True}
     versions = client.get(f"/api/repo/{root}/branch-versions/master").json()
     assert versions == [c, b, root]

@@ -1,0 +1,139 @@
+"""The installed ``dvid-cloud`` command: a real server process, and the client commands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+CLI = shutil.which("dvid-cloud", path=str(Path(sys.executable).parent)) or "dvid-cloud"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def server(*args: str, env: dict[str, str] | None = None, port: int) -> Iterator[str]:
+    """Run ``dvid-cloud serve ARGS`` until the block ends; yields its base URL."""
+    proc = subprocess.Popen(
+        [CLI, "serve", *args],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/api/heartbeat", timeout=1).text == "OK":
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                output = proc.stdout.read().decode() if proc.stdout else ""
+                raise RuntimeError(f"server did not start:\n{output}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def cli(url: str, *args: str) -> str:
+    result = subprocess.run(
+        [CLI, "--server", url, *args], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_serve_cli_workflow_and_restart(tmp_path: Path) -> None:
+    port = free_port()
+    data = tmp_path / "data"
+    with server("--data-dir", str(data), "--port", str(port), port=port) as url:
+        root = cli(url, "repos", "new", "--alias", "cli-repo")
+        assert len(root) == 32
+        assert "Added kv [keyvalue]" in cli(url, "repo", root, "instance", "keyvalue", "kv")
+        assert httpx.post(f"{url}/api/node/{root}/kv/key/a", content=b"1").status_code == 200
+        cli(url, "node", root, "note", "first version")
+        cli(url, "node", root, "log", "did a thing")
+        assert cli(url, "node", root, "commit", "--log", "committing") == root
+        assert '"Locked": true' in cli(url, "node", root, "status")
+        child = cli(url, "node", root, "newversion", "--note", "second")
+        exp = cli(url, "node", root, "branch", "exp")
+        assert cli(url, "node", root, "tag", "v1") == "v1"
+        cli(url, "node", child, "commit")
+        cli(url, "node", exp, "commit")
+        merged = cli(url, "repo", root, "merge", child, exp)
+        assert cli(url, "node", root, "note") == "first version"
+        assert cli(url, "node", root, "log").count("\n") == 1
+        assert '"cli-repo"' in cli(url, "repos", "info")
+        failed = subprocess.run(
+            [CLI, "--server", url, "node", root, "commit"], capture_output=True, text=True
+        )
+        assert failed.returncode == 1 and "400" in failed.stderr
+    # A new process on the same folder serves the same data.
+    with server("--data-dir", str(data), "--port", str(port), port=port) as url:
+        assert httpx.get(f"{url}/api/node/{merged}/kv/key/a").content == b"1"
+        assert httpx.get(f"{url}/api/node/v1/status").json() == {"Locked": True}
+
+
+def test_serve_takes_env_and_config_file(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "dvid.toml"
+    config.write_text(
+        f'[server]\nport = {port}\nnote = "from toml"\n\n'
+        f'[store.main]\npath = "{tmp_path / "via-toml"}"\n\n[backend]\ndefault = "main"\n'
+    )
+    with server("--config", str(config), port=port) as url:
+        assert httpx.get(f"{url}/api/server/note").text == "from toml"
+        httpx.post(f"{url}/api/repos", json={})
+    assert any((tmp_path / "via-toml" / "meta" / "repos").iterdir())
+    # Env vars override the file; flags override env vars.
+    env_port = free_port()
+    env = {"DVID_CLOUD_CONFIG": str(config), "DVID_CLOUD_PORT": str(env_port)}
+    with server(env=env, port=env_port) as url:
+        assert httpx.get(f"{url}/api/server/note").text == "from toml"
+    flag_port = free_port()
+    with server("--port", str(flag_port), env=env, port=flag_port) as url:
+        assert httpx.get(f"{url}/api/heartbeat").text == "OK"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["serve", "--help"],
+        ["repos", "--help"],
+        ["repos", "new", "--help"],
+        ["repo", "x", "instance", "--help"],
+        ["node", "x", "commit", "--help"],
+        ["node", "x", "branch", "--help"],
+    ],
+)
+def test_every_command_has_help(args: list[str]) -> None:
+    result = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+def test_client_reports_unreachable_server() -> None:
+    result = subprocess.run(
+        [CLI, "--server", f"http://127.0.0.1:{free_port()}", "repos", "info"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1 and "cannot reach" in result.stderr
