@@ -11,9 +11,9 @@ Layout (see docs/format.md):
 ``meta/version-counter``
     the last VersionID handed out (server-wide, like DVID's).
 
-Nothing is cached across requests except what cannot change: which repo a full UUID
-belongs to. Each request reads the repo object afresh, so a write through one server is
-seen by every other on its next request.
+Each request reads the repo object afresh, so a write through one server is seen by every
+other on its next request; only its parsing is skipped when the stored token is unchanged,
+and which repo a full UUID belongs to (which never changes) is remembered.
 """
 
 from __future__ import annotations
@@ -45,14 +45,23 @@ class Catalog:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
         self._root_of: dict[str, str] = {}
+        self._parsed: dict[str, tuple[str, Repo]] = {}
 
     # --- reading -----------------------------------------------------------------------
 
-    def _load(self, root: str) -> tuple[Repo, str] | None:
+    def _load(self, root: str, private: bool = False) -> tuple[Repo, str] | None:
+        """The repo and its token. Readers share one parsed copy per stored version (its
+        DAG keeps its cached ancestries); ``private`` gives a copy an edit may change."""
         blob = self.store.get(f"{REPOS}{root}.json")
         if blob is None:
             return None
-        return Repo.from_json(orjson.loads(blob.data)), blob.token
+        cached = self._parsed.get(root)
+        if not private and cached is not None and cached[0] == blob.token:
+            return cached[1], blob.token
+        repo = Repo.from_json(orjson.loads(blob.data))
+        if not private:
+            self._parsed[root] = (blob.token, repo)
+        return repo, blob.token
 
     def repo(self, root: str) -> Repo:
         loaded = self._load(root)
@@ -184,7 +193,7 @@ class Catalog:
         """Apply ``edit`` to fresh metadata and write it back only if nobody else wrote
         in between; otherwise retry on the newer version. ``edit`` may raise to abort."""
         for _ in range(MAX_CAS_ATTEMPTS):
-            loaded = self._load(root)
+            loaded = self._load(root, private=True)
             if loaded is None:
                 raise BadRequest(f"no repo with root {root}")
             repo, token = loaded
