@@ -31,6 +31,7 @@ import requests
 from google.api_core.retry import Retry
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import storage
+from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY
 from google.cloud.storage.retry import _should_retry as _is_transient
 
@@ -49,8 +50,11 @@ T = TypeVar("T")
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 EMULATOR_PROJECT = "test"
 
-#: Errors that are not HTTP answers at all: the network or auth transport failed.
+#: Errors other than google.api_core's: the network or auth transport failed, or the media
+#: layer rejected a response (a bad status it did not convert, a checksum mismatch).
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    InvalidResponse,
+    DataCorruption,
     requests.exceptions.RequestException,
     google.auth.exceptions.TransportError,
     ConnectionError,
@@ -232,7 +236,7 @@ class GCSStore(ObjectStore):
                 raise
 
     def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
-        full_after = None if start_after is None else self.prefix + start_after
+        full_after = self.prefix + start_after if start_after else None
         blobs = self._call(
             f"list {prefix}",
             lambda: self._client.list_blobs(

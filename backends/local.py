@@ -5,6 +5,10 @@ Each object is one file at ``root/<key>``. Writes go to a temporary file under
 leaves at worst an orphan temp file. Conditional puts are atomic across processes:
 ``if_absent`` links the temp file into place (``link`` fails if the name exists) and
 ``if_match`` compares and renames while holding an ``flock`` on a per-key lock file.
+
+File names are limited to 255 bytes while object keys are not (S3 allows 1024), so a key
+component longer than 200 characters is stored as a chain of folders, each piece but the
+last ending in a backslash (a character keys may not hold here): ``<200 chars>\\/<rest>``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,22 @@ from typing import Any
 from backends.base import Blob, ObjectInfo, ObjectStore, PreconditionFailed, validate_key
 
 _HIDDEN = (".tmp", ".locks")
+_PIECE = 200
+_CONTINUED = "\\"
+
+
+def _relpath(key: str) -> str:
+    """The path under the root holding ``key`` (or, for a prefix, where it starts)."""
+    if _CONTINUED in key:
+        raise ValueError(f"object key {key!r} may not contain a backslash in a local store")
+    return "/".join(
+        (_CONTINUED + "/").join(part[i : i + _PIECE] for i in range(0, len(part), _PIECE))
+        for part in key.split("/")
+    )
+
+
+def _key(relpath: str) -> str:
+    return relpath.replace(_CONTINUED + "/", "")
 
 
 def _token(stat: os.stat_result) -> str:
@@ -38,7 +58,7 @@ class LocalStore(ObjectStore):
             (self.root / hidden).mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        return self.root / validate_key(key)
+        return self.root / _relpath(validate_key(key))
 
     def get(self, key: str) -> Blob | None:
         try:
@@ -108,37 +128,30 @@ class LocalStore(ObjectStore):
             self._path(key).unlink()
 
     def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
-        folder, _, name_prefix = prefix.rpartition("/")
+        folder, _, name_prefix = _relpath(prefix).rpartition("/")
         base = self.root / folder if folder else self.root
         rel = f"{folder}/" if folder else ""
-        for info in self._walk(base, rel, name_prefix):
+        found = sorted(self._walk(base, rel, name_prefix), key=lambda info: info.key)
+        for info in found:
             if start_after is None or info.key > start_after:
                 yield info
 
     def _walk(self, folder: Path, rel: str, name_prefix: str) -> Iterator[ObjectInfo]:
-        """Depth-first walk in key order: a folder ``a`` sorts as ``a/`` among its siblings."""
         try:
             entries = list(os.scandir(folder))
         except (FileNotFoundError, NotADirectoryError):
             return
-        named = []
         for entry in entries:
-            if not entry.name.startswith(name_prefix):
+            if not entry.name.startswith(name_prefix) or (not rel and entry.name in _HIDDEN):
                 continue
-            if not rel and entry.name in _HIDDEN:
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(Path(entry.path), f"{rel}{entry.name}/", "")
                 continue
-            is_dir = entry.is_dir(follow_symlinks=False)
-            named.append((entry.name + "/" if is_dir else entry.name, entry, is_dir))
-        named.sort(key=lambda item: item[0])
-        for sort_name, entry, is_dir in named:
-            if is_dir:
-                yield from self._walk(Path(entry.path), rel + sort_name, "")
-            else:
-                try:
-                    size = entry.stat(follow_symlinks=False).st_size
-                except FileNotFoundError:
-                    continue
-                yield ObjectInfo(rel + entry.name, size)
+            try:
+                size = entry.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue
+            yield ObjectInfo(_key(rel + entry.name), size)
 
     def tensorstore_kvstore(self, path: str) -> dict[str, Any]:
         """A tensorstore ``file`` kvstore spec for ``path`` under this store's root folder."""

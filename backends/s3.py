@@ -147,7 +147,7 @@ class S3Store(ObjectStore):
         self.max_attempts = max(1, max_attempts)
         self._session = session or boto3.session.Session()
         config = botocore.config.Config(
-            retries={"mode": "standard", "max_attempts": self.max_attempts},
+            retries={"mode": "standard", "total_max_attempts": self.max_attempts},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=max_pool_connections,
@@ -283,7 +283,7 @@ class S3Store(ObjectStore):
 
     def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._full(prefix)}
-        if start_after is not None:
+        if start_after:  # an empty start_after skips nothing and is best not sent
             kwargs["StartAfter"] = self._full(start_after)
         strip = len(self.prefix)
         pages = self._client.get_paginator("list_objects_v2").paginate(**kwargs)
