@@ -43,7 +43,10 @@ class Services:
     ) -> Services:
         """Open every configured store (or use the given ones, as tests do)."""
         if stores is None:
-            stores = {name: open_store(cfg.path) for name, cfg in settings.stores().items()}
+            stores = {
+                name: open_store(cfg.path, endpoint=cfg.endpoint, region=cfg.region)
+                for name, cfg in settings.stores().items()
+            }
         default = settings.default_store_name() if settings.store else next(iter(stores))
         return cls(
             settings=settings,

@@ -12,8 +12,10 @@ from backends.base import (
 )
 
 
-def open_store(url: str) -> ObjectStore:
-    """Open a store from a URL: ``memory://``, ``file:///path`` or a plain folder path."""
+def open_store(url: str, *, endpoint: str | None = None, region: str | None = None) -> ObjectStore:
+    """Open a store from a URL: ``s3://bucket/prefix``, ``gs://bucket/prefix``,
+    ``memory://``, ``file:///path`` or a plain folder path. ``endpoint`` points S3 or GCS
+    at a compatible service (MinIO, an emulator); ``region`` is the S3 region."""
     if url.startswith("memory://"):
         from backends.memory import MemoryStore
 
@@ -21,11 +23,11 @@ def open_store(url: str) -> ObjectStore:
     if url.startswith("s3://"):
         from backends.s3 import S3Store
 
-        return S3Store.from_url(url)
+        return S3Store.from_url(url, endpoint_url=endpoint, region=region)
     if url.startswith("gs://"):
         from backends.gcs import GCSStore
 
-        return GCSStore.from_url(url)
+        return GCSStore.from_url(url, endpoint=endpoint)
     if "://" in url and not url.startswith("file://"):
         raise ValueError(f"unsupported store URL {url!r}: use a folder, s3://, gs:// or memory://")
     from backends.local import LocalStore

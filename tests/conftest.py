@@ -13,8 +13,19 @@ from app.settings import Settings
 from backends import ObjectStore
 from backends.local import LocalStore
 from backends.memory import MemoryStore
+from tests.fixtures_stores import (
+    gcs_endpoint,
+    gcs_env,
+    make_gcs_store,
+    make_s3_store,
+    new_bucket_name,
+    s3_endpoint,
+    s3_env,
+)
 
-BACKENDS = ["memory", "local"]
+__all__ = ["gcs_endpoint", "gcs_env", "s3_endpoint", "s3_env"]
+
+BACKENDS = ["memory", "local", "s3", "gcs"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -23,16 +34,24 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_store(backend: str, tmp_path: Path) -> Callable[[], ObjectStore]:
-    """Opens the test's store; every call opens the same data (as a restart would)."""
-    shared_memory = MemoryStore()
-
-    def make() -> ObjectStore:
-        if backend == "memory":
-            return shared_memory
-        return LocalStore(tmp_path / "store")
-
-    return make
+def make_store(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Callable[[], ObjectStore]:
+    """Opens the test's store; every call opens the same data, as a restarted server or
+    another replica would (a new client on the same folder or bucket)."""
+    if backend == "memory":
+        shared = MemoryStore()
+        return lambda: shared
+    if backend == "local":
+        return lambda: LocalStore(tmp_path / "store")
+    bucket = new_bucket_name()
+    if backend == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        make_s3_store(endpoint, bucket=bucket).client.create_bucket(Bucket=bucket)
+        return lambda: make_s3_store(endpoint, bucket=bucket, prefix="dvid")
+    endpoint = request.getfixturevalue("gcs_endpoint")
+    make_gcs_store(endpoint, bucket=bucket).client.create_bucket(bucket)
+    return lambda: make_gcs_store(endpoint, bucket=bucket, prefix="dvid")
 
 
 @pytest.fixture
