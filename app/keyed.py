@@ -18,13 +18,12 @@ winning record.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import orjson
 
+from app.cache import LRUCache
 from app.dag import Node, VersionDAG
 from app.errors import BadRequest, Conflict
 from backends import ObjectStore, PreconditionFailed
@@ -64,36 +63,20 @@ class NodeIndex:
         return cls({k: k in tombstones for k in parsed["keys"]})
 
 
-class IndexCache:
-    """A bounded LRU of the indices of locked nodes, shared by every instance."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._entries: OrderedDict[str, NodeIndex] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, path: str) -> NodeIndex | None:
-        with self._lock:
-            index = self._entries.get(path)
-            if index is not None:
-                self._entries.move_to_end(path)
-            return index
-
-    def put(self, path: str, index: NodeIndex) -> None:
-        with self._lock:
-            self._entries[path] = index
-            self._entries.move_to_end(path)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
-
-
 class VersionedKeys:
     """One instance's keyed records in one store."""
 
-    def __init__(self, store: ObjectStore, base: str, cache: IndexCache) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        base: str,
+        indices: LRUCache[NodeIndex],
+        values: LRUCache[bytes],
+    ) -> None:
         self.store = store
         self.base = base
-        self.cache = cache
+        self.indices = indices
+        self.values = values
 
     def _record_path(self, node_uuid: str, hexkey: str) -> str:
         return f"{self.base}/v/{node_uuid}/{hexkey}"
@@ -114,7 +97,7 @@ class VersionedKeys:
         """The index of a locked node: memory, else its stored index, else built once from
         a listing (a commit interrupted before writing it) and stored."""
         path = self._index_path(node_uuid)
-        cached = self.cache.get(path)
+        cached = self.indices.get(path)
         if cached is not None:
             return cached
         blob = self.store.get(path)
@@ -126,8 +109,20 @@ class VersionedKeys:
                 self.store.put(path, index.to_bytes(), if_absent=True)
             except PreconditionFailed:
                 index = NodeIndex.from_bytes(self.store.get(path).data)
-        self.cache.put(path, index)
+        self.indices.put(path, index)
         return index
+
+    def locked_value(self, node_uuid: str, hexkey: str) -> bytes | None:
+        """A value recorded at a locked node: it never changes, so it is cached."""
+        path = self._record_path(node_uuid, hexkey)
+        value = self.values.get(path)
+        if value is None:
+            blob = self.store.get(path)
+            if blob is None or not blob.data:
+                return None
+            value = blob.data[1:]
+            self.values.put(path, value)
+        return value
 
     def seal(self, node_uuid: str) -> None:
         """Called when a node is committed: persist its index for every later reader."""
@@ -185,10 +180,9 @@ class KeyView:
         for version in winners:
             if self._records_of(version).records[hexkey]:
                 continue  # a tombstone, known from the index without a fetch
-            path = self.keys._record_path(self.dag.by_id[version].uuid, hexkey)
-            blob = self.keys.store.get(path)
-            if blob is not None and blob.data:
-                values.add(blob.data[1:])
+            value = self.keys.locked_value(self.dag.by_id[version].uuid, hexkey)
+            if value is not None:
+                values.add(value)
         if len(values) > 1:
             raise Conflict(
                 f"key {decode_key(hexkey)!r} has conflicting values from the parents of "

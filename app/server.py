@@ -16,8 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
 from app.api import nodes, repos, server
-from app.api.instances import InstanceDispatcher, error_response
-from app.errors import BadRequest, DVIDError, TooLarge, Unavailable
+from app.api.instances import InstanceDispatcher, error_response, unavailable_response
+from app.errors import BadRequest, DVIDError, TooLarge
 from app.services import Services
 from app.settings import Settings
 from backends import ObjectStore, StoreUnavailable
@@ -36,8 +36,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
-        log.warning("store unavailable: %s", exc)
-        return error_response(Unavailable(f"storage is unavailable: {exc}"), request.url.path)
+        return unavailable_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from app.cache import LRUCache
 from app.catalog import Catalog
-from app.keyed import IndexCache
+from app.keyed import NodeIndex
 from app.settings import Settings
 from backends import ObjectStore, open_store
 
@@ -33,7 +34,8 @@ class Services:
     stores: dict[str, ObjectStore]
     default_store: str
     catalog: Catalog
-    index_cache: IndexCache
+    index_cache: LRUCache[NodeIndex]
+    value_cache: LRUCache[bytes]
     counters: Counters = field(default_factory=Counters)
     started: float = field(default_factory=time.time)
 
@@ -53,7 +55,8 @@ class Services:
             stores=stores,
             default_store=default,
             catalog=Catalog(stores[default]),
-            index_cache=IndexCache(settings.index_cache_entries),
+            index_cache=LRUCache(settings.index_cache_entries),
+            value_cache=LRUCache(settings.cache_bytes, weigh=len),
         )
 
     def store(self, name: str) -> ObjectStore:

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1 << 30, gt=0)
     #: How many immutable per-version key indices (of locked nodes) to keep in memory.
     index_cache_entries: int = Field(4096, gt=0)
+    #: Bytes of values of locked nodes (immutable) kept in memory.
+    cache_bytes: int = Field(256 << 20, ge=0)
     config_file: Path | None = None
     store: dict[str, StoreConfig] = Field(default_factory=dict)
     backend: BackendConfig = Field(default_factory=BackendConfig)

@@ -9,6 +9,7 @@ included in each of those apps.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Annotated
 
@@ -21,9 +22,12 @@ from app.api.common import JsonBody, json_object, json_response
 from app.context import InstanceContext
 from app.datatypes import get, load_all
 from app.datatypes.base import CHECKSUM_NAMES, compression_json
-from app.errors import DVIDError, LockedNode
+from app.errors import DVIDError, Unavailable
 from app.repo import Instance, Repo
 from app.services import Services
+from backends import StoreUnavailable
+
+log = logging.getLogger("dvid_cloud")
 
 WRITE_METHODS = frozenset({"POST", "PUT", "DELETE"})
 
@@ -127,8 +131,10 @@ class InstanceDispatcher:
             ):
                 ctx.require_writable()
         except DVIDError as e:
-            response = error_response(e, scope["path"])
-            await response(scope, receive, send)
+            await error_response(e, scope["path"])(scope, receive, send)
+            return
+        except StoreUnavailable as e:
+            await unavailable_response(e, scope["path"])(scope, receive, send)
             return
         scope["dvid.context"] = ctx
         await self.apps[ctx.instance.typename](scope, receive, send)
@@ -144,4 +150,6 @@ def error_response(error: DVIDError, path: str) -> Response:
     return PlainTextResponse(f"{error.message} ({path}).\n", status_code=error.status)
 
 
-__all__ = ["InstanceDispatcher", "LockedNode", "context", "error_response", "instance_json"]
+def unavailable_response(error: StoreUnavailable, path: str) -> Response:
+    log.warning("store unavailable", extra={"path": path, "error": str(error)})
+    return error_response(Unavailable(f"storage is unavailable: {error}"), path)

@@ -130,6 +130,9 @@ def load(svc: Svc) -> Response:
             "goroutines": c.active,
             "active CGo writes": 0,
             "pending log messages": 0,
+            "cache hits": svc.value_cache.hits + svc.index_cache.hits,
+            "cache misses": svc.value_cache.misses + svc.index_cache.misses,
+            "cache bytes": svc.value_cache.weight,
         }
     )
 

@@ -15,7 +15,10 @@ class KeyedDataType(DataType):
 
     def keys(self, services: Services, instance: Instance) -> VersionedKeys:
         return VersionedKeys(
-            services.store(instance.store), f"data/{instance.data_uuid}", services.index_cache
+            services.store(instance.store),
+            f"data/{instance.data_uuid}",
+            services.index_cache,
+            services.value_cache,
         )
 
     def view(self, ctx: InstanceContext) -> KeyView:
