@@ -170,25 +170,21 @@ class KeyView:
         return self.dag.nearest_records(starts, lambda v: hexkey in self._records_of(v).records)
 
     def _read_winner(self, hexkey: str, winners: list[int]) -> bytes | None:
-        """The value the unshadowed records agree on.
+        """The value of the one unshadowed record holding a value.
 
         Tombstones only shadow what they descend from: beside a value on another merge
-        path they yield to it (that is how ``resolve`` settles a conflict). No value is
-        None; two differing values are a conflict.
+        path they yield to it (that is how ``resolve`` settles a conflict). Values from
+        two different versions conflict even if equal, as in DVID.
         """
-        values = set()
-        for version in winners:
-            if self._records_of(version).records[hexkey]:
-                continue  # a tombstone, known from the index without a fetch
-            value = self.keys.locked_value(self.dag.by_id[version].uuid, hexkey)
-            if value is not None:
-                values.add(value)
-        if len(values) > 1:
+        holders = [v for v in winners if not self._records_of(v).records[hexkey]]
+        if len(holders) > 1:
             raise Conflict(
                 f"key {decode_key(hexkey)!r} has conflicting values from the parents of "
                 f"merged node {self.node.uuid}: write it at that node or resolve the merge"
             )
-        return values.pop() if values else None
+        if not holders:
+            return None
+        return self.keys.locked_value(self.dag.by_id[holders[0]].uuid, hexkey)
 
     def get(self, key: str) -> bytes | None:
         """The visible value, or None if absent or deleted."""

@@ -74,7 +74,8 @@ def get_key(
 
 
 def _parse_range(header: str, total: int) -> tuple[int, int] | str | None:
-    """One ``bytes=a-b|a-|-n`` range; None (serve everything) when malformed or multiple."""
+    """One ``bytes=a-b|a-|-n`` range; None (serve everything) when malformed or multiple,
+    ``"unsatisfiable"`` (416) when it starts past the end or the value is empty."""
     match = _RANGE_RE.match(header.strip())
     if match is None:
         return None
@@ -87,11 +88,11 @@ def _parse_range(header: str, total: int) -> tuple[int, int] | str | None:
             return "unsatisfiable"
         return max(0, total - suffix), total - 1
     start = int(first)
-    end = int(last) if last else total - 1
-    if end < start:
+    if last and int(last) < start:
         return None
     if start >= total:
         return "unsatisfiable"
+    end = int(last) if last else total - 1
     return start, min(end, total - 1)
 
 
