@@ -54,7 +54,7 @@ def test_storage_reports_bytes_per_instance(client: TestClient, api: Api) -> Non
     api.new_instance(root, "keyvalue", "kv")
     api.new_instance(root, "keyvalue", "empty")
     api.put(root, "kv", "a", b"x" * 1000)
-    report = client.get("/api/storage").json()[root]
+    report = client.get("/api/storage").json()["instances"][root]
     assert report["kv"]["bytes"] >= 1000
     assert report["empty"]["bytes"] == 0
     assert report["kv"]["store"] == "default"
@@ -133,7 +133,7 @@ def test_instances_create_list_delete(client: TestClient, api: Api) -> None:
     assert client.delete(f"/api/repo/{root}/kv?imsure=true").status_code == 200
     assert "kv" not in client.get(f"/api/repo/{root}/info").json()["DataInstances"]
     assert_dvid_error(client.get(f"/api/node/{root}/kv/key/k"))
-    assert client.get("/api/storage").json()[root] == {}
+    assert client.get("/api/storage").json()["instances"][root] == {}
     # The name can be used again and starts empty.
     api.new_instance(root, "keyvalue", "kv")
     assert api.keys(root, "kv") == []

@@ -139,15 +139,21 @@ def load(svc: Svc) -> Response:
 
 @router.get("/storage")
 def storage(svc: Svc) -> Response:
-    """Bytes stored per instance, per repo, and which store holds them."""
-    report: dict[str, dict] = {}
+    """Bytes stored per instance (and which store holds them), and per store."""
+    instances: dict[str, dict] = {}
+    per_store = dict.fromkeys(svc.stores, 0)
     for repo in svc.catalog.repos():
-        report[repo.root] = {
-            name: {
+        instances[repo.root] = {}
+        for name, inst in repo.instances.items():
+            size = svc.store(inst.store).size_of_prefix(f"data/{inst.data_uuid}/")
+            per_store[inst.store] += size
+            instances[repo.root][name] = {
                 "typename": inst.typename,
                 "store": inst.store,
-                "bytes": svc.store(inst.store).size_of_prefix(f"data/{inst.data_uuid}/"),
+                "bytes": size,
             }
-            for name, inst in repo.instances.items()
-        }
-    return json_response(report)
+    stores = {
+        name: {"description": store.description, "data bytes": per_store[name]}
+        for name, store in svc.stores.items()
+    }
+    return json_response({"stores": stores, "instances": instances})
