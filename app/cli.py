@@ -11,6 +11,7 @@ import click
 import httpx
 
 from app.settings import load_settings
+from backends import StoreError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -45,18 +46,29 @@ def serve(
     from app.server import create_app
 
     configure_logging(log_level)
-    settings = load_settings(config, data_dir=data_dir, port=port, host=host)
+    try:
+        settings = load_settings(config, data_dir=data_dir, port=port, host=host)
+        app = create_app(settings)
+        app.state.services.check()
+    except (StoreError, ValueError, OSError) as e:
+        click.echo(f"dvid-cloud: cannot start: {_one_line(e)}", err=True)
+        sys.exit(2)
     logging.getLogger("dvid_cloud").info(
         "starting",
         extra={"host": settings.host, "port": settings.port, "stores": list(settings.stores())},
     )
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=log_level,
         log_config=None,
     )
+
+
+def _one_line(error: Exception) -> str:
+    """A configuration error as one line (pydantic's are multi-line)."""
+    return " ".join(str(error).split())
 
 
 def _call(ctx: click.Context, method: str, path: str, body: Any = None) -> Any:

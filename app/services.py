@@ -13,7 +13,7 @@ from app.cache import LRUCache
 from app.catalog import Catalog
 from app.keyed import NodeIndex
 from app.settings import Settings
-from backends import ObjectStore, open_store
+from backends import ObjectStore, StoreError, open_store
 
 
 @dataclass
@@ -58,6 +58,14 @@ class Services:
             index_cache=LRUCache(settings.index_cache_entries),
             value_cache=LRUCache(settings.cache_bytes, weigh=len),
         )
+
+    def check(self) -> None:
+        """Raise StoreError naming the first store that cannot be used."""
+        for name, store in self.stores.items():
+            try:
+                store.check(writable=not self.settings.read_only)
+            except StoreError as e:
+                raise StoreError(f"store {name!r} ({store.description}) is unusable: {e}") from e
 
     def store(self, name: str) -> ObjectStore:
         return self.stores[name]

@@ -14,6 +14,7 @@ token (``if_match``) or does not exist yet (``if_absent``). A lost race raises
 from __future__ import annotations
 
 import abc
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,15 @@ class ObjectStore(abc.ABC):
 
         ``start_after`` skips keys up to and including it, as S3's StartAfter does.
         """
+
+    def check(self, writable: bool = True) -> None:
+        """Fail fast (StoreError) if the store cannot be listed, or written when
+        ``writable``: a missing bucket, bad credentials or an unreachable endpoint."""
+        next(iter(self.list("meta/")), None)
+        if writable:
+            probe = f"meta/probe-{uuid.uuid4().hex}"
+            self.put(probe, b"")
+            self.delete(probe)
 
     def exists(self, key: str) -> bool:
         """Whether the object exists (a cheap HEAD where the store has one)."""

@@ -68,7 +68,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def _serve(
-    name: str, command_for_port: Callable[[int], list[str]], probe_path: str, timeout: float
+    name: str,
+    command_for_port: Callable[[int], list[str]],
+    probe_path: str,
+    timeout: float,
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """Start ``command_for_port(port)`` on a free port, yield its base URL, stop it after.
 
@@ -84,6 +88,7 @@ def _serve(
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=None if env is None else {**os.environ, **env},
             )
             if _wait_until_answering(url + probe_path, proc, timeout):
                 break
@@ -99,17 +104,19 @@ def _serve(
 
 
 @contextlib.contextmanager
-def moto_s3_server(timeout: float = 60.0) -> Iterator[str]:
+def moto_s3_server(timeout: float = 60.0, check_credentials: bool = False) -> Iterator[str]:
     """Run moto's standalone server; yields its endpoint URL, e.g. ``http://127.0.0.1:PORT``.
 
-    moto accepts any credentials and region, but boto3 still needs *some* credentials.
+    moto accepts any credentials and region, but boto3 still needs *some* credentials;
+    with ``check_credentials`` it rejects access keys it does not know (moto's IAM mode).
     """
+    env = {"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if check_credentials else None
 
     def command(port: int) -> list[str]:
         code = "import sys; from moto.server import main; main(sys.argv[1:])"
         return [sys.executable, "-c", code, "-H", _HOST, "-p", str(port)]
 
-    with _serve("moto_server", command, "/moto-api/", timeout) as url:
+    with _serve("moto_server", command, "/moto-api/", timeout, env) as url:
         yield url
 
 

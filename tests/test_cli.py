@@ -15,6 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fixtures_stores import s3_endpoint
+
+__all__ = ["s3_endpoint"]
+
 CLI = shutil.which("dvid-cloud", path=str(Path(sys.executable).parent)) or "dvid-cloud"
 
 
@@ -137,3 +141,57 @@ def test_client_reports_unreachable_server() -> None:
         timeout=30,
     )
     assert result.returncode == 1 and "cannot reach" in result.stderr
+
+
+def failed_start(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run ``dvid-cloud serve`` expecting it to refuse to start; returns its stderr."""
+    result = subprocess.run(
+        [CLI, "serve", "--port", str(free_port()), *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dvid-cloud: cannot start:"), lines
+    return lines[0]
+
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def s3_config(tmp_path: Path, endpoint: str, bucket: str) -> str:
+    config = tmp_path / "s3.toml"
+    config.write_text(
+        f'[store.main]\npath = "s3://{bucket}/dvid"\nendpoint = "{endpoint}"\n'
+        'region = "us-east-1"\n\n[backend]\ndefault = "main"\n'
+    )
+    return str(config)
+
+
+def test_bad_configuration_fails_at_startup_with_one_line(tmp_path: Path, s3_endpoint) -> None:
+    missing_bucket = s3_config(tmp_path, s3_endpoint, "no-such-bucket")
+    assert "NoSuchBucket" in failed_start("--config", missing_bucket, env=S3_ENV)
+    unreachable = s3_config(tmp_path, f"http://127.0.0.1:{free_port()}", "bucket")
+    assert "'main'" in failed_start("--config", unreachable, env=S3_ENV)
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("[server\nport = 1")
+    failed_start("--config", str(bad_toml))
+    assert "missing.toml" in failed_start("--config", str(tmp_path / "missing.toml"))
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("x")
+    failed_start("--data-dir", str(blocked / "data"))
+
+
+def test_wrong_credentials_fail_at_startup(tmp_path: Path) -> None:
+    from tests.servers import moto_s3_server
+
+    with moto_s3_server(check_credentials=True) as endpoint:
+        line = failed_start("--config", s3_config(tmp_path, endpoint, "bucket"), env=S3_ENV)
+        assert "main" in line
