@@ -9,6 +9,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from pyroaring import BitMap64
+
+from app.blocks.volume import ArrayHandles
 from app.cache import LRUCache
 from app.catalog import Catalog
 from app.keyed import NodeIndex
@@ -36,6 +39,8 @@ class Services:
     catalog: Catalog
     index_cache: LRUCache[NodeIndex]
     value_cache: LRUCache[bytes]
+    bitmap_cache: LRUCache[BitMap64]
+    arrays: ArrayHandles
     counters: Counters = field(default_factory=Counters)
     started: float = field(default_factory=time.time)
 
@@ -57,6 +62,8 @@ class Services:
             catalog=Catalog(stores[default]),
             index_cache=LRUCache(settings.index_cache_entries),
             value_cache=LRUCache(settings.cache_bytes, weigh=len),
+            bitmap_cache=LRUCache(settings.index_cache_entries),
+            arrays=ArrayHandles(),
         )
 
     def check(self) -> None:

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     index_cache_entries: int = Field(4096, gt=0)
     #: Bytes of values of locked nodes (immutable) kept in memory.
     cache_bytes: int = Field(256 << 20, ge=0)
+    #: Largest volume one request may read or write, in voxels; larger ones get 413.
+    max_voxels: int = Field(1 << 30, gt=0)
     config_file: Path | None = None
     store: dict[str, StoreConfig] = Field(default_factory=dict)
     backend: BackendConfig = Field(default_factory=BackendConfig)

@@ -55,7 +55,11 @@ def instance_json(ctx: InstanceContext) -> dict:
         "LogStore": ctx.store.description,
         "Tags": dict(inst.tags) or None,
     }
-    return {"Base": base, "Extended": ctx.datatype.extended_json(ctx)}
+    return {
+        "Base": base,
+        "Extended": ctx.datatype.extended_json(ctx),
+        **ctx.datatype.extra_json(ctx),
+    }
 
 
 def make_context(services: Services, repo: Repo, node_uuid: str, inst: Instance) -> InstanceContext:

@@ -88,6 +88,10 @@ class DataType:
         """``Extended`` of the instance JSON."""
         return {}
 
+    def extra_json(self, ctx: InstanceContext) -> dict:
+        """Top-level keys of the instance JSON beyond ``Base`` and ``Extended``."""
+        return {}
+
     def seal(self, services: Services, instance: Instance, node_uuid: str) -> None:
         """The node was committed: persist whatever makes its data cheap to read later."""
 

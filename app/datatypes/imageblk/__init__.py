@@ -1,0 +1,218 @@
+"""The imageblk family: uint8blk, uint16blk, uint32blk, uint64blk, float32blk, rgba8blk.
+
+Voxels live in versioned zarr v3 chunk arrays (:mod:`app.blocks.volume`); the per-version
+extents are keyed records (:mod:`app.keyed`). Pyramids are separate instances named
+``<name>_1``, ``<name>_2``..., each 2x down, as neuroglancer's DVID source expects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from fastapi import APIRouter
+
+from app.blocks.geometry import Box, Vec
+from app.blocks.ownership import ChunkOwnership
+from app.blocks.volume import VersionedVolume, VolumeSpec, codecs_for
+from app.context import InstanceContext
+from app.datatypes import register
+from app.datatypes.base import DataType, parse_bool
+from app.errors import BadRequest
+from app.keyed import VersionedKeys
+from app.repo import Instance
+from app.services import Services
+
+HELP = (Path(__file__).parent / "help.txt").read_text()
+DEFAULT_BLOCK_SIZE = (32, 32, 32)
+
+
+def _floats(value: str, name: str) -> list[float]:
+    try:
+        parts = [float(p) for p in value.split(",")]
+    except ValueError:
+        raise BadRequest(f"setting {name!r} must be numbers separated by commas") from None
+    if len(parts) == 1:
+        parts *= 3
+    if len(parts) != 3 or any(p <= 0 for p in parts):
+        raise BadRequest(f"setting {name!r} must be 1 or 3 positive numbers")
+    return parts
+
+
+def _ints(value: str, name: str, positive: bool = False) -> list[int]:
+    try:
+        parts = [int(p) for p in value.split(",")]
+    except ValueError:
+        raise BadRequest(f"setting {name!r} must be integers separated by commas") from None
+    if len(parts) == 1 and positive:
+        parts *= 3
+    if len(parts) != 3 or (positive and any(p <= 0 for p in parts)):
+        raise BadRequest(f"setting {name!r} must be 3 {'positive ' if positive else ''}integers")
+    return parts
+
+
+class ImageBlockType(DataType):
+    """One imageblk voxel type; all six share routes and storage."""
+
+    version = "0.2"
+    help_text = HELP
+    default_compression = "lz4"
+
+    def __init__(self, name: str, dtype: str, values: list[dict[str, str]]) -> None:
+        self.name = name  # type: ignore[misc]
+        self.dtype = np.dtype(dtype).newbyteorder("<")
+        self.values = values
+
+    @property
+    def url(self) -> str:
+        # DVID names image types by their source file, e.g. .../imageblk/uint8.go
+        return f"github.com/janelia-flyem/dvid/datatype/imageblk/{self.name[:-3]}.go"
+
+    def routes(self) -> APIRouter:
+        from app.datatypes.imageblk.routes import router
+
+        return router
+
+    def parse_settings(self, config: dict[str, str]) -> dict:
+        block_size = _ints(config.get("blocksize", "32,32,32"), "BlockSize", positive=True)
+        voxel_size = _floats(config.get("voxelsize", "8,8,8"), "VoxelSize")
+        units = [u.strip() for u in config.get("voxelunits", "nanometers").split(",")]
+        if len(units) == 1:
+            units *= 3
+        if len(units) != 3:
+            raise BadRequest("setting 'VoxelUnits' must be 1 or 3 names")
+        try:
+            background = float(config.get("background", "0"))
+        except ValueError:
+            raise BadRequest("setting 'Background' must be a number") from None
+        if self.dtype.kind in "ui":
+            info = np.iinfo(self.dtype)
+            if background != int(background) or not info.min <= background <= info.max:
+                raise BadRequest(f"Background {background} does not fit {self.dtype.name}")
+            background = int(background)
+        settings = {
+            "BlockSize": block_size,
+            "VoxelSize": voxel_size,
+            "VoxelUnits": units,
+            "Background": background,
+            "MaxDownresLevel": int(config.get("maxdownreslevel", "0") or 0),
+        }
+        for key in ("MinPoint", "MaxPoint"):
+            if key.lower() in config:
+                settings[key] = _ints(config[key.lower()], key)
+        if config.get("compression", "").startswith("jpeg") and self.dtype != np.uint8:
+            raise BadRequest("jpeg compression is only possible for uint8blk")
+        parse_bool(config.get("interpolable", "true"), "Interpolable")
+        return settings
+
+    # --- storage -------------------------------------------------------------------------
+
+    def spec(self, instance: Instance) -> VolumeSpec:
+        s = instance.settings
+        return VolumeSpec(
+            self.dtype, tuple(s["BlockSize"]), s["Background"], codecs_for(instance.compression)
+        )
+
+    def volume(self, services: Services, instance: Instance) -> VersionedVolume:
+        store = services.store(instance.store)
+        base = f"data/{instance.data_uuid}/s0"
+        return VersionedVolume(
+            store,
+            base,
+            self.spec(instance),
+            ChunkOwnership(store, base, services.bitmap_cache),
+            services.arrays,
+        )
+
+    def extents_store(self, services: Services, instance: Instance) -> VersionedKeys:
+        return VersionedKeys(
+            services.store(instance.store),
+            f"data/{instance.data_uuid}/extents",
+            services.index_cache,
+            services.value_cache,
+        )
+
+    def seal(self, services: Services, instance: Instance, node_uuid: str) -> None:
+        self.extents_store(services, instance).seal(node_uuid)
+
+    # --- extents -------------------------------------------------------------------------
+
+    def extents(self, ctx: InstanceContext) -> Box | None:
+        """The voxel bounding box of everything written at ``ctx``'s version."""
+        view = self.extents_store(ctx.services, ctx.instance).at(
+            ctx.repo.dag, ctx.version, ctx.mutable
+        )
+        record = view.get("extents")
+        settings = ctx.instance.settings
+        if record is not None:
+            lo, hi = (tuple(int(v) for v in part.split(",")) for part in record.decode().split(";"))
+        elif "MinPoint" in settings and "MaxPoint" in settings:
+            lo, hi = tuple(settings["MinPoint"]), tuple(settings["MaxPoint"])
+        else:
+            return None
+        return Box.from_bounds(lo, tuple(h + 1 for h in hi))  # type: ignore[arg-type]
+
+    def set_extents(self, ctx: InstanceContext, box: Box) -> None:
+        lo = ",".join(str(v) for v in box.offset)
+        hi = ",".join(str(e - 1) for e in box.end)
+        self.extents_store(ctx.services, ctx.instance).write(
+            ctx.version.uuid, "extents", f"{lo};{hi}".encode()
+        )
+
+    def grow_extents(self, ctx: InstanceContext, box: Box) -> None:
+        current = self.extents(ctx)
+        grown = box if current is None else current.union(box)
+        if grown != current:
+            self.set_extents(ctx, grown)
+
+    def extended_json(self, ctx: InstanceContext) -> dict:
+        s = ctx.instance.settings
+        extents = self.extents(ctx)
+        block = s["BlockSize"]
+        min_point = list(extents.offset) if extents else None
+        max_point = [e - 1 for e in extents.end] if extents else None
+        return {
+            "Values": self.values,
+            "Interpolable": True,
+            "BlockSize": block,
+            "VoxelSize": s["VoxelSize"],
+            "VoxelUnits": s["VoxelUnits"],
+            "MinPoint": min_point,
+            "MaxPoint": max_point,
+            "MinIndex": [p // b for p, b in zip(min_point, block, strict=True)]
+            if min_point
+            else None,
+            "MaxIndex": [p // b for p, b in zip(max_point, block, strict=True)]
+            if max_point
+            else None,
+            "Background": s["Background"],
+            "GridStore": "",
+            "ScaleLevel": 0,
+            "MaxDownresLevel": s.get("MaxDownresLevel", 0),
+        }
+
+    def extra_json(self, ctx: InstanceContext) -> dict:
+        extended = self.extended_json(ctx)
+        return {"Extents": {"MinPoint": extended["MinPoint"], "MaxPoint": extended["MaxPoint"]}}
+
+
+def _values(dtype: str) -> list[dict[str, str]]:
+    return [{"DataType": dtype, "Label": dtype}]
+
+
+RGBA = [{"DataType": "uint8", "Label": c} for c in ("red", "green", "blue", "alpha")]
+
+IMAGE_TYPES = {
+    t.name: register(t)
+    for t in (
+        ImageBlockType("uint8blk", "uint8", _values("uint8")),
+        ImageBlockType("uint16blk", "uint16", _values("uint16")),
+        ImageBlockType("uint32blk", "uint32", _values("uint32")),
+        ImageBlockType("uint64blk", "uint64", _values("uint64")),
+        ImageBlockType("float32blk", "float32", _values("float32")),
+        # rgba8 voxels are stored as little-endian uint32: bytes r, g, b, a.
+        ImageBlockType("rgba8blk", "uint32", RGBA),
+    )
+}
+
+__all__ = ["IMAGE_TYPES", "ImageBlockType", "Vec"]

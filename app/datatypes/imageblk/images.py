@@ -1,0 +1,69 @@
+"""Image encodings of voxel arrays: PNG/JPEG slices and DVID's JPEG blocks."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import simplejpeg
+from PIL import Image
+
+from app.errors import BadRequest
+
+DEFAULT_JPEG_QUALITY = 80
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "tiff": "image/tiff", "bmp": "image/bmp"}
+
+
+def parse_format(text: str | None, default: str) -> tuple[str, int]:
+    """``png`` | ``jpg[:q]`` | ``jpeg[:q]`` | ``tif`` | ``tiff`` | ``bmp`` -> (name, quality)."""
+    name, _, quality = (text or default).lower().partition(":")
+    name = {"jpg": "jpeg", "tif": "tiff"}.get(name, name)
+    if name not in MEDIA_TYPES and name != "raw":
+        raise BadRequest(f"unknown image format {text!r}: use png, jpg[:quality], tif or bmp")
+    if quality and (not quality.isdigit() or not 1 <= int(quality) <= 100):
+        raise BadRequest(f"JPEG quality {quality!r} must be 1 to 100")
+    return name, int(quality) if quality else DEFAULT_JPEG_QUALITY
+
+
+def to_image(plane: np.ndarray, typename: str) -> Image.Image:
+    """A 2-D voxel plane as DVID renders it: 8/16-bit gray, RGBA, or the value's
+    little-endian bytes as RGBA channels for 32-bit types."""
+    plane = np.ascontiguousarray(plane)
+    if plane.dtype == np.uint8:
+        return Image.fromarray(plane, mode="L")
+    if plane.dtype == np.uint16:
+        return Image.fromarray(plane.astype("<u2"), mode="I;16")
+    if plane.dtype.itemsize == 4:
+        rgba = plane.astype(plane.dtype.newbyteorder("<")).view(np.uint8)
+        return Image.fromarray(rgba.reshape(*plane.shape, 4), mode="RGBA")
+    raise BadRequest(f"{typename} slices can only be read as raw bytes, not as images")
+
+
+def encode(plane: np.ndarray, fmt: str, quality: int, typename: str) -> bytes:
+    if fmt == "jpeg" and plane.dtype == np.uint8:
+        return jpeg_gray(plane, quality)
+    image = to_image(plane, typename)
+    out = io.BytesIO()
+    if fmt == "jpeg":
+        if image.mode not in ("L", "RGB"):
+            raise BadRequest(f"{typename} cannot be encoded as JPEG")
+        image.save(out, format="JPEG", quality=quality)
+    else:
+        image.save(out, format=fmt.upper())
+    return out.getvalue()
+
+
+def jpeg_gray(plane: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
+    """A uint8 plane as a grayscale JPEG."""
+    return simplejpeg.encode_jpeg(
+        np.ascontiguousarray(plane)[..., np.newaxis], quality=quality, colorspace="GRAY"
+    )
+
+
+def jpeg_volume(volume: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
+    """A ZYX uint8 volume as one JPEG of width nx and height ny*nz (DVID's layout for 3-D
+    JPEG reads and JPEG blocks: row = z*ny + y)."""
+    if volume.dtype != np.uint8:
+        raise BadRequest("only uint8 volumes can be read as JPEG")
+    nz, ny, nx = volume.shape
+    return jpeg_gray(volume.reshape(nz * ny, nx), quality)

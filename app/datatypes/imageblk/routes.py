@@ -1,0 +1,354 @@
+"""imageblk endpoints, relative to ``/api/node/{uuid}/{dataname}``."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from PIL import Image
+
+from app.api.common import JsonBody, RawBody, json_response
+from app.api.instances import Ctx
+from app.blocks.geometry import Box, parse_point, parse_size
+from app.context import InstanceContext
+from app.datatypes.imageblk import images
+from app.datatypes.imageblk.pyramid import build_pyramid
+from app.errors import BadRequest, TooLarge
+
+router = APIRouter()
+
+_PLANES = {"xy": (0, 1), "0_1": (0, 1), "xz": (0, 2), "0_2": (0, 2), "yz": (1, 2), "1_2": (1, 2)}
+_VOLUME = ("0_1_2", "vol")
+_TRUE = ("true", "1", "on", "yes")
+
+
+def _dims(text: str) -> tuple[int, int] | None:
+    """A plane's two axes, or None for a 3-D volume; 400 for anything else."""
+    key = text.lower().replace(",", "_")
+    if key in _VOLUME:
+        return None
+    if key in _PLANES:
+        return _PLANES[key]
+    raise BadRequest(f"bad shape {text!r}: use xy, xz, yz or 0_1_2")
+
+
+def _check_voxels(ctx: InstanceContext, box: Box) -> Box:
+    limit = ctx.services.settings.max_voxels
+    if box.voxels > limit:
+        raise TooLarge(f"{box.voxels} voxels requested; at most {limit} per request")
+    return box.check_inside()
+
+
+def _plane_box(axes: tuple[int, int], size: str, offset: str) -> Box:
+    w, h = parse_size(size, 2)
+    dims = [1, 1, 1]
+    dims[axes[0]], dims[axes[1]] = w, h
+    return Box(parse_point(offset), tuple(dims))  # type: ignore[arg-type]
+
+
+def _plane(volume: np.ndarray, axes: tuple[int, int]) -> np.ndarray:
+    """The 2-D image (rows = second axis) of a one-voxel-thick ZYX volume."""
+    if axes == (0, 1):
+        return volume[0]
+    if axes == (0, 2):
+        return volume[:, 0, :]
+    return volume[:, :, 0]
+
+
+def _read(ctx: InstanceContext, box: Box) -> np.ndarray:
+    dt = ctx.datatype
+    return dt.volume(ctx.services, ctx.instance).read(ctx.repo.dag, ctx.version, ctx.mutable, box)
+
+
+def _image_response(ctx: InstanceContext, plane: np.ndarray, fmt: str | None) -> Response:
+    name, quality = images.parse_format(fmt, "png")
+    if name == "raw":
+        return Response(plane.tobytes(), media_type="application/octet-stream")
+    body = images.encode(plane, name, quality, ctx.instance.typename)
+    return Response(body, media_type=images.MEDIA_TYPES[name])
+
+
+def _get_voxels(
+    ctx: InstanceContext, dims: str, size: str, offset: str, fmt: str | None, iso: bool
+) -> Response:
+    axes = _dims(dims)
+    if axes is None:
+        box = _check_voxels(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+        volume = _read(ctx, box)
+        if fmt is None or fmt.lower() in ("", "raw", "octet-stream"):
+            return Response(volume.tobytes(), media_type="application/octet-stream")
+        name, quality = images.parse_format(fmt, "raw")
+        if name != "jpeg":
+            raise BadRequest(f"3-D reads come as raw bytes or jpg, not {fmt!r}")
+        return Response(images.jpeg_volume(volume, quality), media_type="image/jpeg")
+    box = _plane_box(axes, size, offset)
+    if iso:
+        return _isotropic(ctx, axes, box, fmt)
+    plane = _plane(_read(ctx, _check_voxels(ctx, box)), axes)
+    return _image_response(ctx, plane, fmt)
+
+
+def _isotropic(ctx: InstanceContext, axes: tuple[int, int], box: Box, fmt: str | None) -> Response:
+    """Read at the coarser in-plane resolution, then resize to the asked size."""
+    res = ctx.instance.settings["VoxelSize"]
+    w, h = box.size[axes[0]], box.size[axes[1]]
+    rw, rh = res[axes[0]], res[axes[1]]
+    src = list(box.size)
+    if rw < rh:
+        src[axes[1]] = max(1, round(h * rw / rh))
+    elif rh < rw:
+        src[axes[0]] = max(1, round(w * rh / rw))
+    plane = _plane(_read(ctx, _check_voxels(ctx, Box(box.offset, tuple(src)))), axes)  # type: ignore[arg-type]
+    if plane.shape != (h, w):
+        image = images.to_image(plane, ctx.instance.typename).resize((w, h), Image.BILINEAR)
+        plane = np.asarray(image).astype(plane.dtype) if image.mode in ("L", "I;16") else None
+        if plane is None:
+            raise BadRequest(f"isotropic resizing of {ctx.instance.typename} is not supported")
+    return _image_response(ctx, plane, fmt)
+
+
+@router.get("/raw/{dims}/{size}/{offset}")
+@router.get("/raw/{dims}/{size}/{offset}/{fmt}")
+def get_raw(ctx: Ctx, dims: str, size: str, offset: str, fmt: str | None = None) -> Response:
+    return _get_voxels(ctx, dims, size, offset, fmt, iso=False)
+
+
+@router.get("/isotropic/{dims}/{size}/{offset}")
+@router.get("/isotropic/{dims}/{size}/{offset}/{fmt}")
+def get_isotropic(ctx: Ctx, dims: str, size: str, offset: str, fmt: str | None = None) -> Response:
+    return _get_voxels(ctx, dims, size, offset, fmt, iso=True)
+
+
+@router.post("/raw/{dims}/{size}/{offset}")
+@router.post("/raw/{dims}/{size}/{offset}/{fmt}")
+def post_raw(
+    ctx: Ctx,
+    body: RawBody,
+    dims: str,
+    size: str,
+    offset: str,
+    fmt: str | None = None,
+    downres: str | None = None,
+    levels: int | None = Query(None, ge=1, le=10),
+) -> Response:
+    """Write a 3-D subvolume at any offset (partial blocks are merged); ``downres=true``
+    also rebuilds the pyramid instances below it."""
+    if _dims(dims) is not None:
+        raise BadRequest("only 3-D (0_1_2) subvolumes can be POSTed")
+    if fmt is not None and fmt.lower() not in ("raw", "octet-stream"):
+        raise BadRequest(f"POSTed voxels must be raw bytes, not {fmt!r}")
+    box = _check_voxels(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+    dt = ctx.datatype
+    expected = box.voxels * dt.dtype.itemsize
+    if len(body) != expected:
+        raise BadRequest(
+            f"body has {len(body)} bytes but {box.size} {ctx.instance.typename} voxels "
+            f"need {expected}"
+        )
+    data = np.frombuffer(body, dtype=dt.dtype).reshape(box.shape_zyx)
+    dt.volume(ctx.services, ctx.instance).write(ctx.repo.dag, ctx.version, box, data)
+    dt.grow_extents(ctx, box)
+    if downres is not None and downres.lower() in _TRUE:
+        build_pyramid(ctx, box, levels or ctx.instance.settings.get("MaxDownresLevel") or 1)
+    return Response()
+
+
+@router.post("/pyramid/{size}/{offset}")
+def post_pyramid(ctx: Ctx, size: str, offset: str, levels: int = Query(1, ge=1, le=10)) -> Response:
+    """dvid-cloud extension: (re)build ``<name>_1`` .. ``<name>_<levels>`` for a region by
+    2x2x2 mean downsampling, creating those instances if needed."""
+    box = _check_voxels(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+    written = build_pyramid(ctx, box, levels)
+    return json_response({"levels": written})
+
+
+@router.get("/metadata")
+def metadata(ctx: Ctx) -> Response:
+    extended = ctx.datatype.extended_json(ctx)
+    lo = extended["MinPoint"] or [0, 0, 0]
+    hi = extended["MaxPoint"]
+    sizes = [h - l + 1 for l, h in zip(lo, hi, strict=True)] if hi else [0, 0, 0]
+    axes = [
+        {
+            "Label": label,
+            "Resolution": extended["VoxelSize"][i],
+            "Units": extended["VoxelUnits"][i],
+            "Size": sizes[i],
+            "Offset": lo[i],
+        }
+        for i, label in enumerate("XYZ")
+    ]
+    return Response(
+        json_response({"Axes": axes, "Properties": extended}).body,
+        media_type="application/vnd.dvid-nd-data+json",
+    )
+
+
+@router.post("/info")
+def post_info() -> Response:
+    raise BadRequest("imageblk instances do not accept POST /info")
+
+
+@router.post("/extents")
+def post_extents(ctx: Ctx, body: JsonBody) -> Response:
+    if not isinstance(body, dict):
+        raise BadRequest('extents body must be {"MinPoint": [x,y,z], "MaxPoint": [x,y,z]}')
+    points = []
+    for key in ("MinPoint", "MaxPoint"):
+        value = body.get(key)
+        if not (
+            isinstance(value, list) and len(value) == 3 and all(isinstance(v, int) for v in value)
+        ):
+            raise BadRequest(f"extents need {key} as three integers")
+        points.append(tuple(value))
+    lo, hi = points
+    if any(h < l for l, h in zip(lo, hi, strict=True)):
+        raise BadRequest("MaxPoint must not be below MinPoint")
+    ctx.datatype.set_extents(ctx, Box.from_bounds(lo, tuple(h + 1 for h in hi)))  # type: ignore[arg-type]
+    return Response()
+
+
+@router.post("/resolution")
+def post_resolution(ctx: Ctx, body: JsonBody) -> Response:
+    if not (
+        isinstance(body, list)
+        and len(body) == 3
+        and all(isinstance(v, int | float) and v > 0 for v in body)
+    ):
+        raise BadRequest("resolution body must be [rx, ry, rz] of positive numbers")
+    name = ctx.instance.name
+
+    def edit(repo):
+        repo.instance(name).settings["VoxelSize"] = [float(v) for v in body]
+        repo.touch()
+
+    ctx.services.catalog.update(ctx.repo.root, edit)
+    return Response()
+
+
+def _block_records(ctx: InstanceContext, blocks: np.ndarray, compression: str | None) -> bytes:
+    """DVID's block stream: per existing block int32 bx, by, bz, nbytes, then the bytes."""
+    dt = ctx.datatype
+    is_jpeg_instance = ctx.instance.compression.startswith("jpeg")
+    mode = (compression or ("jpeg" if is_jpeg_instance else "uncompressed")).lower()
+    if mode == "jpeg" and not is_jpeg_instance:
+        raise BadRequest("compression=jpeg needs an instance created with Compression=jpeg")
+    if mode not in ("jpeg", "uncompressed"):
+        raise BadRequest(f"unknown block compression {compression!r}: use jpeg or uncompressed")
+    volume = dt.volume(ctx.services, ctx.instance)
+    parts = []
+    for (bx, by, bz), voxels in volume.read_blocks(ctx.repo.dag, ctx.version, ctx.mutable, blocks):
+        payload = images.jpeg_volume(voxels) if mode == "jpeg" else voxels.tobytes()
+        parts.append(struct.pack("<iiii", bx, by, bz, len(payload)))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+@router.get("/subvolblocks/{size}/{offset}")
+def subvolblocks(ctx: Ctx, size: str, offset: str, compression: str | None = None) -> Response:
+    box = _check_voxels(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+    grid = ctx.datatype.volume(ctx.services, ctx.instance).grid
+    if not grid.is_aligned(box):
+        raise BadRequest(f"subvolblocks needs a box aligned to blocks of {grid.block_size}")
+    body = _block_records(ctx, grid.blocks(box), compression)
+    return Response(body, media_type="application/octet-stream")
+
+
+@router.get("/specificblocks")
+def specificblocks(
+    ctx: Ctx, blocks: str = "", compression: str | None = None, prefetch: str | None = None
+) -> Response:
+    try:
+        coords = [int(v) for v in blocks.split(",") if v.strip()]
+    except ValueError:
+        raise BadRequest("blocks must be comma-separated integers x1,y1,z1,x2,...") from None
+    if len(coords) % 3:
+        raise BadRequest("blocks must list whole block coordinates (a multiple of 3 numbers)")
+    array = np.array(coords, dtype=np.int64).reshape(-1, 3)
+    body = _block_records(ctx, array, compression)
+    if prefetch is not None and prefetch.lower() in _TRUE:
+        return Response()
+    return Response(body, media_type="application/octet-stream")
+
+
+def _span(ctx: InstanceContext, coord: str, span: str) -> tuple[Box, list[tuple[int, int, int]]]:
+    start = parse_point(coord)
+    try:
+        count = int(span)
+    except ValueError:
+        raise BadRequest(f"block span {span!r} must be a positive integer") from None
+    if count <= 0:
+        raise BadRequest(f"block span {span!r} must be a positive integer")
+    grid = ctx.datatype.volume(ctx.services, ctx.instance).grid
+    coords = [(start[0] + i, start[1], start[2]) for i in range(count)]
+    box = grid.block_box(coords[0]).union(grid.block_box(coords[-1]))
+    return _check_voxels(ctx, box), coords
+
+
+@router.get("/blocks/{coord}/{span}")
+def get_blocks(ctx: Ctx, coord: str, span: str) -> Response:
+    box, coords = _span(ctx, coord, span)
+    volume = _read(ctx, box)
+    bx = ctx.instance.settings["BlockSize"][0]
+    parts = [volume[:, :, i * bx : (i + 1) * bx].tobytes() for i in range(len(coords))]
+    return Response(b"".join(parts), media_type="application/octet-stream")
+
+
+@router.post("/blocks/{coord}/{span}")
+def post_blocks(ctx: Ctx, body: RawBody, coord: str, span: str) -> Response:
+    box, coords = _span(ctx, coord, span)
+    dt = ctx.datatype
+    bx, by, bz = ctx.instance.settings["BlockSize"]
+    block_bytes = bx * by * bz * dt.dtype.itemsize
+    if len(body) != block_bytes * len(coords):
+        raise BadRequest(
+            f"body has {len(body)} bytes; {len(coords)} blocks need {block_bytes * len(coords)}"
+        )
+    data = np.frombuffer(body, dtype=dt.dtype).reshape(len(coords), bz, by, bx)
+    volume = dt.volume(ctx.services, ctx.instance)
+    volume.write_blocks(ctx.version, list(zip(coords, data, strict=True)))
+    dt.grow_extents(ctx, box)
+    return Response()
+
+
+@router.get("/arb/{top_left}/{top_right}/{bottom_left}/{res}")
+@router.get("/arb/{top_left}/{top_right}/{bottom_left}/{res}/{fmt}")
+def arb(
+    ctx: Ctx, top_left: str, top_right: str, bottom_left: str, res: str, fmt: str | None = None
+) -> Response:
+    """An arbitrary planar slice, sampled with nearest-voxel lookup (voxel coordinates)."""
+    tl, tr, bl = (_float_point(p) for p in (top_left, top_right, bottom_left))
+    try:
+        step = float(res)
+    except ValueError:
+        raise BadRequest(f"resolution {res!r} must be a number") from None
+    if step <= 0:
+        raise BadRequest("resolution must be positive")
+    width = int(np.floor(np.linalg.norm(tr - tl) / step)) + 1
+    height = int(np.floor(np.linalg.norm(bl - tl) / step)) + 1
+    if width * height > ctx.services.settings.max_voxels:
+        raise TooLarge(f"arb image of {width}x{height} pixels is too large")
+    i = np.arange(width) / max(width - 1, 1)
+    j = np.arange(height) / max(height - 1, 1)
+    points = tl + j[:, None, None] * (bl - tl) + i[None, :, None] * (tr - tl)
+    voxels = np.floor(points + 0.5).astype(np.int64)  # (h, w, 3) x, y, z
+    lo = voxels.reshape(-1, 3).min(axis=0)
+    hi = voxels.reshape(-1, 3).max(axis=0) + 1
+    box = _check_voxels(ctx, Box(tuple(int(v) for v in lo), tuple(int(v) for v in hi - lo)))  # type: ignore[arg-type]
+    volume = _read(ctx, box)
+    rel = voxels - lo
+    plane = volume[rel[..., 2], rel[..., 1], rel[..., 0]]
+    return _image_response(ctx, plane, fmt)
+
+
+def _float_point(text: str) -> np.ndarray:
+    parts = text.split("_")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise BadRequest(f"point {text!r} must be three numbers x_y_z")
+    return np.array(values)
