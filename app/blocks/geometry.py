@@ -74,9 +74,9 @@ class Box:
     def intersect(self, other: Box) -> Box | None:
         lo = tuple(max(a, b) for a, b in zip(self.offset, other.offset, strict=True))
         hi = tuple(min(a, b) for a, b in zip(self.end, other.end, strict=True))
-        if any(h <= l for l, h in zip(lo, hi, strict=True)):
+        if any(h <= a for a, h in zip(lo, hi, strict=True)):
             return None
-        return Box(lo, tuple(h - l for l, h in zip(lo, hi, strict=True)))  # type: ignore[arg-type]
+        return Box(lo, tuple(h - a for a, h in zip(lo, hi, strict=True)))  # type: ignore[arg-type]
 
     def slices_in(self, outer: Box) -> tuple[slice, slice, slice]:
         """This box as ZYX slices of an array holding ``outer``."""
@@ -90,11 +90,11 @@ class Box:
     def union(self, other: Box) -> Box:
         lo = tuple(min(a, b) for a, b in zip(self.offset, other.offset, strict=True))
         hi = tuple(max(a, b) for a, b in zip(self.end, other.end, strict=True))
-        return Box(lo, tuple(h - l for l, h in zip(lo, hi, strict=True)))  # type: ignore[arg-type]
+        return Box(lo, tuple(h - a for a, h in zip(lo, hi, strict=True)))  # type: ignore[arg-type]
 
     @classmethod
     def from_bounds(cls, lo: Vec, hi_exclusive: Vec) -> Box:
-        return cls(lo, tuple(h - l for l, h in zip(lo, hi_exclusive, strict=True)))  # type: ignore[arg-type]
+        return cls(lo, tuple(h - a for a, h in zip(lo, hi_exclusive, strict=True)))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class BlockGrid:
         lo, hi = self.block_range(box)
         bs = self.block_size
         return Box.from_bounds(
-            tuple(l * b for l, b in zip(lo, bs, strict=True)),  # type: ignore[arg-type]
+            tuple(a * b for a, b in zip(lo, bs, strict=True)),  # type: ignore[arg-type]
             tuple(h * b for h, b in zip(hi, bs, strict=True)),  # type: ignore[arg-type]
         )
 

@@ -151,7 +151,7 @@ class VersionedVolume:
         if not owners:
             return out
         total = sum(len(ids) for ids in owners.values())
-        nblocks = int(np.prod([h - l for l, h in zip(*self.grid.block_range(box), strict=True)]))
+        nblocks = int(np.prod([h - a for a, h in zip(*self.grid.block_range(box), strict=True)]))
         if len(owners) == 1 and total == nblocks:
             (version,) = owners
             out[...] = self._array(dag.by_id[version].uuid)[_zyx(box)].read().result()

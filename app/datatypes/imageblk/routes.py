@@ -169,7 +169,7 @@ def metadata(ctx: Ctx) -> Response:
     extended = ctx.datatype.extended_json(ctx)
     lo = extended["MinPoint"] or [0, 0, 0]
     hi = extended["MaxPoint"]
-    sizes = [h - l + 1 for l, h in zip(lo, hi, strict=True)] if hi else [0, 0, 0]
+    sizes = [h - a + 1 for a, h in zip(lo, hi, strict=True)] if hi else [0, 0, 0]
     axes = [
         {
             "Label": label,
@@ -204,7 +204,7 @@ def post_extents(ctx: Ctx, body: JsonBody) -> Response:
             raise BadRequest(f"extents need {key} as three integers")
         points.append(tuple(value))
     lo, hi = points
-    if any(h < l for l, h in zip(lo, hi, strict=True)):
+    if any(h < a for a, h in zip(lo, hi, strict=True)):
         raise BadRequest("MaxPoint must not be below MinPoint")
     ctx.datatype.set_extents(ctx, Box.from_bounds(lo, tuple(h + 1 for h in hi)))  # type: ignore[arg-type]
     return Response()
