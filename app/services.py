@@ -14,6 +14,7 @@ from pyroaring import BitMap64
 from app.blocks.volume import ArrayHandles
 from app.cache import LRUCache
 from app.catalog import Catalog
+from app.inflight import InflightWrites
 from app.keyed import NodeIndex
 from app.settings import Settings
 from backends import ObjectStore, StoreError, open_store
@@ -41,6 +42,7 @@ class Services:
     value_cache: LRUCache[bytes]
     bitmap_cache: LRUCache[BitMap64]
     arrays: ArrayHandles
+    inflight: InflightWrites
     counters: Counters = field(default_factory=Counters)
     started: float = field(default_factory=time.time)
 
@@ -64,6 +66,7 @@ class Services:
             value_cache=LRUCache(settings.cache_bytes, weigh=len),
             bitmap_cache=LRUCache(settings.index_cache_entries),
             arrays=ArrayHandles(),
+            inflight=InflightWrites(stores[default], max_age=settings.max_request_seconds),
         )
 
     def check(self) -> None:

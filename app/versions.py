@@ -2,7 +2,8 @@
 
 A new node first claims its UUID server-wide (an ``if_absent`` marker), then is added to
 the repo by compare-and-swap; if the edit is refused the claim is released. A commit
-locks the node by compare-and-swap, then lets every datatype seal the node's data.
+locks the node by compare-and-swap, waits for writes still in flight (:mod:`app.inflight`),
+then lets every datatype seal the node's data.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def commit(services: Services, root: str, uuid: str, note: str, log: list[str]) 
         repo.touch(node)
 
     services.catalog.update(root, edit)
+    services.inflight.wait(uuid)
     seal(services, services.catalog.repo(root), uuid)
 
 

@@ -647,7 +647,7 @@ def test_racing_newversions_on_one_parent_have_one_winner(replicas: Replicas) ->
 def test_write_in_flight_during_a_commit_is_kept_or_refused(replicas: Replicas) -> None:
     """A write to an open node whose body is still arriving when another server commits
     that node may be refused (400) or kept, but must not be acknowledged and then be
-    invisible at the node it was written to."""
+    invisible at the node it was written to. (The commit waits for writes in flight.)"""
     a, b = replicas.urls
     root = new_repo(a, alias="write-during-commit")
     ok(httpx.post(f"{a}/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"}))
@@ -667,11 +667,20 @@ def test_write_in_flight_during_a_commit_is_kept_or_refused(replicas: Replicas) 
     )
     writer.start()
     time.sleep(0.5)  # server A has taken the request and is reading its body
+    committed: list[httpx.Response] = []
+    committer = threading.Thread(
+        target=lambda: committed.append(
+            httpx.post(f"{b}/api/node/{root}/commit", json={}, timeout=30)
+        )
+    )
     try:
-        ok(httpx.post(f"{b}/api/node/{root}/commit", json={}))
+        committer.start()
+        time.sleep(0.5)  # the commit has locked the node and waits for the write in flight
     finally:
         release.set()
         writer.join(timeout=30)
+        committer.join(timeout=30)
+    assert committed and committed[0].status_code == 200, committed
     assert answer, "the slow write did not complete"
     written = answer[0]
     if written.status_code == 400:

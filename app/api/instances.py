@@ -123,16 +123,17 @@ class InstanceDispatcher:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         services: Services = scope["app"].state.services
         params = scope["path_params"]
+        keyword = scope["path"][len(scope.get("root_path", "")) :].strip("/").split("/")[0]
         try:
             ctx = await anyio.to_thread.run_sync(
                 _resolve, services, params["uuid"], params["dataname"]
             )
-            keyword = scope["path"][len(scope.get("root_path", "")) :].strip("/").split("/")[0]
-            if (
+            writes = (
                 scope["method"] in WRITE_METHODS
-                and not ctx.mutable
                 and keyword not in ctx.datatype.unversioned_keywords
-            ):
+                and ctx.instance.versioned
+            )
+            if writes:
                 ctx.require_writable()
         except DVIDError as e:
             await error_response(e, scope["path"])(scope, receive, send)
@@ -140,8 +141,40 @@ class InstanceDispatcher:
         except StoreUnavailable as e:
             await unavailable_response(e, scope["path"])(scope, receive, send)
             return
-        scope["dvid.context"] = ctx
-        await self.apps[ctx.instance.typename](scope, receive, send)
+        if not writes:
+            scope["dvid.context"] = ctx
+            await self.apps[ctx.instance.typename](scope, receive, send)
+            return
+        await self._write(ctx, scope, receive, send)
+
+    async def _write(
+        self, ctx: InstanceContext, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """A write to an open node, announced to commits by an in-flight marker and
+        admitted only if the node is still open once the marker is in place."""
+        services = ctx.services
+        marker = services.inflight.writing(ctx.node.uuid)
+        try:
+            await anyio.to_thread.run_sync(marker.__enter__)
+        except StoreUnavailable as e:
+            await unavailable_response(e, scope["path"])(scope, receive, send)
+            return
+        try:
+            try:
+                fresh = await anyio.to_thread.run_sync(
+                    _resolve, services, ctx.node.uuid, ctx.instance.name
+                )
+                fresh.require_writable()
+            except DVIDError as e:
+                await error_response(e, scope["path"])(scope, receive, send)
+                return
+            except StoreUnavailable as e:
+                await unavailable_response(e, scope["path"])(scope, receive, send)
+                return
+            scope["dvid.context"] = fresh
+            await self.apps[fresh.instance.typename](scope, receive, send)
+        finally:
+            await anyio.to_thread.run_sync(marker.__exit__, None, None, None)
 
 
 def _resolve(services: Services, ref: str, dataname: str) -> InstanceContext:
