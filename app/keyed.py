@@ -29,6 +29,7 @@ from app.errors import BadRequest, Conflict
 from backends import ObjectStore, PreconditionFailed
 
 VALUE_TAG = b"\x01"
+TOMBSTONE = memoryview(b"")  # a sentinel distinct from an empty value
 MAX_KEY_BYTES = 480  # hex doubles it; object stores cap keys at 1024 bytes
 
 
@@ -187,15 +188,39 @@ class KeyView:
         return self.keys.locked_value(self.dag.by_id[holders[0]].uuid, hexkey)
 
     def get(self, key: str) -> bytes | None:
-        """The visible value, or None if absent or deleted."""
+        """The visible value, or None if absent or deleted; Conflict if merge parents
+        hold different values."""
         hexkey = encode_key(key)
-        if self.mutable:
-            # The one node that can change: probe it directly instead of listing it.
-            blob = self.keys.store.get(self.keys._record_path(self.node.uuid, hexkey))
-            if blob is not None:
-                return blob.data[1:] if blob.data else None
-            return self._read_winner(hexkey, self._winners(hexkey, self.node.parents))
-        return self._read_winner(hexkey, self._winners(hexkey, [self.node.version_id]))
+        own = self._own_record(hexkey)
+        if own is not None:
+            return None if own is TOMBSTONE else own
+        return self._read_winner(hexkey, self._ancestor_winners(hexkey))
+
+    def values(self, key: str) -> list[bytes]:
+        """Every value a read of ``key`` could see: one normally, several where merge
+        parents disagree (for data that merges them, such as extents)."""
+        hexkey = encode_key(key)
+        own = self._own_record(hexkey)
+        if own is not None:
+            return [] if own is TOMBSTONE else [own]
+        winners = self._ancestor_winners(hexkey)
+        holders = [v for v in winners if not self._records_of(v).records[hexkey]]
+        found = (self.keys.locked_value(self.dag.by_id[v].uuid, hexkey) for v in holders)
+        return [value for value in found if value is not None]
+
+    def _own_record(self, hexkey: str) -> bytes | None:
+        """At an open node, its own record probed directly: the value, TOMBSTONE, or
+        None if the node holds none."""
+        if not self.mutable:
+            return None
+        blob = self.keys.store.get(self.keys._record_path(self.node.uuid, hexkey))
+        if blob is None:
+            return None
+        return blob.data[1:] if blob.data else TOMBSTONE
+
+    def _ancestor_winners(self, hexkey: str) -> list[int]:
+        starts = self.node.parents if self.mutable else [self.node.version_id]
+        return self._winners(hexkey, starts)
 
     def visible_version(self, hexkey: str) -> int | None:
         """The version whose value a read sees (the first, if several disagree), or None

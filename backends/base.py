@@ -119,6 +119,10 @@ class ObjectStore(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} has no tensorstore equivalent")
 
+    def tensorstore_context(self) -> Any:
+        """A tensorstore ``Context`` the kvstore specs must be opened in, or None for any."""
+        return None
+
 
 def validate_key(key: str) -> str:
     """Reject keys that are not portable across S3, GCS and a POSIX folder."""

@@ -21,6 +21,7 @@ class MemoryStore(ObjectStore):
         self._sorted_keys: list[str] = []
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
+        self._ts_context: Any = None
 
     def get(self, key: str) -> Blob | None:
         with self._lock:
@@ -69,8 +70,17 @@ class MemoryStore(ObjectStore):
         """A tensorstore ``memory`` kvstore spec for ``path``.
 
         Beware: tensorstore's memory kvstore is its own in-process map (shared by specs
-        opened in one tensorstore context), not this store's dict, so objects written
-        through tensorstore are invisible to :meth:`get` and :meth:`list` and vice versa.
-        Good enough for tests of array code that never mixes the two paths.
+        opened in one tensorstore context: :meth:`tensorstore_context`), not this store's
+        dict, so objects written through tensorstore are invisible to :meth:`get` and
+        :meth:`list` and vice versa. Good enough for tests of array code.
         """
         return {"driver": "memory", "path": path}
+
+    def tensorstore_context(self) -> Any:
+        """The one tensorstore context whose memory kvstore holds this store's arrays, so
+        every server built on this store sees the same chunks."""
+        if self._ts_context is None:
+            import tensorstore as ts
+
+            self._ts_context = ts.Context()
+        return self._ts_context

@@ -77,8 +77,13 @@ def help_text(ctx: Ctx) -> str:
 
 
 @common.get("/info")
-@common.post("/info")
 def info(ctx: Ctx) -> Response:
+    return json_response(instance_json(ctx))
+
+
+@common.post("/info")
+def post_info(ctx: Ctx) -> Response:
+    ctx.datatype.post_info(ctx)
     return json_response(instance_json(ctx))
 
 

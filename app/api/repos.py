@@ -134,6 +134,7 @@ def create_instance(uuid: str, body: JsonBody, svc: Svc) -> Response:
         if not isinstance(value, str):
             raise BadRequest(f"setting {key!r} must be a string, not {value!r}")
     compression = parse_compression(settings.pop("compression", datatype.default_compression))
+    datatype.check_compression(compression)
     checksum = settings.pop("checksum", "none").lower()
     if checksum not in ("none", "crc32"):
         raise BadRequest(f"unknown checksum {checksum!r}: use none or crc32")

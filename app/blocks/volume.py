@@ -91,8 +91,11 @@ class ArrayHandles:
         self._handles: OrderedDict[str, ts.TensorStore] = OrderedDict()
         self._lock = threading.Lock()
 
-    def open(self, kvstore: dict[str, Any], spec: VolumeSpec, create: bool) -> ts.TensorStore:
-        key = repr((sorted(kvstore.items()), spec))
+    def open(
+        self, kvstore: dict[str, Any], spec: VolumeSpec, create: bool, context: Any = None
+    ) -> ts.TensorStore:
+        context = context or self.context
+        key = repr((sorted(kvstore.items()), spec, id(context)))
         with self._lock:
             handle = self._handles.get(key)
             if handle is not None:
@@ -100,7 +103,7 @@ class ArrayHandles:
                 return handle
         opened = ts.open(
             {"driver": "zarr3", "kvstore": kvstore, "metadata": spec.zarr_metadata()},
-            context=self.context,
+            context=context,
             open=True,
             create=create,
         ).result()
@@ -138,7 +141,7 @@ class VersionedVolume:
 
     def _array(self, node_uuid: str, create: bool = False) -> ts.TensorStore:
         kvstore = self.store.tensorstore_kvstore(f"{self.base}/{node_uuid}/")
-        return self.arrays.open(kvstore, self.spec, create)
+        return self.arrays.open(kvstore, self.spec, create, self.store.tensorstore_context())
 
     def owners(self, dag: VersionDAG, node: Node, mutable: bool, box: Box) -> dict[int, np.ndarray]:
         """Chunk ids covering ``box`` grouped by the version holding them."""

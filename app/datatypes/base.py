@@ -88,6 +88,12 @@ class DataType:
         """``Extended`` of the instance JSON."""
         return {}
 
+    def check_compression(self, compression: str) -> None:
+        """Refuse (400) a storage compression this type cannot use."""
+
+    def post_info(self, ctx: InstanceContext) -> None:
+        """``POST /info``: DVID answers most types with their info; a type may refuse."""
+
     def extra_json(self, ctx: InstanceContext) -> dict:
         """Top-level keys of the instance JSON beyond ``Base`` and ``Extended``."""
         return {}

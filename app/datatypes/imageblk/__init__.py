@@ -100,8 +100,6 @@ class ImageBlockType(DataType):
         for key in ("MinPoint", "MaxPoint"):
             if key.lower() in config:
                 settings[key] = _ints(config[key.lower()], key)
-        if config.get("compression", "").startswith("jpeg") and self.dtype != np.uint8:
-            raise BadRequest("jpeg compression is only possible for uint8blk")
         parse_bool(config.get("interpolable", "true"), "Interpolable")
         return settings
 
@@ -138,19 +136,21 @@ class ImageBlockType(DataType):
     # --- extents -------------------------------------------------------------------------
 
     def extents(self, ctx: InstanceContext) -> Box | None:
-        """The voxel bounding box of everything written at ``ctx``'s version."""
+        """The voxel bounding box of everything written at ``ctx``'s version (at a merge,
+        the union of what the parents saw)."""
         view = self.extents_store(ctx.services, ctx.instance).at(
             ctx.repo.dag, ctx.version, ctx.mutable
         )
-        record = view.get("extents")
+        boxes = [_parse_extents(record) for record in view.values("extents")]
         settings = ctx.instance.settings
-        if record is not None:
-            lo, hi = (tuple(int(v) for v in part.split(",")) for part in record.decode().split(";"))
-        elif "MinPoint" in settings and "MaxPoint" in settings:
-            lo, hi = tuple(settings["MinPoint"]), tuple(settings["MaxPoint"])
-        else:
+        if not boxes and "MinPoint" in settings and "MaxPoint" in settings:
+            boxes = [_bounds(settings["MinPoint"], settings["MaxPoint"])]
+        if not boxes:
             return None
-        return Box.from_bounds(lo, tuple(h + 1 for h in hi))  # type: ignore[arg-type]
+        union = boxes[0]
+        for box in boxes[1:]:
+            union = union.union(box)
+        return union
 
     def set_extents(self, ctx: InstanceContext, box: Box) -> None:
         lo = ",".join(str(v) for v in box.offset)
@@ -191,9 +191,26 @@ class ImageBlockType(DataType):
             "MaxDownresLevel": s.get("MaxDownresLevel", 0),
         }
 
+    def check_compression(self, compression: str) -> None:
+        if compression.startswith("jpeg") and self.name != "uint8blk":
+            raise BadRequest("jpeg compression is only possible for uint8blk")
+
+    def post_info(self, ctx: InstanceContext) -> None:
+        raise BadRequest("imageblk instances do not accept POST /info")
+
     def extra_json(self, ctx: InstanceContext) -> dict:
         extended = self.extended_json(ctx)
         return {"Extents": {"MinPoint": extended["MinPoint"], "MaxPoint": extended["MaxPoint"]}}
+
+
+def _bounds(lo: list[int], hi_inclusive: list[int]) -> Box:
+    return Box.from_bounds(tuple(lo), tuple(h + 1 for h in hi_inclusive))  # type: ignore[arg-type]
+
+
+def _parse_extents(record: bytes) -> Box:
+    """``x0,y0,z0;x1,y1,z1`` (inclusive) as stored by :meth:`ImageBlockType.set_extents`."""
+    lo, hi = ([int(v) for v in part.split(",")] for part in record.decode().split(";"))
+    return _bounds(lo, hi)
 
 
 def _values(dtype: str) -> list[dict[str, str]]:

@@ -29,13 +29,11 @@ def to_image(plane: np.ndarray, typename: str) -> Image.Image:
     """A 2-D voxel plane as DVID renders it: 8/16-bit gray, RGBA, or the value's
     little-endian bytes as RGBA channels for 32-bit types."""
     plane = np.ascontiguousarray(plane)
-    if plane.dtype == np.uint8:
-        return Image.fromarray(plane, mode="L")
-    if plane.dtype == np.uint16:
-        return Image.fromarray(plane.astype("<u2"), mode="I;16")
+    if plane.dtype in (np.uint8, np.uint16):
+        return Image.fromarray(plane.astype(plane.dtype.newbyteorder("=")))  # L or I;16
     if plane.dtype.itemsize == 4:
         rgba = plane.astype(plane.dtype.newbyteorder("<")).view(np.uint8)
-        return Image.fromarray(rgba.reshape(*plane.shape, 4), mode="RGBA")
+        return Image.fromarray(np.ascontiguousarray(rgba.reshape(*plane.shape, 4)))  # RGBA
     raise BadRequest(f"{typename} slices can only be read as raw bytes, not as images")
 
 

@@ -186,11 +186,6 @@ def metadata(ctx: Ctx) -> Response:
     )
 
 
-@router.post("/info")
-def post_info() -> Response:
-    raise BadRequest("imageblk instances do not accept POST /info")
-
-
 @router.post("/extents")
 def post_extents(ctx: Ctx, body: JsonBody) -> Response:
     if not isinstance(body, dict):
