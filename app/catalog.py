@@ -5,8 +5,8 @@ Layout (see docs/format.md):
 ``meta/repos/<root uuid>.json``
     the repo JSON (:meth:`Repo.to_json`); every change is a compare-and-swap on it.
 ``meta/nodes/<uuid>``
-    a marker per node holding its repo's root UUID. Created with ``if_absent`` before the
-    node is added, so a UUID is claimed once server-wide, and listed by prefix to resolve
+    a marker per node holding its repo's root UUID and a nonce. Created with ``if_absent``
+    before the node is added, so a UUID is claimed once server-wide, and listed by prefix to resolve
     partial UUIDs in one store call.
 ``meta/version-counter``
     the last VersionID handed out (server-wide, like DVID's).
@@ -19,6 +19,7 @@ and which repo a full UUID belongs to (which never changes) is remembered.
 from __future__ import annotations
 
 import logging
+import uuid as uuidlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -27,7 +28,7 @@ import orjson
 from app.dag import Node
 from app.errors import BadRequest
 from app.repo import UUID_RE, Repo
-from backends import ObjectStore, PreconditionFailed
+from backends import ObjectStore, PreconditionFailed, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ REPOS = "meta/repos/"
 NODES = "meta/nodes/"
 COUNTER = "meta/version-counter"
 MAX_CAS_ATTEMPTS = 64
+VERIFY_ATTEMPTS = 4
 
 
 class Catalog:
@@ -135,8 +137,9 @@ class Catalog:
         live = []
         for uuid, key in matches:
             blob = self.store.get(key)
-            if blob is not None and self._node_exists(blob.data.decode(), uuid):
-                live.append((blob.data.decode(), uuid))
+            root = blob.data.decode().split()[0] if blob is not None else ""
+            if root and self._node_exists(root, uuid):
+                live.append((root, uuid))
             if len(live) > 1:
                 raise BadRequest(f"more than one UUID matches {prefix!r}")
         if not live:
@@ -163,19 +166,17 @@ class Catalog:
             blob = self.store.get(COUNTER)
             value = int(blob.data) + 1 if blob else 1
             try:
-                if blob is None:
-                    self.store.put(COUNTER, str(value).encode(), if_absent=True)
-                else:
-                    self.store.put(COUNTER, str(value).encode(), if_match=blob.token)
+                self._put_verified(COUNTER, str(value).encode(), blob.token if blob else None)
                 return value
             except PreconditionFailed:
                 continue
         raise BadRequest("could not allocate a version id: too much contention")
 
     def claim_uuid(self, uuid: str, root: str) -> None:
-        """Reserve a node UUID server-wide, or 400 if it exists."""
+        """Reserve a node UUID server-wide, or 400 if it exists. The marker holds the root
+        and a nonce, so a claim can tell its own write from a rival's."""
         try:
-            self.store.put(NODES + uuid, root.encode(), if_absent=True)
+            self._put_verified(NODES + uuid, f"{root} {uuidlib.uuid4().hex}".encode(), None)
         except PreconditionFailed:
             raise BadRequest(f"UUID {uuid} already exists on this server") from None
 
@@ -189,6 +190,24 @@ class Catalog:
         except PreconditionFailed:
             raise BadRequest(f"repo {repo.root} already exists") from None
 
+    def _put_verified(self, key: str, data: bytes, token: str | None) -> None:
+        """A conditional put (``if_match=token``, or ``if_absent`` without a token) that
+        settles a lost response by reading the object back: these payloads are unique to
+        their write, so finding them stored means this write landed. Without this, a
+        retried request would apply its edit twice (a log line appended twice)."""
+        try:
+            self.store.put(key, data, if_match=token, if_absent=token is None)
+        except (StoreUnavailable, PreconditionFailed):
+            for attempt in range(VERIFY_ATTEMPTS):
+                try:
+                    blob = self.store.get(key)
+                    break
+                except StoreUnavailable:
+                    if attempt == VERIFY_ATTEMPTS - 1:
+                        raise
+            if blob is None or blob.data != data:
+                raise
+
     def update(self, root: str, edit: Callable[[Repo], T]) -> T:
         """Apply ``edit`` to fresh metadata and write it back only if nobody else wrote
         in between; otherwise retry on the newer version. ``edit`` may raise to abort."""
@@ -199,7 +218,7 @@ class Catalog:
             repo, token = loaded
             result = edit(repo)
             try:
-                self.store.put(f"{REPOS}{root}.json", orjson.dumps(repo.to_json()), if_match=token)
+                self._put_verified(f"{REPOS}{root}.json", orjson.dumps(repo.to_json()), token)
                 return result
             except PreconditionFailed:
                 log.debug("repo %s changed under us, retrying", root)

@@ -11,11 +11,14 @@ refuses. So an acknowledged write is always part of the committed node, across r
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Iterator
 
-from backends import ObjectStore
+from backends import ObjectStore, StoreError
+
+log = logging.getLogger(__name__)
 
 PREFIX = "meta/inflight/"
 
@@ -29,11 +32,23 @@ class InflightWrites:
     @contextlib.contextmanager
     def writing(self, node_uuid: str) -> Iterator[None]:
         key = f"{PREFIX}{node_uuid}/{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
-        self.store.put(key, b"")
+        try:
+            self.store.put(key, b"")
+        except StoreError:
+            self._remove(key)  # the put may have landed with its response lost
+            raise
         try:
             yield
         finally:
+            self._remove(key)
+
+    def _remove(self, key: str) -> None:
+        """Best effort: a leftover marker only delays the node's commit until it ages out
+        (the response is usually sent already, so there is nobody to tell)."""
+        try:
             self.store.delete(key)
+        except StoreError as e:
+            log.warning("in-flight marker left behind", extra={"key": key, "error": str(e)})
 
     def pending(self, node_uuid: str) -> int:
         """Markers of writes to ``node_uuid`` that may still be running."""
@@ -46,7 +61,9 @@ class InflightWrites:
         )
 
     def wait(self, node_uuid: str) -> None:
-        """Block until every write that started before now has finished (or gone stale)."""
+        """Block until every write that started before now has finished (or gone stale),
+        then remove whatever markers failed writers left behind."""
         deadline = time.monotonic() + self.max_age
         while self.pending(node_uuid) and time.monotonic() < deadline:
             time.sleep(self.poll)
+        self.store.delete_prefix(f"{PREFIX}{node_uuid}/")

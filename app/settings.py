@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     #: Largest volume one request may read or write, in voxels; larger ones get 413.
     max_voxels: int = Field(1 << 30, gt=0)
     #: How long a write may take; a commit waits at most this long for writes in flight.
-    max_request_seconds: float = Field(300.0, gt=0)
+    max_request_seconds: float = Field(120.0, gt=0)
     config_file: Path | None = None
     store: dict[str, StoreConfig] = Field(default_factory=dict)
     backend: BackendConfig = Field(default_factory=BackendConfig)

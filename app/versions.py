@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from app.dag import Node
 from app.datatypes import get
-from app.errors import BadRequest
+from app.errors import BadRequest, DVIDError
 from app.repo import Repo, new_uuid, stamp
 from app.services import Services
 
@@ -42,7 +42,9 @@ def create_child(
 
     try:
         child = catalog.update(root, edit)
-    except BaseException:
+    except DVIDError:
+        # Refused for certain: the UUID is free again. (After a store failure the node
+        # may have landed; an orphan marker is harmless, a deleted live one is not.)
         catalog.release_uuid(child_uuid)
         raise
     if locked:

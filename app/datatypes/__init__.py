@@ -3,6 +3,7 @@ registers it, so adding a datatype touches no other module."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 
@@ -17,8 +18,9 @@ def register(datatype: DataType) -> DataType:
     return datatype
 
 
+@functools.cache
 def load_all() -> dict[str, DataType]:
-    """Import every datatype package once; returns the registry."""
+    """Import every datatype package (once); returns the registry."""
     for module in pkgutil.iter_modules(__path__):
         if module.ispkg:
             importlib.import_module(f"{__name__}.{module.name}")
