@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     data_dir: Path = Path("data")
+    #: One store by URL (``s3://bucket/prefix``, ``gs://...``), for deployments configured
+    #: by env vars alone (``DVID_CLOUD_STORE_URL``); ``[store.*]`` sections take precedence.
+    store_url: str | None = None
+    store_endpoint: str | None = None
     note: str = ""
     read_only: bool = False
     #: Largest request body accepted, in bytes; larger ones get 413 before being read.
@@ -92,6 +96,8 @@ class Settings(BaseSettings):
         """Configured stores; without any, one local folder at ``data_dir``."""
         if self.store:
             return dict(self.store)
+        if self.store_url:
+            return {DEFAULT_STORE: StoreConfig(path=self.store_url, endpoint=self.store_endpoint)}
         return {DEFAULT_STORE: StoreConfig(path=str(self.data_dir))}
 
     def default_store_name(self) -> str:
