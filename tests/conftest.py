@@ -45,6 +45,8 @@ def make_store(
     if backend == "local":
         return lambda: LocalStore(tmp_path / "store")
     bucket = new_bucket_name()
+    # tensorstore (chunk arrays) finds the fake servers and credentials through env vars.
+    request.getfixturevalue(f"{backend}_env")
     if backend == "s3":
         endpoint = request.getfixturevalue("s3_endpoint")
         make_s3_store(endpoint, bucket=bucket).client.create_bucket(Bucket=bucket)
