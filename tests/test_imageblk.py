@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -340,6 +341,17 @@ def test_metadata(api: Api) -> None:
     assert body["Properties"] == info(c, uuid)["Extended"]
 
 
+def test_post_resolution_sets_voxel_size(api: Api) -> None:
+    c = api.c
+    uuid = setup(api)
+    r = c.post(url(uuid, "resolution"), json=[3.5, 4, 40])
+    assert r.status_code == 200, r.text
+    assert info(c, uuid)["Extended"]["VoxelSize"] == [3.5, 4, 40]
+    for bad in ([1, 2], [1, 2, 0], ["a", 1, 1], {"x": 1}):
+        assert c.post(url(uuid, "resolution"), json=bad).status_code == 400, bad
+    assert info(c, uuid)["Extended"]["VoxelSize"] == [3.5, 4, 40]
+
+
 def test_post_info_is_refused(api: Api) -> None:
     """imageblk.md: ``POST /info`` -> 400 for imageblk."""
     c = api.c
@@ -411,6 +423,74 @@ def test_rgba8_channels(api: Api) -> None:
     image = png(r.content)
     assert image.mode == "RGBA"
     np.testing.assert_array_equal(np.asarray(image), rgba[0])
+
+
+def _decode_png16_rgba(body: bytes) -> np.ndarray:
+    """A 16-bit RGBA, non-interlaced PNG as (h, w, 4) uint16 (Pillow cannot keep 16-bit
+    colour channels)."""
+    pos, idat, width, height = 8, b"", 0, 0
+    while pos < len(body):
+        (n,) = struct.unpack_from(">I", body, pos)
+        kind, chunk = body[pos + 4 : pos + 8], body[pos + 8 : pos + 8 + n]
+        if kind == b"IHDR":
+            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunk)
+            assert (depth, colour, interlace) == (16, 6, 0)
+        elif kind == b"IDAT":
+            idat += chunk
+        pos += 12 + n
+    raw = zlib.decompress(idat)
+    bpp, stride = 8, width * 8
+    rows, prev = [], bytearray(stride)
+    for y in range(height):
+        start = y * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b, cc = prev[i], prev[i - bpp] if i >= bpp else 0
+            if kind == 1:
+                line[i] = (line[i] + a) & 255
+            elif kind == 2:
+                line[i] = (line[i] + b) & 255
+            elif kind == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif kind == 4:
+                p = a + b - cc
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - cc)
+                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else cc)
+                line[i] = (line[i] + pred) & 255
+        rows.append(bytes(line))
+        prev = line
+    return np.frombuffer(b"".join(rows), ">u2").reshape(height, width, 4)
+
+
+def test_uint64_png_is_16bit_rgba_of_value_bytes(api: Api) -> None:
+    """imageblk.md: uint64 -> 16-bit RGBA whose 8 bytes (R hi, R lo, G hi, ...) are the
+    value's little-endian bytes [quirk]."""
+    c = api.c
+    uuid = setup(api, "uint64blk", BlockSize="8,8,8")
+    vol = random_volume("uint64blk", (1, 3, 5), seed=17)
+    post_raw(c, uuid, (0, 0, 0), vol)
+    r = c.get(url(uuid, "raw/xy/5_3/0_0_0/png"))
+    assert r.status_code == 200, (r.status_code, r.text[:200])
+    assert r.headers["content-type"] == "image/png"
+    assert png_header(r.content) == (16, 6)
+    got = _decode_png16_rgba(r.content)
+    want = vol[0].view(np.uint8).reshape(3, 5, 8)
+    assert got.tobytes() == want.tobytes()  # PNG samples are big-endian: R hi, R lo, ...
+
+
+@pytest.mark.parametrize(
+    ("fmt", "media"), [("tif", "image/tiff"), ("tiff", "image/tiff"), ("bmp", "image/bmp")]
+)
+def test_other_image_formats(api: Api, fmt: str, media: str) -> None:
+    c = api.c
+    uuid = setup(api, "uint8blk", BlockSize="8,8,8")
+    vol = random_volume("uint8blk", (3, 4, 5), seed=18)
+    post_raw(c, uuid, (0, 0, 0), vol)
+    r = c.get(url(uuid, f"raw/xz/5_3/0_1_0/{fmt}"))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == media
+    np.testing.assert_array_equal(np.asarray(png(r.content).convert("L")), vol[:, 1, :])
 
 
 def test_jpeg_slices_roughly_equal(api: Api) -> None:
@@ -593,6 +673,8 @@ def test_blocks_span_get_and_post(api: Api) -> None:
     # raw read of the covered box equals the blocks laid side by side along x
     got = get_raw(c, uuid, (-4, 8, 12), (12, 4, 4), "uint16blk")
     np.testing.assert_array_equal(got, np.concatenate(list(span), axis=2))
+    # docs/format.md deviation: POST blocks grows the extents (DVID's does not)
+    assert extents(c, uuid)[:2] == ([-4, 8, 12], [7, 11, 15])
     # GET of 4 blocks: the last one absent -> background
     r = c.get(url(uuid, "blocks/-1_2_3/4"))
     assert r.status_code == 200
@@ -767,6 +849,10 @@ def test_restart_reads_same_data(make_client) -> None:
         get_raw(second, child, (-3, 4, -5), (11, 10, 9), "rgba8blk"), want
     )
     assert extents(second, child)[:2] == ([-3, 4, -5], [7, 13, 3])
+    # the committed root is still locked for the restarted server
+    r = second.post(url(uuid, "raw/0_1_2/1_1_1/0_4_0"), content=bytes(4))
+    assert r.status_code == 400
+    np.testing.assert_array_equal(get_raw(second, uuid, (-3, 4, -5), (11, 10, 9), "rgba8blk"), vol)
 
 
 # --------------------------------------------------------------------------- pyramids
@@ -862,7 +948,13 @@ BAD_REQUESTS = [
     ("POST", "raw/0_1_2/8_8_8/0_0_0/png", 512),
     ("POST", "raw/2_1_0/8_8_8/0_0_0", 512),
     ("POST", "isotropic/0_1_2/8_8_8/0_0_0", 512),
-    ("POST", "extents", None),
+    ("POST", "raw/0_1_2/8_8_8/0_0_0?downres=true&levels=0", 512),
+    ("POST", "raw/0_1_2/8_8_8/0_0_0?downres=true&levels=x", 512),
+    ("POST", "pyramid/8_8_8/0_0_0?levels=0", None),
+    ("POST", "pyramid/8_8/0_0_0", None),
+    ("POST", "blocks/0_0_0/1", 511),
+    ("POST", "blocks/0_0_0/0", 0),
+    ("POST", "resolution", None),
     ("GET", "raw/0_1_2/8_8/0_0_0", None),
     ("GET", "raw/0_1_2/0_8_8/0_0_0", None),
     ("GET", "raw/0_1_2/8_8_8/q_0_0", None),
@@ -881,33 +973,45 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "length"), BAD_REQUESTS)
-def test_bad_input_is_400_and_writes_nothing(
-    api: Api, method: str, path: str, length: int | None
-) -> None:
+def _bad_post_extents(c: TestClient, uuid: str) -> list[str]:
+    failures = []
+    bodies = [
+        {"MinPoint": [0, 0], "MaxPoint": [1, 1, 1]},
+        {"MinPoint": [0, 0, 0], "MaxPoint": "1,1,1"},
+        {"MinPoint": [5, 5, 5], "MaxPoint": [1, 1, 1]},
+        {"MaxPoint": [1, 1, 1]},
+        [1, 2, 3],
+    ]
+    for body in bodies:
+        r = c.post(url(uuid, "extents"), json=body)
+        if r.status_code != 400:
+            failures.append(f"POST extents {body}: expected 400, got {r.status_code}")
+    r = c.post(url(uuid, "extents"), content=b"{not json")
+    if r.status_code != 400:
+        failures.append(f"POST extents with malformed JSON: expected 400, got {r.status_code}")
+    return failures
+
+
+def test_bad_input_is_400_and_writes_nothing(api: Api) -> None:
+    """Every malformed request is a 400 and changes neither voxels nor extents."""
     c = api.c
     uuid = setup(api, "uint8blk", BlockSize="8,8,8")
     seed = random_volume("uint8blk", SEED_SIZE[::-1], seed=15)
     post_raw(c, uuid, SEED_OFFSET, seed)
-    before = info(c, uuid)["Extended"]
-    if path == "extents":
-        bodies = [
-            {"MinPoint": [0, 0], "MaxPoint": [1, 1, 1]},
-            {"MinPoint": [0, 0, 0], "MaxPoint": "1,1,1"},
-            {"MinPoint": [5, 5, 5], "MaxPoint": [1, 1, 1]},
-            [1, 2, 3],
-        ]
-        for body in bodies:
-            r = c.post(url(uuid, path), json=body)
-            assert r.status_code == 400, (body, r.status_code, r.text)
-        r = c.post(url(uuid, path), content=b"{not json")
-        assert r.status_code == 400, (r.status_code, r.text)
-    else:
-        content = bytes([0xAB]) * length if length is not None else None
-        r = c.request(method, url(uuid, path), content=content)
-        assert r.status_code == 400, (method, path, r.status_code, r.text[:200])
     model = Model("uint8blk", (-8, -8, -8), (24, 24, 24))
     model.write(SEED_OFFSET, seed)
+    before = info(c, uuid)["Extended"]
+    failures = _bad_post_extents(c, uuid)
+    for method, path, length in BAD_REQUESTS:
+        content = bytes([0xAB]) * length if length is not None else None
+        r = c.request(method, url(uuid, path), content=content)
+        if r.status_code != 400:
+            failures.append(f"{method} {path}: expected 400, got {r.status_code} {r.text[:80]!r}")
+        if method == "POST":
+            got = get_raw(c, uuid, model.lo, model.hi - model.lo, "uint8blk")
+            if not np.array_equal(got, model.a):
+                failures.append(f"{method} {path}: changed voxels")
+    assert not failures, "\n".join(failures)
     model.check(c, uuid)
     assert info(c, uuid)["Extended"] == before
 
@@ -935,33 +1039,37 @@ def test_too_many_voxels_is_413(api: Api, make_client) -> None:
     assert DATA + "_1" not in c.get(f"/api/repo/{uuid}/info").json()["DataInstances"]
 
 
-@pytest.mark.parametrize(
-    ("typename", "settings"),
-    [
-        ("uint8blk", {"BlockSize": "32,32"}),
-        ("uint8blk", {"BlockSize": "0,32,32"}),
-        ("uint8blk", {"BlockSize": "-8,8,8"}),
-        ("uint8blk", {"BlockSize": "a,b,c"}),
-        ("uint8blk", {"VoxelSize": "8,8"}),
-        ("uint8blk", {"VoxelSize": "x"}),
-        ("uint8blk", {"Background": "256"}),
-        ("uint8blk", {"Background": "-1"}),
-        ("uint8blk", {"Background": "1.5"}),
-        ("uint8blk", {"Background": "gray"}),
-        ("uint16blk", {"Background": "65536"}),
-        ("uint16blk", {"Compression": "jpeg"}),
-        ("rgba8blk", {"Compression": "jpeg"}),
-        ("uint8blk", {"Compression": "bogus"}),
-        ("uint8blk", {"MinPoint": "0,0"}),
-    ],
-)
-def test_bad_settings_rejected(api: Api, typename: str, settings: dict[str, str]) -> None:
+BAD_SETTINGS = [
+    ("uint8blk", {"BlockSize": "32,32"}),
+    ("uint8blk", {"BlockSize": "0,32,32"}),
+    ("uint8blk", {"BlockSize": "-8,8,8"}),
+    ("uint8blk", {"BlockSize": "a,b,c"}),
+    ("uint8blk", {"VoxelSize": "8,8"}),
+    ("uint8blk", {"VoxelSize": "x"}),
+    ("uint8blk", {"Background": "256"}),
+    ("uint8blk", {"Background": "-1"}),
+    ("uint8blk", {"Background": "1.5"}),
+    ("uint8blk", {"Background": "gray"}),
+    ("uint16blk", {"Background": "65536"}),
+    ("uint16blk", {"Compression": "jpeg"}),
+    ("rgba8blk", {"Compression": "jpeg"}),
+    ("uint8blk", {"Compression": "bogus"}),
+    ("uint8blk", {"MinPoint": "0,0"}),
+]
+
+
+def test_bad_settings_rejected(api: Api) -> None:
+    """Bad creation settings are a 400 and create nothing."""
     c = api.c
     uuid = api.new_repo()
-    body = {"typename": typename, "dataname": DATA, **settings}
-    r = c.post(f"/api/repo/{uuid}/instance", json=body)
-    assert r.status_code == 400, (settings, r.status_code, r.text)
-    assert DATA not in c.get(f"/api/repo/{uuid}/info").json()["DataInstances"]
+    failures = []
+    for i, (typename, settings) in enumerate(BAD_SETTINGS):
+        body = {"typename": typename, "dataname": f"bad{i}", **settings}
+        r = c.post(f"/api/repo/{uuid}/instance", json=body)
+        if r.status_code != 400:
+            failures.append(f"{typename} {settings}: expected 400, got {r.status_code}")
+    assert not failures, "\n".join(failures)
+    assert c.get(f"/api/repo/{uuid}/info").json()["DataInstances"] in ({}, None)
 
 
 def test_settings_keys_case_insensitive(api: Api) -> None:

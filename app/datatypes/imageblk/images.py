@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import simplejpeg
@@ -37,9 +39,36 @@ def to_image(plane: np.ndarray, typename: str) -> Image.Image:
     raise BadRequest(f"{typename} slices can only be read as raw bytes, not as images")
 
 
+def png_rgba16(plane: np.ndarray) -> bytes:
+    """A uint64 plane as a 16-bit RGBA PNG whose 8 sample bytes per pixel (R hi, R lo,
+    G hi, ...) are the value's little-endian bytes: DVID's rendering, which Pillow cannot
+    write, so the PNG is assembled here."""
+    h, w = plane.shape
+    rows = np.ascontiguousarray(plane.astype("<u8")).view(np.uint8).reshape(h, w * 8)
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 6, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )
+
+
 def encode(plane: np.ndarray, fmt: str, quality: int, typename: str) -> bytes:
     if fmt == "jpeg" and plane.dtype == np.uint8:
         return jpeg_gray(plane, quality)
+    if fmt == "png" and plane.dtype.itemsize == 8:
+        return png_rgba16(plane)
     image = to_image(plane, typename)
     out = io.BytesIO()
     if fmt == "jpeg":
