@@ -420,7 +420,7 @@ def blocks_figure(
     chunk_s = median_s(
         lambda: store[z : z + BLOCK, y : y + BLOCK, x : x + BLOCK].read().result(), 200, warm=5
     )
-    from app.datatypes.imageblk.images import jpeg_volume
+    from app.datatypes.images import jpeg_volume
 
     jpeg_s = median_s(lambda: jpeg_volume(block), 200, warm=5)
     print(

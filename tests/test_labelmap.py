@@ -257,3 +257,19 @@ def test_bad_writes_are_400_and_change_nothing(seg, path, params, body) -> None:
     r = api.c.post(url(root, path), params=params, content=body)
     assert r.status_code == 400, r.text
     np.testing.assert_array_equal(read_raw(api.c, root), vol)
+
+
+def test_slices_are_images_of_mapped_labels(seg) -> None:
+    import io
+
+    from PIL import Image
+
+    api, root, vol = seg
+    raw = api.c.get(url(root, "raw/xy/64_64/0_0_10/raw"))
+    plane = np.frombuffer(raw.content, "<u8").reshape(64, 64)
+    np.testing.assert_array_equal(plane, vol[10])
+    png = api.c.get(url(root, "raw/xz/64_64/0_33_0"))
+    assert png.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(png.content))
+    assert image.size == (64, 64)
+    assert png.content[24:26] == bytes([16, 6])  # IHDR: 16-bit RGBA

@@ -13,54 +13,20 @@ from app.api.common import JsonBody, RawBody, json_response
 from app.api.instances import Ctx
 from app.blocks.geometry import Box, parse_point, parse_size
 from app.context import InstanceContext
-from app.datatypes.imageblk import images
+from app.datatypes import images
 from app.datatypes.imageblk.pyramid import build_pyramid
+from app.datatypes.volume_requests import (
+    array_bytes,
+    bounded,
+    parse_dims,
+    plane_box,
+    plane_of,
+)
 from app.errors import BadRequest, TooLarge
 
 router = APIRouter()
 
-_PLANES = {"xy": (0, 1), "0_1": (0, 1), "xz": (0, 2), "0_2": (0, 2), "yz": (1, 2), "1_2": (1, 2)}
-_VOLUME = ("0_1_2", "vol")
 _TRUE = ("true", "1", "on", "yes")
-
-
-def _dims(text: str) -> tuple[int, int] | None:
-    """A plane's two axes, or None for a 3-D volume; 400 for anything else."""
-    key = text.lower().replace(",", "_")
-    if key in _VOLUME:
-        return None
-    if key in _PLANES:
-        return _PLANES[key]
-    raise BadRequest(f"bad shape {text!r}: use xy, xz, yz or 0_1_2")
-
-
-def _check_voxels(ctx: InstanceContext, box: Box) -> Box:
-    limit = ctx.services.settings.max_voxels
-    if box.voxels > limit:
-        raise TooLarge(f"{box.voxels} voxels requested; at most {limit} per request")
-    return box.check_inside()
-
-
-def _plane_box(axes: tuple[int, int], size: str, offset: str) -> Box:
-    w, h = parse_size(size, 2)
-    dims = [1, 1, 1]
-    dims[axes[0]], dims[axes[1]] = w, h
-    return Box(parse_point(offset), tuple(dims))  # type: ignore[arg-type]
-
-
-def _plane(volume: np.ndarray, axes: tuple[int, int]) -> np.ndarray:
-    """The 2-D image (rows = second axis) of a one-voxel-thick ZYX volume."""
-    if axes == (0, 1):
-        return volume[0]
-    if axes == (0, 2):
-        return volume[:, 0, :]
-    return volume[:, :, 0]
-
-
-def _bytes(array: np.ndarray) -> memoryview | bytes:
-    """The array's bytes without a copy when it is contiguous (a 16 MB copy costs as much
-    as reading the chunks)."""
-    return memoryview(array).cast("B") if array.flags.c_contiguous else array.tobytes()
 
 
 def _read(ctx: InstanceContext, box: Box) -> np.ndarray:
@@ -79,20 +45,20 @@ def _image_response(ctx: InstanceContext, plane: np.ndarray, fmt: str | None) ->
 def _get_voxels(
     ctx: InstanceContext, dims: str, size: str, offset: str, fmt: str | None, iso: bool
 ) -> Response:
-    axes = _dims(dims)
+    axes = parse_dims(dims)
     if axes is None:
-        box = _check_voxels(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+        box = bounded(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
         volume = _read(ctx, box)
         if fmt is None or fmt.lower() in ("", "raw", "octet-stream"):
-            return Response(_bytes(volume), media_type="application/octet-stream")
+            return Response(array_bytes(volume), media_type="application/octet-stream")
         name, quality = images.parse_format(fmt, "raw")
         if name != "jpeg":
             raise BadRequest(f"3-D reads come as raw bytes or jpg, not {fmt!r}")
         return Response(images.jpeg_volume(volume, quality), media_type="image/jpeg")
-    box = _plane_box(axes, size, offset)
+    box = plane_box(axes, size, offset)
     if iso:
         return _isotropic(ctx, axes, box, fmt)
-    plane = _plane(_read(ctx, _check_voxels(ctx, box)), axes)
+    plane = plane_of(_read(ctx, bounded(ctx, box)), axes)
     return _image_response(ctx, plane, fmt)
 
 
@@ -106,7 +72,7 @@ def _isotropic(ctx: InstanceContext, axes: tuple[int, int], box: Box, fmt: str |
         src[axes[1]] = max(1, round(h * rw / rh))
     elif rh < rw:
         src[axes[0]] = max(1, round(w * rh / rw))
-    plane = _plane(_read(ctx, _check_voxels(ctx, Box(box.offset, tuple(src)))), axes)  # type: ignore[arg-type]
+    plane = plane_of(_read(ctx, bounded(ctx, Box(box.offset, tuple(src)))), axes)  # type: ignore[arg-type]
     if plane.shape != (h, w):
         image = images.to_image(plane, ctx.instance.typename).resize((w, h), Image.BILINEAR)
         plane = np.asarray(image).astype(plane.dtype) if image.mode in ("L", "I;16") else None
@@ -141,11 +107,11 @@ def post_raw(
 ) -> Response:
     """Write a 3-D subvolume at any offset (partial blocks are merged); ``downres=true``
     also rebuilds the pyramid instances below it."""
-    if _dims(dims) is not None:
+    if parse_dims(dims) is not None:
         raise BadRequest("only 3-D (0_1_2) subvolumes can be POSTed")
     if fmt is not None and fmt.lower() not in ("raw", "octet-stream"):
         raise BadRequest(f"POSTed voxels must be raw bytes, not {fmt!r}")
-    box = _check_voxels(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+    box = bounded(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
     dt = ctx.datatype
     expected = box.voxels * dt.dtype.itemsize
     if len(body) != expected:
@@ -165,7 +131,7 @@ def post_raw(
 def post_pyramid(ctx: Ctx, size: str, offset: str, levels: int = Query(1, ge=1, le=10)) -> Response:
     """dvid-cloud extension: (re)build ``<name>_1`` .. ``<name>_<levels>`` for a region by
     2x2x2 mean downsampling, creating those instances if needed."""
-    box = _check_voxels(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+    box = bounded(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
     written = build_pyramid(ctx, box, levels)
     return json_response({"levels": written})
 
@@ -249,7 +215,7 @@ def _block_records(ctx: InstanceContext, blocks: np.ndarray, compression: str | 
 
 @router.get("/subvolblocks/{size}/{offset}")
 def subvolblocks(ctx: Ctx, size: str, offset: str, compression: str | None = None) -> Response:
-    box = _check_voxels(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+    box = bounded(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
     grid = ctx.datatype.volume(ctx.services, ctx.instance).grid
     if not grid.is_aligned(box):
         raise BadRequest(f"subvolblocks needs a box aligned to blocks of {grid.block_size}")
@@ -285,7 +251,7 @@ def _span(ctx: InstanceContext, coord: str, span: str) -> tuple[Box, list[tuple[
     grid = ctx.datatype.volume(ctx.services, ctx.instance).grid
     coords = [(start[0] + i, start[1], start[2]) for i in range(count)]
     box = grid.block_box(coords[0]).union(grid.block_box(coords[-1]))
-    return _check_voxels(ctx, box), coords
+    return bounded(ctx, box), coords
 
 
 @router.get("/blocks/{coord}/{span}")
@@ -337,7 +303,7 @@ def arb(
     voxels = np.floor(points + 0.5).astype(np.int64)  # (h, w, 3) x, y, z
     lo = voxels.reshape(-1, 3).min(axis=0)
     hi = voxels.reshape(-1, 3).max(axis=0) + 1
-    box = _check_voxels(ctx, Box(tuple(int(v) for v in lo), tuple(int(v) for v in hi - lo)))  # type: ignore[arg-type]
+    box = bounded(ctx, Box(tuple(int(v) for v in lo), tuple(int(v) for v in hi - lo)))  # type: ignore[arg-type]
     volume = _read(ctx, box)
     rel = voxels - lo
     plane = volume[rel[..., 2], rel[..., 1], rel[..., 0]]

@@ -188,25 +188,36 @@ def _first_appearance(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _pack_values(local: np.ndarray, bits: int) -> np.ndarray:
     """Pack (m, 512) sub-block indices MSB-first at ``bits`` bits each -> (m, 64*bits) bytes.
 
-    Eight values fill exactly ``bits`` bytes, so each group of eight is OR-ed into one
-    integer and its low ``bits`` bytes are taken big-endian (9 bits: 72 bits, so the top
-    byte is split off first).
+    1, 2, 4 and 8 bits are byte-aligned groups. Otherwise eight values fill exactly ``bits``
+    bytes: each group of eight is OR-ed into one integer whose low ``bits`` bytes are taken
+    big-endian (9 bits make 72, so the top byte is split off first).
     """
     m = local.shape[0]
     if bits == 8:
         return local.astype(np.uint8)
+    if bits == 1:
+        return np.packbits(local.astype(np.uint8), axis=1)
+    if bits in (2, 4):
+        per = 8 // bits
+        v = local.astype(np.uint8).reshape(m, 512 // per, per)
+        out = v[:, :, 0] << np.uint8(8 - bits)
+        for j in range(1, per):
+            out |= v[:, :, j] << np.uint8(8 - bits * (j + 1))
+        return out
     v = local.astype(np.uint64).reshape(m, 64, 8)
     if bits < 8:
-        shifts = np.arange(7, -1, -1, dtype=np.uint64) * np.uint64(bits)
-        acc = np.bitwise_or.reduce(v << shifts, axis=2)
+        acc = v[:, :, 7].copy()
+        for j in range(7):
+            acc |= v[:, :, j] << np.uint64(bits * (7 - j))
         be = acc.astype(">u8").view(np.uint8).reshape(m, 64, 8)
         return be[:, :, 8 - bits :].reshape(m, 64 * bits)
     if bits != 9:
         raise ValueError(f"cannot pack {bits}-bit values")
-    shifts = np.arange(6, -1, -1, dtype=np.uint64) * np.uint64(9)
-    acc = np.bitwise_or.reduce(v[:, :, 1:] << shifts, axis=2) | ((v[:, :, 0] & 1) << 63)
+    acc = (v[:, :, 0] & np.uint64(1)) << np.uint64(63)
+    for j in range(1, 8):
+        acc |= v[:, :, j] << np.uint64(9 * (7 - j))
     out = np.empty((m, 64, 9), dtype=np.uint8)
-    out[:, :, 0] = v[:, :, 0] >> 1
+    out[:, :, 0] = v[:, :, 0] >> np.uint64(1)
     out[:, :, 1:] = acc.astype(">u8").view(np.uint8).reshape(m, 64, 8)
     return out.reshape(m, 64 * 9)
 
@@ -266,13 +277,12 @@ def encode_block(labels: np.ndarray) -> bytes:
     # always a first appearance), in order of first appearance within the sub-block.
     key_dtype = np.uint32 if nsb * n < 2**32 else np.uint64
     key = np.arange(nsb, dtype=key_dtype)[:, None] * key_dtype(n) + blk.astype(key_dtype)
-    g, _ = _first_appearance(key)
-    g = g.astype(np.int64, copy=False)
-    off = g[:, 0]
-    ns = g.max(axis=1) - off + 1
+    g, _ = _first_appearance(key)  # narrowest unsigned dtype (or int64)
+    off = g[:, 0].astype(np.int64)
+    ns = g.max(axis=1).astype(np.int64) - off + 1
     total = int(ns.sum())
     sb_idx = np.empty(total, dtype=_U32)
-    sb_idx[g.ravel()] = blk.ravel()  # every write to one slot carries the same value
+    sb_idx[g.reshape(-1)] = blk.reshape(-1)  # every write to one slot carries the same value
 
     bits = _bits_for(ns)
     nbytes = bits * (_SB_VOXELS // 8)  # 512*b bits is always a whole number of bytes
@@ -280,7 +290,7 @@ def encode_block(labels: np.ndarray) -> bytes:
     values = np.empty(int(nbytes.sum()), dtype=np.uint8)
     for b in np.unique(bits[bits > 0]):
         sel = np.flatnonzero(bits == b)
-        local = g[sel] - off[sel, None]
+        local = g[sel] - g[sel, :1]  # < 512, same unsigned dtype as g
         packed = _pack_values(local, int(b))
         values[vstart[sel, None] + np.arange(packed.shape[1])] = packed
 

@@ -13,11 +13,20 @@ from fastapi.responses import Response
 
 from app.api.common import RawBody, json_response
 from app.api.instances import Ctx
-from app.blocks.geometry import Box, parse_point, parse_size
+from app.blocks.geometry import Box, parse_point
 from app.context import InstanceContext
+from app.datatypes import images
 from app.datatypes.labelmap import codecs
 from app.datatypes.labelmap.ingest import write_blocks
-from app.errors import BadRequest, NotFound, TooLarge
+from app.datatypes.volume_requests import (
+    array_bytes,
+    bounded,
+    parse_dims,
+    plane_box,
+    plane_of,
+    volume_box,
+)
+from app.errors import BadRequest, NotFound
 from app.proto import labelmap_pb2 as pb
 
 router = APIRouter()
@@ -35,14 +44,6 @@ def _scale(ctx: InstanceContext, scale: int) -> int:
     if not 0 <= scale <= top:
         raise BadRequest(f"scale {scale} is outside 0..{top} (MaxDownresLevel)")
     return scale
-
-
-def _box(ctx: InstanceContext, size: str, offset: str) -> Box:
-    box = Box(parse_point(offset), parse_size(size))  # type: ignore[arg-type]
-    limit = ctx.services.settings.max_voxels
-    if box.voxels > limit:
-        raise TooLarge(f"{box.voxels} voxels requested; at most {limit} per request")
-    return box.check_inside()
 
 
 def _read(ctx: InstanceContext, box: Box, scale: int, supervoxels: bool) -> np.ndarray:
@@ -72,24 +73,34 @@ def _check_label(label: int) -> int:
 
 
 @router.get("/raw/{dims}/{size}/{offset}")
+@router.get("/raw/{dims}/{size}/{offset}/{fmt}")
 @router.get("/isotropic/{dims}/{size}/{offset}")
 def get_raw(
     ctx: Ctx,
     dims: str,
     size: str,
     offset: str,
+    fmt: str | None = None,
     scale: int = 0,
     supervoxels: str | None = None,
     compression: str | None = None,
 ) -> Response:
-    """3-D labels, raw uint64 ZYX or compressed (lz4, gzip, google, googlegzip)."""
-    if dims.lower().replace(",", "_") not in ("0_1_2", "vol"):
-        raise BadRequest("labelmap serves 3-D (0_1_2) reads only")
-    box = _box(ctx, size, offset)
+    """3-D labels, raw uint64 ZYX or compressed (lz4, gzip, google, googlegzip); 2-D
+    slices as images (uint64 as DVID's 16-bit RGBA PNG)."""
+    axes = parse_dims(dims)
+    if axes is not None:
+        box = bounded(ctx, plane_box(axes, size, offset))
+        plane = plane_of(_read(ctx, box, _scale(ctx, scale), _flag(supervoxels)), axes)
+        name, quality = images.parse_format(fmt, "png")
+        if name == "raw":
+            return Response(array_bytes(np.ascontiguousarray(plane)), media_type=OCTET)
+        body = images.encode(plane, name, quality, "labelmap")
+        return Response(body, media_type=images.MEDIA_TYPES[name])
+    box = volume_box(ctx, size, offset)
     data = _read(ctx, box, _scale(ctx, scale), _flag(supervoxels))
     mode = (compression or "").lower()
     if mode in ("", "none"):
-        return Response(memoryview(np.ascontiguousarray(data)).cast("B"), media_type=OCTET)
+        return Response(array_bytes(np.ascontiguousarray(data)), media_type=OCTET)
     if mode == "lz4":
         return Response(lz4.block.compress(data.tobytes(), store_size=False), media_type=OCTET)
     if mode == "gzip":
@@ -123,7 +134,7 @@ def post_raw(
         raise BadRequest("only 3-D (0_1_2) label volumes can be POSTed")
     if scale != 0:
         raise BadRequest("POST raw writes scale 0 only; lower scales are computed")
-    box = _box(ctx, size, offset)
+    box = volume_box(ctx, size, offset)
     volume = ctx.datatype.volume(ctx.services, ctx.instance, 0)
     if not volume.grid.is_aligned(box):
         raise BadRequest(f"POST raw needs a box aligned to blocks of {volume.grid.block_size}")
@@ -181,7 +192,7 @@ def get_blocks(
     supervoxels: str | None = None,
     compression: str = "lz4",
 ) -> Response:
-    box = _box(ctx, size, offset)
+    box = volume_box(ctx, size, offset)
     grid = ctx.datatype.volume(ctx.services, ctx.instance, _scale(ctx, scale)).grid
     if not grid.is_aligned(box):
         raise BadRequest(f"blocks needs a box aligned to blocks of {grid.block_size}")

@@ -1,0 +1,58 @@
+"""Request helpers shared by the volume datatypes: shapes, bounded boxes, 2-D planes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.blocks.geometry import Box, parse_point, parse_size
+from app.context import InstanceContext
+from app.errors import BadRequest, TooLarge
+
+_PLANES = {"xy": (0, 1), "0_1": (0, 1), "xz": (0, 2), "0_2": (0, 2), "yz": (1, 2), "1_2": (1, 2)}
+_VOLUME = ("0_1_2", "vol")
+
+
+def parse_dims(text: str) -> tuple[int, int] | None:
+    """A plane's two axes (``xy``, ``xz``, ``yz``), or None for a 3-D volume; 400 else."""
+    key = text.lower().replace(",", "_")
+    if key in _VOLUME:
+        return None
+    if key in _PLANES:
+        return _PLANES[key]
+    raise BadRequest(f"bad shape {text!r}: use xy, xz, yz or 0_1_2")
+
+
+def bounded(ctx: InstanceContext, box: Box) -> Box:
+    """``box``, if within the configured voxel limit (else 413) and the volume."""
+    limit = ctx.services.settings.max_voxels
+    if box.voxels > limit:
+        raise TooLarge(f"{box.voxels} voxels requested; at most {limit} per request")
+    return box.check_inside()
+
+
+def volume_box(ctx: InstanceContext, size: str, offset: str) -> Box:
+    """A bounded 3-D box from ``nx_ny_nz`` and ``x_y_z`` path segments."""
+    return bounded(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+
+
+def plane_box(axes: tuple[int, int], size: str, offset: str) -> Box:
+    """The one-voxel-thick box of a ``w_h`` plane through ``x_y_z``."""
+    w, h = parse_size(size, 2)
+    dims = [1, 1, 1]
+    dims[axes[0]], dims[axes[1]] = w, h
+    return Box(parse_point(offset), tuple(dims))  # type: ignore[arg-type]
+
+
+def plane_of(volume: np.ndarray, axes: tuple[int, int]) -> np.ndarray:
+    """The 2-D image (rows = second axis) of a one-voxel-thick ZYX volume."""
+    if axes == (0, 1):
+        return volume[0]
+    if axes == (0, 2):
+        return volume[:, 0, :]
+    return volume[:, :, 0]
+
+
+def array_bytes(array: np.ndarray) -> memoryview | bytes:
+    """The array's bytes without a copy when it is contiguous (a 16 MB copy costs as much
+    as reading the chunks)."""
+    return memoryview(array).cast("B") if array.flags.c_contiguous else array.tobytes()
