@@ -81,43 +81,47 @@ class Mapping:
         if svs.size == 0:
             return bodies
         parts = partitions(svs)
-        wanted = np.unique(parts)
+        order = np.argsort(parts, kind="stable")
+        sorted_parts = parts[order]
+        wanted, starts = np.unique(sorted_parts, return_index=True)
+        ends = np.append(starts[1:], sorted_parts.size)
+        span = {int(p): (lo, hi) for p, lo, hi in zip(wanted, starts, ends, strict=True)}
         for version, owned in self.ownership.owners(dag, node, mutable, wanted).items():
             owner = dag.by_id[version]
-            for part in owned:
-                keys, values = self._load(owner, int(part), mutable and owner is node)
+            for part in owned.tolist():
+                keys, values = self._load(owner, part, mutable and owner is node)
                 if keys.size == 0:
                     continue
-                sel = np.nonzero(parts == part)[0]
-                pos = np.searchsorted(keys, svs[sel])
-                pos_clipped = np.minimum(pos, keys.size - 1)
-                hit = keys[pos_clipped] == svs[sel]
-                bodies[sel[hit]] = values[pos_clipped[hit]]
+                lo, hi = span[part]
+                sel = order[lo:hi]
+                pos = np.minimum(np.searchsorted(keys, svs[sel]), keys.size - 1)
+                hit = keys[pos] == svs[sel]
+                bodies[sel[hit]] = values[pos[hit]]
         return bodies
 
     def update(self, dag: VersionDAG, node: Node, svs: np.ndarray, bodies: np.ndarray) -> None:
-        """Set ``svs -> bodies`` at the open ``node`` (whole partitions are rewritten)."""
+        """Set ``svs -> bodies`` at the open ``node`` (whole partitions are rewritten;
+        later pairs win over earlier ones and over what the partition held)."""
         svs = np.asarray(svs, dtype=np.uint64)
         bodies = np.asarray(bodies, dtype=np.uint64)
         parts = partitions(svs)
-        touched = np.unique(parts)
+        order = np.argsort(parts, kind="stable")
+        svs, bodies, parts = svs[order], bodies[order], parts[order]
+        touched, starts = np.unique(parts, return_index=True)
+        ends = np.append(starts[1:], parts.size)
         owners = self.ownership.owners(dag, node, True, touched)
         owner_of = {int(p): v for v, owned in owners.items() for p in owned}
-        for part in touched:
-            version = owner_of.get(int(part))
+        for part, lo, hi in zip(touched.tolist(), starts.tolist(), ends.tolist(), strict=True):
+            version = owner_of.get(part)
             if version is None:
                 keys, values = np.empty(0, np.uint64), np.empty(0, np.uint64)
             else:
                 owner = dag.by_id[version]
-                keys, values = self._load(owner, int(part), owner is node)
-            sel = parts == part
-            merged = dict(zip(keys.tolist(), values.tolist(), strict=True))
-            merged.update(zip(svs[sel].tolist(), bodies[sel].tolist(), strict=True))
-            new_keys = np.array(sorted(merged), dtype=np.uint64)
-            new_values = np.array([merged[k] for k in new_keys.tolist()], dtype=np.uint64)
+                keys, values = self._load(owner, part, owner is node)
+            new_keys, new_values = _merge_sorted(keys, values, svs[lo:hi], bodies[lo:hi])
             out = io.BytesIO()
             np.savez(out, sv=new_keys, body=new_values)
-            self.store.put(self._path(node.uuid, int(part)), out.getvalue())
+            self.store.put(self._path(node.uuid, part), out.getvalue())
         self.ownership.add(node.uuid, touched)
 
     def entries(self, dag: VersionDAG, node: Node, mutable: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -135,6 +139,18 @@ class Mapping:
         k, v = np.concatenate(keys), np.concatenate(values)
         order = np.argsort(k)
         return k[order], v[order]
+
+
+def _merge_sorted(
+    keys: np.ndarray, values: np.ndarray, new_keys: np.ndarray, new_values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted union of two key/value sets; for a repeated key the last pair wins."""
+    all_keys = np.concatenate([keys, new_keys])
+    all_values = np.concatenate([values, new_values])
+    order = np.argsort(all_keys, kind="stable")
+    sorted_keys = all_keys[order]
+    last = np.append(sorted_keys[1:] != sorted_keys[:-1], True)
+    return sorted_keys[last], all_values[order][last]
 
 
 def label_key(label: int) -> str:
