@@ -63,6 +63,7 @@ def serve(
         port=settings.port,
         log_level=log_level,
         log_config=None,
+        access_log=False,  # app.metrics writes one access line per request, with its id
     )
 
 

@@ -1,14 +1,26 @@
-"""Structured logs: one JSON object per line, with any ``extra`` fields kept."""
+"""Structured logs: one JSON object per line, with any ``extra`` fields kept.
+
+While a request is being served its id (see :mod:`app.metrics`) is in
+:data:`request_id`, and every log record created meanwhile, by any logger and in the
+request's worker threads too, carries it as ``record.request_id``: so the JSON line of a
+warning deep in a store call can be matched to the access line of its request.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 import orjson
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+#: Record attributes that are not the caller's ``extra`` (uvicorn adds an ANSI-coloured
+#: copy of its messages as ``color_message``).
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
+
+#: The id of the request being served in this context, or None outside requests.
+request_id: ContextVar[str | None] = ContextVar("dvid_cloud_request_id", default=None)
 
 
 class JSONFormatter(logging.Formatter):
@@ -25,7 +37,38 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class RequestIdFilter(logging.Filter):
+    """Stamps records with the current request id (for handlers set up elsewhere)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        current = request_id.get()
+        if current is not None and not hasattr(record, "request_id"):
+            record.request_id = current
+        return True
+
+
+def install_request_ids() -> None:
+    """Make every log record created during a request carry its id (idempotent).
+
+    Done in the record factory rather than with a filter on one handler or logger, so that
+    records of every logger reach every handler (pytest's ``caplog``, Lambda's) stamped.
+    """
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "_dvid_request_ids", False):
+        return
+    stamp = RequestIdFilter()
+
+    def make_record(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        stamp.filter(record)
+        return record
+
+    make_record._dvid_request_ids = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make_record)
+
+
 def configure_logging(level: str = "info") -> None:
+    install_request_ids()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter())
     root = logging.getLogger()

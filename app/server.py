@@ -17,7 +17,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import __version__
 from app.api import nodes, repos, server
 from app.api.instances import InstanceDispatcher, error_response, unavailable_response
+from app.auth import install_auth
 from app.errors import BadRequest, DVIDError, TooLarge
+from app.metrics import install_metrics
 from app.services import Services
 from app.settings import Settings
 from backends import ObjectStore, StoreUnavailable
@@ -132,13 +134,15 @@ def create_app(settings: Settings, stores: dict[str, ObjectStore] | None = None)
     dispatcher = InstanceDispatcher(datatype_app)
     app.router.routes.append(Mount("/api/node/{uuid}/{dataname}", app=dispatcher))
     app.openapi = lambda: _openapi(app, dispatcher)  # type: ignore[method-assign]
+    install_auth(app, settings)
     app.add_middleware(
         CORSMiddleware,
-        allow_origins=["*"],
+        allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "DELETE", "HEAD"],
         allow_headers=["*"],
     )
     app.add_middleware(BoundedRequests, services=services)
+    install_metrics(app, services)  # outermost: request ids, access log, /metrics
     app.router.on_shutdown.append(services.close)
     return app
 

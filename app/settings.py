@@ -76,6 +76,21 @@ class Settings(BaseSettings):
     max_voxels: int = Field(1 << 30, gt=0)
     #: How long a write may take; a commit waits at most this long for writes in flight.
     max_request_seconds: float = Field(120.0, gt=0)
+    #: Authentication and per-repo authorization (see app/auth.py); off by default.
+    auth_required: bool = False
+    #: Verifies bearer JWTs: a PEM public key or certificate (RS*/ES*) or a secret (HS*).
+    auth_jwt_key: str | None = None
+    #: Accepted JWT algorithms (env: a JSON list).
+    auth_jwt_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "HS256"])
+    #: A JWKS URL whose keys (by the token's ``kid``) verify bearer JWTs.
+    auth_jwks_url: str | None = None
+    #: Required ``aud`` and ``iss`` claims of bearer JWTs, when set.
+    auth_audience: str | None = None
+    auth_issuer: str | None = None
+    #: Compared with ``?admintoken=``; unlocks admin endpoints (``DVID_CLOUD_ADMIN_TOKEN``).
+    admin_token: str | None = None
+    #: Origins browsers may call from (``Access-Control-Allow-Origin``; env: a JSON list).
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
     config_file: Path | None = None
     store: dict[str, StoreConfig] = Field(default_factory=dict)
     backend: BackendConfig = Field(default_factory=BackendConfig)

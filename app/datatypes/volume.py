@@ -5,6 +5,7 @@ JSON neuroglancer reads."""
 from __future__ import annotations
 
 import numpy as np
+from fastapi import APIRouter
 
 from app.blocks.geometry import Box
 from app.blocks.ownership import ChunkOwnership
@@ -50,6 +51,18 @@ class VolumeType(DataType):
     values: list[dict[str, str]]
     default_block_size = "32,32,32"
     interpolable = True
+
+    def routes(self) -> APIRouter:
+        """The shared volume endpoints plus the type's own (:meth:`own_routes`)."""
+        from app.datatypes.volume_routes import router as shared
+
+        router = APIRouter()
+        router.include_router(shared)
+        router.include_router(self.own_routes())
+        return router
+
+    def own_routes(self) -> APIRouter:
+        raise NotImplementedError
 
     def parse_volume_settings(self, config: dict[str, str]) -> dict:
         """BlockSize, VoxelSize, VoxelUnits, MaxDownresLevel and initial extents."""

@@ -39,7 +39,7 @@ class ImageBlockType(VolumeType):
         # DVID names image types by their source file, e.g. .../imageblk/uint8.go
         return f"github.com/janelia-flyem/dvid/datatype/imageblk/{self.name[:-3]}.go"
 
-    def routes(self) -> APIRouter:
+    def own_routes(self) -> APIRouter:
         from app.datatypes.imageblk.routes import router
 
         return router

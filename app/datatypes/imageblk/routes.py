@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from PIL import Image
 
-from app.api.common import JsonBody, RawBody, json_response
+from app.api.common import RawBody, json_response
 from app.api.instances import Ctx
 from app.blocks.geometry import Box, parse_point, parse_size
 from app.context import InstanceContext
@@ -134,65 +134,6 @@ def post_pyramid(ctx: Ctx, size: str, offset: str, levels: int = Query(1, ge=1, 
     box = bounded(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
     written = build_pyramid(ctx, box, levels)
     return json_response({"levels": written})
-
-
-@router.get("/metadata")
-def metadata(ctx: Ctx) -> Response:
-    extended = ctx.datatype.extended_json(ctx)
-    lo = extended["MinPoint"] or [0, 0, 0]
-    hi = extended["MaxPoint"]
-    sizes = [h - a + 1 for a, h in zip(lo, hi, strict=True)] if hi else [0, 0, 0]
-    axes = [
-        {
-            "Label": label,
-            "Resolution": extended["VoxelSize"][i],
-            "Units": extended["VoxelUnits"][i],
-            "Size": sizes[i],
-            "Offset": lo[i],
-        }
-        for i, label in enumerate("XYZ")
-    ]
-    return Response(
-        json_response({"Axes": axes, "Properties": extended}).body,
-        media_type="application/vnd.dvid-nd-data+json",
-    )
-
-
-@router.post("/extents")
-def post_extents(ctx: Ctx, body: JsonBody) -> Response:
-    if not isinstance(body, dict):
-        raise BadRequest('extents body must be {"MinPoint": [x,y,z], "MaxPoint": [x,y,z]}')
-    points = []
-    for key in ("MinPoint", "MaxPoint"):
-        value = body.get(key)
-        if not (
-            isinstance(value, list) and len(value) == 3 and all(isinstance(v, int) for v in value)
-        ):
-            raise BadRequest(f"extents need {key} as three integers")
-        points.append(tuple(value))
-    lo, hi = points
-    if any(h < a for a, h in zip(lo, hi, strict=True)):
-        raise BadRequest("MaxPoint must not be below MinPoint")
-    ctx.datatype.set_extents(ctx, Box.from_bounds(lo, tuple(h + 1 for h in hi)))  # type: ignore[arg-type]
-    return Response()
-
-
-@router.post("/resolution")
-def post_resolution(ctx: Ctx, body: JsonBody) -> Response:
-    if not (
-        isinstance(body, list)
-        and len(body) == 3
-        and all(isinstance(v, int | float) and v > 0 for v in body)
-    ):
-        raise BadRequest("resolution body must be [rx, ry, rz] of positive numbers")
-    name = ctx.instance.name
-
-    def edit(repo):
-        repo.instance(name).settings["VoxelSize"] = [float(v) for v in body]
-        repo.touch()
-
-    ctx.services.catalog.update(ctx.repo.root, edit)
-    return Response()
 
 
 def _block_records(ctx: InstanceContext, blocks: np.ndarray, compression: str | None) -> bytes:

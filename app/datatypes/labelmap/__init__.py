@@ -40,7 +40,7 @@ class LabelmapType(VolumeType):
     dtype = np.dtype("<u8")
     values = [{"DataType": "uint64", "Label": "labelmap"}]  # noqa: RUF012 - DVID's JSON
 
-    def routes(self) -> APIRouter:
+    def own_routes(self) -> APIRouter:
         from app.datatypes.labelmap.routes import router
 
         return router

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from app.blocks.geometry import Box, Vec
+from app.blocks.geometry import Vec
 from app.context import InstanceContext
 from app.datatypes.labelmap.codecs import encode_block_key
 from app.datatypes.labelmap.state import LabelIndices
@@ -126,18 +126,33 @@ def mode_downsample(volume: np.ndarray) -> np.ndarray:
 
 
 def downres_blocks(ctx: InstanceContext, coords: np.ndarray, scale: int) -> None:
-    """Recompute, at every scale below ``scale`` up to MaxDownresLevel, the blocks covering
-    ``coords`` (blocks at ``scale``) from the scale above."""
+    """Recompute, at every scale below ``scale`` up to MaxDownresLevel, the octants of the
+    lower-scale blocks whose child blocks (``coords`` at ``scale``) changed; the other
+    octants keep their content (DVID's incremental rule)."""
     dt = ctx.datatype
     max_level = ctx.instance.settings.get("MaxDownresLevel", 0)
-    bx, by, bz = ctx.instance.settings["BlockSize"]
+    size = np.array(ctx.instance.settings["BlockSize"], dtype=np.int64)
+    hx, hy, hz = (int(v) for v in size // 2)
+    changed = np.unique(np.asarray(coords, dtype=np.int64).reshape(-1, 3), axis=0)
     for level in range(scale + 1, max_level + 1):
-        coords = np.unique(coords // 2, axis=0)
         source = dt.volume(ctx.services, ctx.instance, level - 1)
         target = dt.volume(ctx.services, ctx.instance, level)
+        parents = np.unique(changed // 2, axis=0)
+        current = dict(target.read_blocks(ctx.repo.dag, ctx.version, True, parents))
+        children = dict(source.read_blocks(ctx.repo.dag, ctx.version, True, changed))
         blocks = []
-        for x, y, z in coords.tolist():
-            box = Box((2 * x * bx, 2 * y * by, 2 * z * bz), (2 * bx, 2 * by, 2 * bz))
-            data = source.read(ctx.repo.dag, ctx.version, True, box)
-            blocks.append(((x, y, z), mode_downsample(data)))
+        for parent in parents.tolist():
+            key = tuple(parent)
+            block = current.get(key)
+            block = np.zeros(tuple(size[::-1]), np.uint64) if block is None else block.copy()
+            for child in changed[(changed // 2 == parent).all(axis=1)].tolist():
+                ox, oy, oz = (c - 2 * p for c, p in zip(child, parent, strict=True))
+                voxels = children.get(tuple(child))
+                if voxels is None:
+                    voxels = np.zeros(tuple(size[::-1]), np.uint64)
+                block[oz * hz : (oz + 1) * hz, oy * hy : (oy + 1) * hy, ox * hx : (ox + 1) * hx] = (
+                    mode_downsample(voxels)
+                )
+            blocks.append((key, block))
         target.write_blocks(ctx.version, blocks)
+        changed = parents

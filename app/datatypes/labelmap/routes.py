@@ -337,11 +337,15 @@ def get_labels(
 # --- label index queries -----------------------------------------------------------------
 
 
+def _require_indexed(ctx: InstanceContext) -> None:
+    if not ctx.instance.settings.get("IndexedLabels", True):
+        raise BadRequest(f"instance {ctx.instance.name!r} does not index labels")
+
+
 def _index(ctx: InstanceContext, label: int, supervoxels: bool) -> pb.LabelIndex:
     """The label's index (or, for a supervoxel, its body's index restricted to it)."""
     dt = ctx.datatype
-    if not ctx.instance.settings.get("IndexedLabels", True):
-        raise BadRequest(f"instance {ctx.instance.name!r} does not index labels")
+    _require_indexed(ctx)
     _check_label(label)
     body = label
     if supervoxels:
@@ -546,6 +550,7 @@ def sparsevol_by_point(
 
 @router.get("/maxlabel")
 def get_maxlabel(ctx: Ctx) -> Response:
+    _require_indexed(ctx)
     label = ctx.datatype.max_label(ctx)
     if label is None:
         raise BadRequest("no max label recorded at this version yet")
@@ -554,6 +559,7 @@ def get_maxlabel(ctx: Ctx) -> Response:
 
 @router.post("/maxlabel/{label}")
 def post_maxlabel(ctx: Ctx, label: int) -> Response:
+    _require_indexed(ctx)
     if not 0 < label <= 2**48:
         raise BadRequest("max label must be 1 to 2^48")
     if label > (ctx.datatype.max_label(ctx) or 0):
@@ -566,12 +572,14 @@ def post_maxlabel(ctx: Ctx, label: int) -> Response:
 
 @router.get("/nextlabel")
 def get_nextlabel(ctx: Ctx) -> Response:
+    _require_indexed(ctx)
     current = ctx.datatype.repo_counter(ctx.services, ctx.instance).current()
     return json_response({"nextlabel": current + 1})
 
 
 @router.post("/nextlabel/{count}")
 def post_nextlabel(ctx: Ctx, count: int) -> Response:
+    _require_indexed(ctx)
     if count < 1:
         raise BadRequest("count must be at least 1")
     previous, new = ctx.datatype.repo_counter(ctx.services, ctx.instance).advance(reserve=count)
@@ -672,13 +680,27 @@ def post_indices(ctx: Ctx, body: RawBody) -> Response:
 
 
 @router.get("/mapping")
-def get_mapping(ctx: Ctx, body: RawBody, hash: str | None = None) -> Response:
+def get_mapping(
+    ctx: Ctx,
+    body: RawBody,
+    hash: str | None = None,
+    nolookup: str | None = None,
+) -> Response:
     svs = _json_list(body, "supervoxel ids", hash)
     if not all(isinstance(s, int) and s >= 0 for s in svs):
         raise BadRequest("supervoxel ids must be non-negative integers")
-    bodies = ctx.datatype.mapping(ctx.services, ctx.instance).lookup(
-        ctx.repo.dag, ctx.version, ctx.mutable, np.array(svs, dtype=np.uint64)
-    )
+    ids = np.array(svs, dtype=np.uint64)
+    mapping = ctx.datatype.mapping(ctx.services, ctx.instance)
+    bodies, explicit = mapping.lookup(ctx.repo.dag, ctx.version, ctx.mutable, ids, explicit=True)
+    if not _flag(nolookup) and ctx.instance.settings.get("IndexedLabels", True):
+        # DVID: an id without a mapping entry counts only if its own index holds it.
+        dt = ctx.datatype
+        view = dt.index_view(ctx)
+        indices = dt.indices(ctx.services, ctx.instance)
+        for i in np.nonzero(~explicit & (ids != 0))[0].tolist():
+            index = indices.get(view, int(ids[i]))
+            if index is None or not any(int(ids[i]) in e.counts for e in index.blocks.values()):
+                bodies[i] = 0
     return json_response(bodies.tolist())
 
 

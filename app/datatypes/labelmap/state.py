@@ -74,12 +74,21 @@ class Mapping:
             self.arrays.put(path, loaded)
         return loaded
 
-    def lookup(self, dag: VersionDAG, node: Node, mutable: bool, svs: np.ndarray) -> np.ndarray:
-        """Bodies of ``svs`` as seen at ``node``; unmapped supervoxels map to themselves."""
+    def lookup(
+        self,
+        dag: VersionDAG,
+        node: Node,
+        mutable: bool,
+        svs: np.ndarray,
+        explicit: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Bodies of ``svs`` as seen at ``node``; unmapped supervoxels map to themselves.
+        With ``explicit``, also a mask of the ids that have a mapping entry."""
         svs = np.asarray(svs, dtype=np.uint64)
         bodies = svs.copy()
+        found = np.zeros(svs.size, dtype=bool)
         if svs.size == 0:
-            return bodies
+            return (bodies, found) if explicit else bodies
         parts = partitions(svs)
         order = np.argsort(parts, kind="stable")
         sorted_parts = parts[order]
@@ -97,7 +106,8 @@ class Mapping:
                 pos = np.minimum(np.searchsorted(keys, svs[sel]), keys.size - 1)
                 hit = keys[pos] == svs[sel]
                 bodies[sel[hit]] = values[pos[hit]]
-        return bodies
+                found[sel[hit]] = True
+        return (bodies, found) if explicit else bodies
 
     def update(self, dag: VersionDAG, node: Node, svs: np.ndarray, bodies: np.ndarray) -> None:
         """Set ``svs -> bodies`` at the open ``node`` (whole partitions are rewritten;

@@ -1,0 +1,481 @@
+"""Observability: Prometheus metrics at ``GET /metrics``, request ids and access logs.
+
+:func:`install_metrics` gives an app
+
+* one ASGI middleware (outermost, so refused and failed requests count too) that gives
+  every request an id (its ``X-Request-Id`` header if it is a sane one, else a new one),
+  echoes it in the response's ``X-Request-Id``, makes it the :data:`app.logs.request_id`
+  of everything the request logs, writes one access line per request, and counts and
+  times the request by method, route *template* and status;
+* a proxy around each of its stores counting and timing every store operation;
+* ``GET /metrics`` in Prometheus' text format, which also reads the caches' hit and miss
+  counts and ``/api/load``'s counters at scrape time.
+
+Each app has its own :class:`~prometheus_client.CollectorRegistry` (``app.state.metrics``),
+so several apps in one process (tests, replicas) never share or clash over metrics.
+
+Route labels are templates such as ``/api/node/{uuid}/{dataname}/key/{key}``, never
+request paths, so the number of series stays bounded whatever clients send. Requests
+under the instance mount are labelled with the datatype route that served them; those
+that never reached one (unknown instance, refused early) get the mount's
+``/api/node/{uuid}/{dataname}/{path}``, and paths matching no route get ``unmatched``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from fastapi import FastAPI
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import __version__
+from app.logs import install_request_ids, request_id
+from app.services import Services
+from backends import Blob, ObjectInfo, ObjectStore, PreconditionFailed, StoreUnavailable
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("dvid_cloud.access")
+
+T = TypeVar("T")
+
+REQUEST_ID_HEADER = b"x-request-id"
+#: Incoming ids are kept only if they look like ids (no log injection, bounded length).
+_SANE_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+INSTANCE_MOUNT = "/api/node/{uuid}/{dataname}"
+UNMATCHED = "unmatched"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+#: Requests logged at debug rather than info: health checks and scrapes.
+QUIET_PATHS = frozenset({"/api/heartbeat", "/metrics"})
+
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+
+
+class Metrics:
+    """The metrics of one app, in their own registry."""
+
+    def __init__(self, services: Services) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "dvid_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "dvid_http_request_duration_seconds",
+            "Time to answer an HTTP request, by method, route template and status.",
+            ["method", "route", "status"],
+            buckets=HTTP_BUCKETS,
+            registry=r,
+        )
+        self.in_progress = Gauge(
+            "dvid_http_requests_in_progress", "HTTP requests being answered.", registry=r
+        )
+        self.store_ops = Counter(
+            "dvid_store_operations",
+            "Object-store operations, by store, operation and outcome "
+            "(ok, not_found, conflict, unavailable, error).",
+            ["store", "op", "outcome"],
+            registry=r,
+        )
+        self.store_latency = Histogram(
+            "dvid_store_operation_duration_seconds",
+            "Time spent in object-store operations, by store and operation.",
+            ["store", "op"],
+            buckets=STORE_BUCKETS,
+            registry=r,
+        )
+        self.store_bytes = Counter(
+            "dvid_store_bytes",
+            "Bytes moved by get, get_range and put, by store and direction (read, written).",
+            ["store", "direction"],
+            registry=r,
+        )
+        r.register(_ServiceCollector(services))
+        ProcessCollector(registry=r)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _ServiceCollector:
+    """Reads the caches and ``/api/load`` counters when scraped (they keep their own)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def collect(self) -> Iterable[Metric]:
+        svc = self.services
+        caches = {
+            "value": svc.value_cache,
+            "index": svc.index_cache,
+            "bitmap": svc.bitmap_cache,
+        }
+        hits = CounterMetricFamily(
+            "dvid_cache_hits", "Lookups found in an in-memory cache.", labels=["cache"]
+        )
+        misses = CounterMetricFamily(
+            "dvid_cache_misses", "Lookups not found in an in-memory cache.", labels=["cache"]
+        )
+        ratio = GaugeMetricFamily(
+            "dvid_cache_hit_ratio",
+            "Hits / (hits + misses) of an in-memory cache since start (0 before any lookup).",
+            labels=["cache"],
+        )
+        entries = GaugeMetricFamily(
+            "dvid_cache_entries", "Entries held by an in-memory cache.", labels=["cache"]
+        )
+        weight = GaugeMetricFamily(
+            "dvid_cache_weight",
+            "Weight held by an in-memory cache (bytes for value, entries for the others).",
+            labels=["cache"],
+        )
+        for name, cache in caches.items():
+            h, m = cache.hits, cache.misses
+            hits.add_metric([name], h)
+            misses.add_metric([name], m)
+            ratio.add_metric([name], h / (h + m) if h + m else 0.0)
+            entries.add_metric([name], len(cache))
+            weight.add_metric([name], cache.weight)
+        yield from (hits, misses, ratio, entries, weight)
+
+        c = svc.counters
+        body = CounterMetricFamily(
+            "dvid_http_body_bytes",
+            "Request and response body bytes (as /api/load reports), by direction.",
+            labels=["direction"],
+        )
+        body.add_metric(["received"], c.bytes_written)
+        body.add_metric(["sent"], c.bytes_read)
+        yield body
+        info = GaugeMetricFamily(
+            "dvid_build_info", "dvid-cloud version; always 1.", labels=["version"]
+        )
+        info.add_metric([__version__], 1)
+        yield info
+        uptime = GaugeMetricFamily("dvid_uptime_seconds", "Seconds since the app was created.")
+        uptime.add_metric([], time.time() - svc.started)
+        yield uptime
+
+
+# --------------------------------------------------------------------------- stores
+
+
+class InstrumentedStore(ObjectStore):
+    """Counts and times every operation of the store it wraps; otherwise transparent
+    (attributes it does not define, such as ``client`` or ``bucket``, are the inner
+    store's)."""
+
+    def __init__(self, inner: ObjectStore, name: str, metrics: Metrics) -> None:
+        self.inner = inner
+        self.name = name
+        self._metrics = metrics
+        self._ops: dict[tuple[str, str], Any] = {}
+        self._times: dict[str, Any] = {}
+        self._read = metrics.store_bytes.labels(name, "read")
+        self._written = metrics.store_bytes.labels(name, "written")
+
+    def __getattr__(self, attr: str) -> Any:
+        # Only called for attributes not found normally; "inner" guards against recursion
+        # while unpickling or copying, when __init__ has not run.
+        if attr == "inner":
+            raise AttributeError(attr)
+        return getattr(self.inner, attr)
+
+    @property  # type: ignore[override]
+    def description(self) -> str:
+        return self.inner.description
+
+    def _record(self, op: str, seconds: float, outcome: str) -> None:
+        counter = self._ops.get((op, outcome))
+        if counter is None:
+            counter = self._ops[op, outcome] = self._metrics.store_ops.labels(
+                self.name, op, outcome
+            )
+        timer = self._times.get(op)
+        if timer is None:
+            timer = self._times[op] = self._metrics.store_latency.labels(self.name, op)
+        counter.inc()
+        timer.observe(seconds)
+
+    def _call(self, op: str, fn: Callable[[], T], found: Callable[[T], bool] | None = None) -> T:
+        start = time.perf_counter()
+        outcome = "error"
+        try:
+            result = fn()
+            outcome = "ok" if found is None or found(result) else "not_found"
+            return result
+        except PreconditionFailed:
+            outcome = "conflict"
+            raise
+        except StoreUnavailable:
+            outcome = "unavailable"
+            raise
+        finally:
+            self._record(op, time.perf_counter() - start, outcome)
+
+    def get(self, key: str) -> Blob | None:
+        blob = self._call("get", lambda: self.inner.get(key), _not_none)
+        if blob is not None:
+            self._read.inc(len(blob.data))
+        return blob
+
+    def get_range(self, key: str, start: int, end: int | None = None) -> bytes | None:
+        data = self._call("get_range", lambda: self.inner.get_range(key, start, end), _not_none)
+        if data is not None:
+            self._read.inc(len(data))
+        return data
+
+    def put(
+        self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False
+    ) -> str:
+        token = self._call(
+            "put", lambda: self.inner.put(key, data, if_match=if_match, if_absent=if_absent)
+        )
+        self._written.inc(len(data))
+        return token
+
+    def delete(self, key: str) -> None:
+        self._call("delete", lambda: self.inner.delete(key))
+
+    def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Timed as the time spent inside the inner listing (not the caller's loop), and
+        recorded when the listing is exhausted, fails or is abandoned."""
+        spent = 0.0
+        outcome = "ok"
+        items = iter(self.inner.list(prefix, start_after=start_after))
+        try:
+            while True:
+                start = time.perf_counter()
+                try:
+                    item = next(items)
+                except StopIteration:
+                    break
+                finally:
+                    spent += time.perf_counter() - start
+                yield item
+        except GeneratorExit:
+            raise
+        except PreconditionFailed:
+            outcome = "conflict"
+            raise
+        except StoreUnavailable:
+            outcome = "unavailable"
+            raise
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            self._record("list", spent, outcome)
+
+    def exists(self, key: str) -> bool:
+        return self._call("exists", lambda: self.inner.exists(key), bool)
+
+    def delete_prefix(self, prefix: str) -> int:
+        return self._call("delete_prefix", lambda: self.inner.delete_prefix(prefix))
+
+    def size_of_prefix(self, prefix: str) -> int:
+        return self._call("size_of_prefix", lambda: self.inner.size_of_prefix(prefix))
+
+    def check(self, writable: bool = True) -> None:
+        self._call("check", lambda: self.inner.check(writable))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def tensorstore_kvstore(self, path: str) -> dict[str, Any]:
+        return self.inner.tensorstore_kvstore(path)
+
+    def tensorstore_context(self) -> Any:
+        return self.inner.tensorstore_context()
+
+
+def _not_none(value: object) -> bool:
+    return value is not None
+
+
+def instrument_stores(services: Services, metrics: Metrics) -> None:
+    """Put a counting proxy around each of ``services``' stores, everywhere they are held.
+
+    Array data that tensorstore reads and writes itself (imageblk, labelmap chunks) does
+    not go through these methods and is not counted.
+    """
+    for name, store in list(services.stores.items()):
+        if not isinstance(store, InstrumentedStore):
+            services.stores[name] = InstrumentedStore(store, name, metrics)
+    default = services.stores[services.default_store]
+    services.catalog.store = default
+    services.inflight.store = default
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class RouteTemplates:
+    """Finds the route template of a request.
+
+    Usually the router has said which route served the request (``scope["route"]``; for
+    the instance mount, the datatype's route, marked by the dispatcher's
+    ``dvid.context``). Requests refused before routing (too large, read-only,
+    unauthenticated), or that never reached a datatype route, are matched against the
+    templates of the app's OpenAPI document instead, built once on first need; the most
+    literal template that matches the path and method wins.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self._table: list[tuple[int, re.Pattern[str], str, frozenset[str]]] | None = None
+
+    def label(self, scope: Scope, method: str, path: str) -> str:
+        route = scope.get("route")
+        template = getattr(route, "path_format", None)
+        if isinstance(template, str) and not isinstance(route, Mount):
+            return INSTANCE_MOUNT + template if "dvid.context" in scope else template
+        return self.match(method, path)
+
+    def match(self, method: str, path: str) -> str:
+        if self._table is None:
+            self._table = self._build()
+        fallback = None
+        for _, regex, template, methods in self._table:
+            if regex.match(path):
+                if method in methods or (method == "HEAD" and "GET" in methods):
+                    return template
+                fallback = fallback or template
+        if fallback is not None:
+            return fallback
+        if _MOUNT_REGEX.match(path):
+            return INSTANCE_MOUNT + "/{path}"
+        return UNMATCHED
+
+    def _build(self) -> list[tuple[int, re.Pattern[str], str, frozenset[str]]]:
+        paths: dict[str, set[str]] = {}
+        try:
+            for template, operations in self.app.openapi().get("paths", {}).items():
+                paths.setdefault(template, set()).update(m.upper() for m in operations)
+        except Exception:  # an unbuildable schema must not fail requests
+            log.exception("no OpenAPI document: unrouted requests are labelled coarsely")
+        for route in self.app.router.routes:
+            template = getattr(route, "path_format", None)
+            if isinstance(template, str) and not isinstance(route, Mount):
+                paths.setdefault(template, set()).update(getattr(route, "methods", None) or ())
+        table = [
+            (template.count("{"), compile_path(template)[0], template, frozenset(methods))
+            for template, methods in paths.items()
+        ]
+        table.sort(key=lambda row: row[0])
+        return table
+
+
+_MOUNT_REGEX = compile_path(INSTANCE_MOUNT + "/{path:path}")[0]
+
+
+class ObserveRequests:
+    """ASGI middleware: request ids, access log and HTTP metrics (see the module doc)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: RouteTemplates) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+        self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = _request_id(scope)
+        method = scope["method"] if scope["method"] in METHODS else "other"
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        route_path = path[len(root) :] or "/" if root and path.startswith(root) else path
+        rid_bytes = rid.encode()
+        status = 500
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == REQUEST_ID_HEADER for k, _ in headers):
+                    headers.append((REQUEST_ID_HEADER, rid_bytes))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        token = request_id.set(rid)
+        self.metrics.in_progress.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - start
+            self.metrics.in_progress.dec()
+            labels = (method, self.routes.label(scope, method, route_path), str(status))
+            series = self._series.get(labels)
+            if series is None:  # bounded: labels are templates
+                series = self._series[labels] = (
+                    self.metrics.requests.labels(*labels),
+                    self.metrics.latency.labels(*labels),
+                )
+            series[0].inc()
+            series[1].observe(seconds)
+            access_log.log(
+                logging.DEBUG if path in QUIET_PATHS else logging.INFO,
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": path,
+                    "route": labels[1],
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                },
+            )
+            request_id.reset(token)
+
+
+def _request_id(scope: Scope) -> str:
+    for key, value in scope["headers"]:
+        if key == REQUEST_ID_HEADER:  # ASGI header names are lower-case
+            if _SANE_ID.fullmatch(value):
+                return value.decode()
+            break
+    # Under Lambda (Mangum), Lambda's own id, which its START/REPORT log lines carry.
+    lambda_id = getattr(scope.get("aws.context"), "aws_request_id", None)
+    if isinstance(lambda_id, str) and _SANE_ID.fullmatch(lambda_id.encode()):
+        return lambda_id
+    return uuid.uuid4().hex
+
+
+def install_metrics(app: FastAPI, services: Services) -> Metrics:
+    """Instrument ``app`` and its stores and serve ``GET /metrics`` (call once, from
+    ``create_app``, after the other middleware so that this one is outermost)."""
+    install_request_ids()
+    metrics = Metrics(services)
+    app.state.metrics = metrics
+    instrument_stores(services, metrics)
+
+    async def scrape(request: Request) -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_api_route("/metrics", scrape, methods=["GET"], include_in_schema=False)
+    app.add_middleware(ObserveRequests, metrics=metrics, routes=RouteTemplates(app))
+    return metrics
