@@ -9,7 +9,7 @@ Layout (see docs/format.md):
     before the node is added, so a UUID is claimed once server-wide, and listed by prefix to resolve
     partial UUIDs in one store call.
 ``meta/version-counter``
-    the last VersionID handed out (server-wide, like DVID's).
+    the last VersionID handed out (server-wide, like DVID's), then a nonce.
 
 Each request reads the repo object afresh, so a write through one server is seen by every
 other on its next request; only its parsing is skipped when the stored token is unchanged,
@@ -162,11 +162,14 @@ class Catalog:
     # --- writing -----------------------------------------------------------------------
 
     def next_version_id(self) -> int:
+        """A VersionID unique server-wide. The counter object holds the value and a nonce:
+        rivals writing the same value must not mistake each other's write for their own."""
         for _ in range(MAX_CAS_ATTEMPTS):
             blob = self.store.get(COUNTER)
-            value = int(blob.data) + 1 if blob else 1
+            value = int(blob.data.split()[0]) + 1 if blob else 1
+            payload = f"{value} {uuidlib.uuid4().hex}".encode()
             try:
-                self._put_verified(COUNTER, str(value).encode(), blob.token if blob else None)
+                self._put_verified(COUNTER, payload, blob.token if blob else None)
                 return value
             except PreconditionFailed:
                 continue

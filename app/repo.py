@@ -143,6 +143,8 @@ class Repo:
                 )
         if child_uuid in self.dag.by_uuid:
             raise BadRequest(f"UUID {child_uuid} already exists")
+        if version_id in self.dag.by_id:
+            raise BadRequest(f"VersionID {version_id} is already taken in repo {self.root}")
         t = now()
         child = Node(
             uuid=child_uuid,

@@ -230,7 +230,7 @@ def store_forks(r: Replicas, roots: list[str], uuids: list[str], first_id: int) 
     counter, _ = _versions(r, "meta/version-counter")
     repeats = sorted(
         value
-        for value, n in Counter(int(c) for c in counter).items()
+        for value, n in Counter(int(c.split()[0]) for c in counter).items()
         if n > 1 and value >= first_id
     )
     if repeats:
@@ -243,7 +243,7 @@ def counter_value(r: Replicas) -> int:
         obj = r.s3.get_object(Bucket=r.bucket, Key=PREFIX + "meta/version-counter")
     except r.s3.exceptions.NoSuchKey:
         return 0
-    return int(obj["Body"].read())
+    return int(obj["Body"].read().split()[0])  # "<value> <nonce>"
 
 
 def verdict(r: Replicas, problems: list[str], forks: list[str]) -> str:
