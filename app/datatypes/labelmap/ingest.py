@@ -118,10 +118,15 @@ def mode_downsample(volume: np.ndarray) -> np.ndarray:
         .reshape(-1, 8)
     )
     cells = np.sort(cells, axis=1)
-    counts = (cells[:, :, None] == cells[:, None, :]).sum(axis=2)
-    counts[cells == 0] = 0
-    best = cells[np.arange(cells.shape[0]), counts.argmax(axis=1)]
-    best[counts.max(axis=1) == 0] = 0
+    best = cells[:, 0].copy()  # uniform cells (most of them) are their own mode
+    mixed = np.flatnonzero(cells[:, 0] != cells[:, 7])
+    if mixed.size:
+        rows = cells[mixed]
+        counts = (rows[:, :, None] == rows[:, None, :]).sum(axis=2, dtype=np.uint8)
+        counts[rows == 0] = 0
+        pick = rows[np.arange(rows.shape[0]), counts.argmax(axis=1)]
+        pick[counts.max(axis=1) == 0] = 0
+        best[mixed] = pick
     return best.reshape(nz // 2, ny // 2, nx // 2)
 
 
