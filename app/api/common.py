@@ -11,6 +11,13 @@ from fastapi.responses import Response
 from app.errors import BadRequest
 from app.services import Services
 
+_TRUE = frozenset({"true", "1", "on", "yes"})
+
+
+def flag(value: str | None) -> bool:
+    """A query-string switch as DVID reads them: ``true``/``1``/``on`` (any case)."""
+    return value is not None and value.lower() in _TRUE
+
 
 def services(request: Request) -> Services:
     return request.app.state.services

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from PIL import Image
 
-from app.api.common import RawBody, json_response
+from app.api.common import RawBody, flag, json_response
 from app.api.instances import Ctx
 from app.blocks.geometry import Box, parse_point, parse_size
 from app.context import InstanceContext
@@ -25,8 +25,6 @@ from app.datatypes.volume_requests import (
 from app.errors import BadRequest, TooLarge
 
 router = APIRouter()
-
-_TRUE = ("true", "1", "on", "yes")
 
 
 def _read(ctx: InstanceContext, box: Box) -> np.ndarray:
@@ -122,7 +120,7 @@ def post_raw(
     data = np.frombuffer(body, dtype=dt.dtype).reshape(box.shape_zyx)
     dt.volume(ctx.services, ctx.instance).write(ctx.repo.dag, ctx.version, box, data)
     dt.grow_extents(ctx, box)
-    if downres is not None and downres.lower() in _TRUE:
+    if flag(downres):
         build_pyramid(ctx, box, levels or ctx.instance.settings.get("MaxDownresLevel") or 1)
     return Response()
 
@@ -176,7 +174,7 @@ def specificblocks(
         raise BadRequest("blocks must list whole block coordinates (a multiple of 3 numbers)")
     array = np.array(coords, dtype=np.int64).reshape(-1, 3)
     body = _block_records(ctx, array, compression)
-    if prefetch is not None and prefetch.lower() in _TRUE:
+    if flag(prefetch):
         return Response()
     return Response(body, media_type="application/octet-stream")
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
-from app.api.common import RawBody, json_response
+from app.api.common import RawBody, flag, json_response
 from app.api.instances import Ctx
 from app.context import InstanceContext
 from app.datatypes.keyvalue import formats
@@ -18,11 +18,6 @@ from app.keyed import KeyView
 router = APIRouter()
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
-_TRUE = ("true", "1", "on", "yes")
-
-
-def _flag(value: str | None) -> bool:
-    return value is not None and value.lower() in _TRUE
 
 
 def _view(ctx: InstanceContext) -> KeyView:
@@ -127,8 +122,8 @@ def keyrange(first: str, last: str, ctx: Ctx) -> Response:
 
 def _output_form(request: Request) -> str:
     q = request.query_params
-    as_json = _flag(q.get("json"))
-    as_tar = _flag(q.get("tar")) or _flag(q.get("jsontar"))
+    as_json = flag(q.get("json"))
+    as_tar = flag(q.get("tar")) or flag(q.get("jsontar"))
     if as_json and as_tar:
         raise BadRequest("choose one of json=true and tar=true")
     return "json" if as_json else "tar" if as_tar else "protobuf"
@@ -151,7 +146,7 @@ def keyrangevalues(first: str, last: str, request: Request, ctx: Ctx) -> Respons
         value = view.get(key)
         if value is not None:
             pairs.append((key, value))
-    return _encode(form, pairs, _flag(request.query_params.get("check")))
+    return _encode(form, pairs, flag(request.query_params.get("check")))
 
 
 @router.get("/keyvalues")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+from dataclasses import dataclass
+from typing import Annotated
 
 import lz4.block
 import numpy as np
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from app.api.common import RawBody, json_response
+from app.api.common import RawBody, flag, json_response
 from app.api.instances import Ctx
 from app.blocks.geometry import Box, parse_point
 from app.context import InstanceContext
@@ -31,12 +33,7 @@ from app.proto import labelmap_pb2 as pb
 
 router = APIRouter()
 
-_TRUE = ("true", "1", "on", "yes")
 OCTET = "application/octet-stream"
-
-
-def _flag(value: str | None) -> bool:
-    return value is not None and value.lower() in _TRUE
 
 
 def _scale(ctx: InstanceContext, scale: int) -> int:
@@ -99,14 +96,14 @@ def get_raw(
     axes = parse_dims(dims)
     if axes is not None:
         box = bounded(ctx, plane_box(axes, size, offset))
-        plane = plane_of(_read(ctx, box, _scale(ctx, scale), _flag(supervoxels)), axes)
+        plane = plane_of(_read(ctx, box, _scale(ctx, scale), flag(supervoxels)), axes)
         name, quality = images.parse_format(fmt, "png")
         if name == "raw":
             return Response(array_bytes(np.ascontiguousarray(plane)), media_type=OCTET)
         body = images.encode(plane, name, quality, "labelmap")
         return Response(body, media_type=images.MEDIA_TYPES[name])
     box = volume_box(ctx, size, offset)
-    data = _read(ctx, box, _scale(ctx, scale), _flag(supervoxels))
+    data = _read(ctx, box, _scale(ctx, scale), flag(supervoxels))
     mode = (compression or "").lower()
     if mode in ("", "none"):
         return Response(array_bytes(np.ascontiguousarray(data)), media_type=OCTET)
@@ -205,7 +202,7 @@ def get_blocks(
     grid = ctx.datatype.volume(ctx.services, ctx.instance, _scale(ctx, scale)).grid
     if not grid.is_aligned(box):
         raise BadRequest(f"blocks needs a box aligned to blocks of {grid.block_size}")
-    body = _block_stream(ctx, grid.blocks(box), scale, _flag(supervoxels), compression.lower())
+    body = _block_stream(ctx, grid.blocks(box), scale, flag(supervoxels), compression.lower())
     return Response(body, media_type=OCTET)
 
 
@@ -224,7 +221,7 @@ def specificblocks(
     if len(values) % 3:
         raise BadRequest("blocks must list whole block coordinates (a multiple of 3 numbers)")
     coords = np.array(values, dtype=np.int64).reshape(-1, 3)
-    body = _block_stream(ctx, coords, _scale(ctx, scale), _flag(supervoxels), compression.lower())
+    body = _block_stream(ctx, coords, _scale(ctx, scale), flag(supervoxels), compression.lower())
     return Response(body, media_type=OCTET)
 
 
@@ -238,10 +235,10 @@ def post_blocks(
 ) -> Response:
     """DVID's block stream of gzip'd compressed label blocks."""
     _scale(ctx, scale)
-    if _flag(downres) and scale != 0:
+    if flag(downres) and scale != 0:
         raise BadRequest("downres=true is only possible for scale 0 blocks")
     _ingest_stream(
-        ctx, body, scale, index=scale == 0 and not _flag(noindexing), downres=_flag(downres)
+        ctx, body, scale, index=scale == 0 and not flag(noindexing), downres=flag(downres)
     )
     return Response()
 
@@ -308,7 +305,7 @@ def _labels_at(
 @router.get("/label/{point}")
 def get_label(ctx: Ctx, point: str, scale: int = 0, supervoxels: str | None = None) -> Response:
     pt = np.array([parse_point(point)], dtype=np.int64)
-    label = _labels_at(ctx, pt, _scale(ctx, scale), _flag(supervoxels))
+    label = _labels_at(ctx, pt, _scale(ctx, scale), flag(supervoxels))
     return json_response({"Label": int(label[0])})
 
 
@@ -339,7 +336,7 @@ def get_labels(
         raise BadRequest("body must be a JSON list of [x,y,z] integer points") from None
     if len(points) and array.shape[0] != len(points):
         raise BadRequest("body must be a JSON list of [x,y,z] integer points")
-    labels = _labels_at(ctx, array, _scale(ctx, scale), _flag(supervoxels))
+    labels = _labels_at(ctx, array, _scale(ctx, scale), flag(supervoxels))
     return json_response(labels.tolist())
 
 
@@ -383,7 +380,7 @@ def _voxels(index: pb.LabelIndex) -> int:
 
 @router.get("/size/{label}")
 def get_size(ctx: Ctx, label: int, supervoxels: str | None = None) -> Response:
-    return json_response({"voxels": _voxels(_index(ctx, label, _flag(supervoxels)))})
+    return json_response({"voxels": _voxels(_index(ctx, label, flag(supervoxels)))})
 
 
 @router.get("/sizes")
@@ -395,7 +392,7 @@ def get_sizes(
         if not isinstance(label, int) or label < 0:
             raise BadRequest(f"bad label {label!r}")
         try:
-            sizes.append(_voxels(_index(ctx, label, _flag(supervoxels))) if label else 0)
+            sizes.append(_voxels(_index(ctx, label, flag(supervoxels))) if label else 0)
         except NotFound:
             sizes.append(0)
     return json_response(sizes)
@@ -426,7 +423,7 @@ def _block_coords(index: pb.LabelIndex) -> np.ndarray:
 
 @router.get("/sparsevol-size/{label}")
 def sparsevol_size(ctx: Ctx, label: int, supervoxels: str | None = None) -> Response:
-    index = _index(ctx, label, _flag(supervoxels))
+    index = _index(ctx, label, flag(supervoxels))
     coords = _block_coords(index)
     size = np.array(ctx.instance.settings["BlockSize"])
     return json_response(
@@ -441,7 +438,7 @@ def sparsevol_size(ctx: Ctx, label: int, supervoxels: str | None = None) -> Resp
 
 @router.get("/sparsevol-coarse/{label}")
 def sparsevol_coarse(ctx: Ctx, label: int, supervoxels: str | None = None) -> Response:
-    coords = _block_coords(_index(ctx, label, _flag(supervoxels)))
+    coords = _block_coords(_index(ctx, label, flag(supervoxels)))
     return Response(codecs.encode_coarse(coords), media_type=OCTET)
 
 
@@ -492,25 +489,29 @@ def _mask_of(voxels: np.ndarray, svs: np.ndarray) -> np.ndarray:
     return np.isin(voxels, svs)
 
 
+@dataclass
+class SparsevolQuery:
+    """Query parameters of ``sparsevol`` and ``sparsevol-by-point``."""
+
+    format: str = "rles"
+    scale: int = 0
+    supervoxels: str | None = None
+    exact: str | None = None
+    compression: str | None = None
+
+
 @router.get("/sparsevol/{label}")
 def sparsevol(
-    ctx: Ctx,
-    request: Request,
-    label: int,
-    format: str = "rles",
-    scale: int = 0,
-    supervoxels: str | None = None,
-    exact: str | None = None,
-    compression: str | None = None,
+    ctx: Ctx, request: Request, label: int, q: Annotated[SparsevolQuery, Depends()]
 ) -> Response:
-    masks, bounds = _sparse_blocks(ctx, label, _flag(supervoxels), _scale(ctx, scale), request)
-    grid = ctx.datatype.volume(ctx.services, ctx.instance, scale).grid
-    fmt = format.lower()
+    masks, bounds = _sparse_blocks(ctx, label, flag(q.supervoxels), _scale(ctx, q.scale), request)
+    grid = ctx.datatype.volume(ctx.services, ctx.instance, q.scale).grid
+    fmt = q.format.lower()
     if fmt == "blocks":
         origin_masks = [(grid.block_box(c).offset, m) for c, m in masks]
         body = codecs.encode_binary_blocks(label, origin_masks, grid.block_size)
         return Response(body, media_type=OCTET)
-    clip = bounds is not None and (exact is None or _flag(exact))
+    clip = bounds is not None and (q.exact is None or flag(q.exact))
     runs = []
     for coord, mask in masks:
         box = grid.block_box(coord)
@@ -527,13 +528,13 @@ def sparsevol(
     elif fmt == "rles":
         body = codecs.encode_rles(all_runs)
     else:
-        raise BadRequest(f"unknown sparsevol format {format!r}: use rles, srles or blocks")
-    if compression == "lz4":
+        raise BadRequest(f"unknown sparsevol format {q.format!r}: use rles, srles or blocks")
+    if q.compression == "lz4":
         body = lz4.block.compress(body, store_size=False)
-    elif compression == "gzip":
+    elif q.compression == "gzip":
         body = gzip.compress(body)
-    elif compression is not None:
-        raise BadRequest(f"unknown compression {compression!r}: use lz4 or gzip")
+    elif q.compression is not None:
+        raise BadRequest(f"unknown compression {q.compression!r}: use lz4 or gzip")
     return Response(body, media_type=OCTET)
 
 
@@ -542,7 +543,7 @@ def head_sparsevol(
     ctx: Ctx, request: Request, label: int, supervoxels: str | None = None
 ) -> Response:
     try:
-        _sparse_blocks(ctx, label, _flag(supervoxels), 0, request)
+        _sparse_blocks(ctx, label, flag(supervoxels), 0, request)
     except NotFound:
         return Response(status_code=204)
     return Response()
@@ -550,20 +551,13 @@ def head_sparsevol(
 
 @router.get("/sparsevol-by-point/{point}")
 def sparsevol_by_point(
-    ctx: Ctx,
-    request: Request,
-    point: str,
-    format: str = "rles",
-    scale: int = 0,
-    supervoxels: str | None = None,
-    exact: str | None = None,
-    compression: str | None = None,
+    ctx: Ctx, request: Request, point: str, q: Annotated[SparsevolQuery, Depends()]
 ) -> Response:
     pt = np.array([parse_point(point)], dtype=np.int64)
-    label = int(_labels_at(ctx, pt, _scale(ctx, scale), _flag(supervoxels))[0])
+    label = int(_labels_at(ctx, pt, _scale(ctx, q.scale), flag(q.supervoxels))[0])
     if label == 0:
         raise BadRequest(f"point {point} is background")
-    return sparsevol(ctx, request, label, format, scale, supervoxels, exact, compression)
+    return sparsevol(ctx, request, label, q)
 
 
 # --- counters ----------------------------------------------------------------------------
@@ -621,7 +615,7 @@ def listlabels(
     view = dt.index_view(ctx)
     indices = dt.indices(ctx.services, ctx.instance)
     labels = indices.labels(view, start)[:number]
-    if not _flag(sizes):
+    if not flag(sizes):
         return Response(np.array(labels, dtype="<u8").tobytes(), media_type=OCTET)
     pairs = []
     for label in labels:
@@ -635,7 +629,7 @@ def get_index(
     ctx: Ctx, label: int, metadata_only: str | None = Query(None, alias="metadata-only")
 ) -> Response:
     index = _index(ctx, label, False)
-    if _flag(metadata_only):
+    if flag(metadata_only):
         return json_response(
             {
                 "num_voxels": _voxels(index),
@@ -713,7 +707,7 @@ def get_mapping(
     ids = np.array(svs, dtype=np.uint64)
     mapping = ctx.datatype.mapping(ctx.services, ctx.instance)
     bodies, explicit = mapping.lookup(ctx.repo.dag, ctx.version, ctx.mutable, ids, explicit=True)
-    if not _flag(nolookup) and ctx.instance.settings.get("IndexedLabels", True):
+    if not flag(nolookup) and ctx.instance.settings.get("IndexedLabels", True):
         # DVID: an id without a mapping entry counts only if its own index holds it.
         dt = ctx.datatype
         view = dt.index_view(ctx)
