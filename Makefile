@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed
 DATA_DIR ?= data
 PORT    ?= 8000
 
-.PHONY: serve test lint bench proto clean
+.PHONY: serve test lint bench proto clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,12 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)  ## install, then start the server on a local data folder
 	$(BIN)/dvid-cloud serve --data-dir $(DATA_DIR) --port $(PORT)
 
-test: $(STAMP)  ## install, lint, then run the whole behavioural suite
+# The neuroglancer browser test needs Debian's chromium (no browser download is possible).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) chromium  ## install, lint, then run the whole behavioural suite
 	$(BIN)/ruff check app backends tests bench
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

@@ -1,0 +1,214 @@
+"""Helpers for tests/test_neuroglancer.py: a real ``dvid-cloud serve`` process whose JSON
+access log is collected, the neuroglancer client (from the PyPI ``neuroglancer`` package)
+on a tiny static server, and Debian's chromium driven headless by playwright.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+CLI = shutil.which("dvid-cloud", path=str(Path(sys.executable).parent)) or "dvid-cloud"
+
+#: Chromium rendering WebGL2 through SwiftShader, with no network of its own. Playwright
+#: adds ``--headless`` and a fresh temporary ``--user-data-dir`` itself.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--ignore-gpu-blocklist",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium")
+
+
+def neuroglancer_client_dir() -> Path | None:
+    """The built viewer that the PyPI ``neuroglancer`` package ships, if installed."""
+    try:
+        import neuroglancer
+    except ImportError:
+        return None
+    path = Path(neuroglancer.__file__).parent / "static" / "client"
+    return path if (path / "index.html").is_file() else None
+
+
+# --- the dvid-cloud server and its access log ---------------------------------------------
+
+
+@dataclass
+class ServerLog:
+    """Lines a server process wrote, collected by a thread; access lines parsed."""
+
+    lines: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, line: str) -> None:
+        with self.lock:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        with self.lock:
+            return "".join(self.lines)
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The access log entries (``method``, ``path``, ``status``, ...) so far."""
+        with self.lock:
+            lines = list(self.lines)
+        entries = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and {"method", "path", "status"} <= entry.keys():
+                entries.append(entry)
+        return entries
+
+
+@contextmanager
+def dvid_server(data_dir: Path, port: int) -> Iterator[tuple[str, ServerLog]]:
+    """Run ``dvid-cloud serve`` on a local folder until the block ends; yields its base URL
+    and its log. The output is drained by a thread, so the pipe never fills."""
+    proc = subprocess.Popen(
+        [CLI, "serve", "--data-dir", str(data_dir), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    log = ServerLog()
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.add(line)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/api/heartbeat", timeout=1).text == "OK":
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dvid-cloud did not start:\n{log.text()}")
+            time.sleep(0.1)
+        yield url, log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        reader.join(timeout=5)
+
+
+# --- the neuroglancer client on a static server -------------------------------------------
+
+
+@contextmanager
+def neuroglancer_static(client_dir: Path, token: str = "test") -> Iterator[str]:
+    """Serve the built client under ``/v/<token>/`` and answer ``POST /credentials/<token>``
+    as neuroglancer's own Python server does; yields the viewer's base URL (ending in /)."""
+    prefix = f"/v/{token}/"
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(client_dir), **kwargs)
+
+        def translate_path(self, path: str) -> str:
+            path = urllib.parse.urlsplit(path).path
+            if not path.startswith(prefix):
+                return str(client_dir / "__missing__")
+            return super().translate_path("/" + path[len(prefix) :])
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            if urllib.parse.urlsplit(self.path).path != f"/credentials/{token}":
+                self.send_error(404)
+                return
+            body = b'{"generation":1,"credentials":{}}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def end_headers(self) -> None:
+            self.send_header("Cache-Control", "no-store")
+            super().end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    Handler.extensions_map = {**Handler.extensions_map, ".wasm": "application/wasm"}
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}{prefix}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def viewer_url(base: str, state: dict[str, Any]) -> str:
+    """The viewer URL for ``state``: its JSON after ``#!``."""
+    fragment = json.dumps(state, separators=(",", ":"))
+    return base + "#!" + urllib.parse.quote(fragment, safe="")
+
+
+# --- waiting -------------------------------------------------------------------------------
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
