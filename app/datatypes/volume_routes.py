@@ -1,14 +1,16 @@
-"""Endpoints every volume datatype shares: ``metadata``, ``extents``, ``resolution``."""
+"""Endpoints every volume datatype shares: ``metadata``, ``extents``, ``resolution``, and the
+neuroglancer precomputed view ``precomputed/...`` (:mod:`app.datatypes.precomputed`)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.common import JsonBody, json_response
 from app.api.instances import Ctx
 from app.blocks.geometry import Box
-from app.errors import BadRequest
+from app.datatypes import precomputed
+from app.errors import BadRequest, NotFound
 from app.repo import Repo
 
 router = APIRouter()
@@ -71,3 +73,28 @@ def post_resolution(ctx: Ctx, body: JsonBody) -> Response:
 
     ctx.services.catalog.update(ctx.repo.root, edit)
     return Response()
+
+
+# --- neuroglancer precomputed ------------------------------------------------------------
+
+
+@router.get("/precomputed/{filename}")
+def precomputed_info(ctx: Ctx, request: Request, filename: str) -> Response:
+    """``precomputed/info``: the instance at this version as a precomputed volume (other
+    top-level files, such as ``provenance``, do not exist: 404)."""
+    if filename != "info":
+        raise NotFound(f"precomputed volumes here have no {filename!r} file")
+    ref = request.path_params.get("uuid", "")
+    cache = precomputed.LOCKED_INFO if precomputed.immutable(ctx, ref) else precomputed.NO_CACHE
+    response = json_response(precomputed.info(ctx))
+    response.headers["Cache-Control"] = cache
+    return response
+
+
+@router.get("/precomputed/{scale_key}/{chunk}")
+def precomputed_chunk(ctx: Ctx, request: Request, scale_key: str, chunk: str) -> Response:
+    """``precomputed/{scale_key}/{x0}-{x1}_{y0}-{y1}_{z0}-{z1}``: one chunk file."""
+    ref = request.path_params.get("uuid", "")
+    gzip_ok = "gzip" in request.headers.get("accept-encoding", "").lower()
+    body, headers = precomputed.chunk(ctx, ref, scale_key, chunk, gzip_ok)
+    return Response(body, media_type=precomputed.media_type(ctx), headers=headers)

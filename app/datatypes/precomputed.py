@@ -1,0 +1,324 @@
+"""Any volume instance, at any version, as a neuroglancer *precomputed* volume.
+
+URL scheme (relative to ``/api/node/{uuid}/{dataname}``; ``{uuid}`` is any version
+reference the server takes: a UUID or unique prefix, ``:master``, ``prefix:branch~n``)::
+
+    GET precomputed/info                          the precomputed ``info`` JSON
+    GET precomputed/{scale_key}/{x0}-{x1}_{y0}-{y1}_{z0}-{z1}   one chunk
+
+so ``precomputed://http://HOST:PORT/api/node/{uuid}/{dataname}/precomputed`` opens it in
+neuroglancer, CloudVolume, or TensorStore's ``neuroglancer_precomputed`` driver (http
+kvstore with that ``base_url``). Any other file under ``precomputed/`` (``provenance``,
+``transform.json``...) answers 404, which readers take as "absent".
+
+The ``info``: one scale per level, keys ``s0``, ``s1``...
+
+* labelmap: levels 0..``MaxDownresLevel`` of the instance, each with the scale-0 extents
+  halved per level (rounded outward) and the voxel size doubled; ``type`` segmentation,
+  uint64 *body* ids (supervoxels mapped at the version), ``compressed_segmentation``
+  chunks with 8x8x8 encoding blocks.
+* imageblk family: level 0 is the instance, level k the pyramid instance ``<name>_k``
+  with its own extents and voxel size, for k = 1, 2... while such an instance of the same
+  type exists and holds data at the version. ``raw`` chunks (little-endian, x fastest),
+  ``jpeg`` for a uint8blk created with jpeg compression; rgba8blk is 4 uint8 channels.
+* ``resolution`` is the VoxelSize in nanometers (converted from other VoxelUnits),
+  ``voxel_offset``/``size`` the extents at the version, ``chunk_sizes`` the block size.
+
+Chunks are named as the precomputed spec defines (voxel coordinates of the scale, the grid
+starting at ``voxel_offset``, the last chunk clipped at the volume's end), and the body
+holds exactly the voxels of the named box. The server does not insist on the grid: any
+well-formed box up to :data:`MAX_CHUNK_VOXELS` (or one block) is answered, and voxels no
+version wrote read as the instance's background (never 404), so a reader holding an older
+``info`` of a growing open version still gets correct data. A malformed chunk name or an
+unknown scale key answers 400. ``info`` of a version with nothing written answers 404.
+
+Caching: chunks of a locked version of a versioned instance, named by UUID (not by a
+branch reference, which moves), never change: ``Cache-Control: public, max-age=31536000,
+immutable``, and their encoded bytes are kept in a process-wide LRU. Their ``info`` gets
+``max-age=300`` (the voxel size and the pyramid instances are repo-wide settings that can
+still change). Everything else is ``no-cache``. Raw and compressed_segmentation chunks are
+gzipped (``Content-Encoding: gzip``) when the request accepts gzip.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from dataclasses import dataclass
+
+import compressed_segmentation as _cseg
+import numpy as np
+
+from app.blocks.geometry import COORD_LIMIT, Box, Vec
+from app.cache import LRUCache
+from app.context import InstanceContext
+from app.datatypes import images
+from app.datatypes.volume_requests import bounded
+from app.errors import BadRequest, NotFound, TooLarge
+
+#: A chunk request may ask for at most this many voxels (or one block, if larger).
+MAX_CHUNK_VOXELS = 1 << 24
+#: Encoded chunks of immutable versions, shared by all instances of the process.
+_CHUNKS: LRUCache[bytes] = LRUCache(128 << 20, weigh=len)
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+LOCKED_INFO = "public, max-age=300"
+NO_CACHE = "no-cache"
+
+_CHUNK_NAME = re.compile(r"^(-?\d+)-(-?\d+)_(-?\d+)-(-?\d+)_(-?\d+)-(-?\d+)$")
+_SCALE_KEY = re.compile(r"^s(\d{1,3})$")
+#: VoxelUnits -> nanometers.
+_NANOMETERS = {
+    "nanometers": 1.0,
+    "nanometer": 1.0,
+    "nm": 1.0,
+    "micrometers": 1e3,
+    "micrometer": 1e3,
+    "microns": 1e3,
+    "micron": 1e3,
+    "um": 1e3,
+    "millimeters": 1e6,
+    "millimeter": 1e6,
+    "mm": 1e6,
+    "angstroms": 0.1,
+    "angstrom": 0.1,
+}
+#: JPEG images are at most 65535 pixels high (y * z of a chunk).
+_JPEG_MAX_SIDE = 65535
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One precomputed scale of the ``info``: its key, box, resolution and chunk shape."""
+
+    key: str
+    bounds: Box
+    resolution: list[float]
+    chunk_size: Vec
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an instance's voxels are presented: precomputed type, data type, encoding."""
+
+    type: str
+    data_type: str
+    num_channels: int
+    encoding: str
+
+
+def layout(ctx: InstanceContext) -> Layout:
+    typename = ctx.instance.typename
+    if typename == "labelmap":
+        return Layout("segmentation", "uint64", 1, "compressed_segmentation")
+    if typename == "rgba8blk":
+        return Layout("image", "uint8", 4, "raw")
+    dtype = ctx.datatype.dtype.name
+    if typename == "uint8blk" and ctx.instance.compression.startswith("jpeg"):
+        return Layout("image", dtype, 1, "jpeg")
+    return Layout("image", dtype, 1, "raw")
+
+
+def _nanometers(ctx: InstanceContext, level: int = 0) -> list[float]:
+    s = ctx.instance.settings
+    units = s.get("VoxelUnits") or ["nanometers"] * 3
+    return [
+        float(v) * 2**level * _NANOMETERS.get(str(u).strip().lower(), 1.0)
+        for v, u in zip(s["VoxelSize"], units, strict=True)
+    ]
+
+
+def _chunk_size(ctx: InstanceContext, encoding: str) -> Vec:
+    bx, by, bz = ctx.instance.settings["BlockSize"]
+    if encoding == "jpeg":
+        # A jpeg chunk is one image nx wide and ny*nz high: keep it within JPEG's limit
+        # (halving z keeps chunks whole fractions of blocks).
+        while by * bz > _JPEG_MAX_SIDE and bz > 1:
+            bz = -(-bz // 2)
+    return (bx, by, bz)
+
+
+def _downscaled(box: Box, level: int) -> Box:
+    f = 2**level
+    lo = tuple(o // f for o in box.offset)
+    hi = tuple(-(-e // f) for e in box.end)
+    return Box.from_bounds(lo, hi)  # type: ignore[arg-type]
+
+
+def scales(ctx: InstanceContext) -> list[Scale]:
+    """The precomputed scales of ``ctx``'s instance at its version (404 if it is empty)."""
+    from app.api.instances import make_context
+
+    extents = ctx.datatype.extents(ctx)
+    if extents is None:
+        raise NotFound(
+            f"{ctx.instance.name!r} holds no voxels at version {ctx.node.uuid}: "
+            "nothing to serve as precomputed"
+        )
+    encoding = layout(ctx).encoding
+    if ctx.instance.typename == "labelmap":
+        top = int(ctx.instance.settings.get("MaxDownresLevel", 0) or 0)
+        return [
+            Scale(
+                f"s{k}",
+                _downscaled(extents, k),
+                _nanometers(ctx, k),
+                _chunk_size(ctx, encoding),
+            )
+            for k in range(top + 1)
+        ]
+    found = [Scale("s0", extents, _nanometers(ctx), _chunk_size(ctx, encoding))]
+    base = ctx.instance
+    for k in range(1, 256):
+        inst = ctx.repo.instances.get(f"{base.name}_{k}")
+        if inst is None or inst.typename != base.typename:
+            break
+        level_ctx = make_context(ctx.services, ctx.repo, ctx.node.uuid, inst)
+        level_extents = level_ctx.datatype.extents(level_ctx)
+        if level_extents is None:
+            break
+        found.append(
+            Scale(
+                f"s{k}",
+                level_extents,
+                _nanometers(level_ctx),
+                _chunk_size(level_ctx, encoding),
+            )
+        )
+    return found
+
+
+def info(ctx: InstanceContext) -> dict:
+    """The precomputed ``info`` JSON of ``ctx``'s instance at its version."""
+    shape = layout(ctx)
+    out_scales = []
+    for scale in scales(ctx):
+        entry: dict = {
+            "key": scale.key,
+            "resolution": scale.resolution,
+            "voxel_offset": list(scale.bounds.offset),
+            "size": list(scale.bounds.size),
+            "chunk_sizes": [list(scale.chunk_size)],
+            "encoding": shape.encoding,
+        }
+        if shape.encoding == "compressed_segmentation":
+            entry["compressed_segmentation_block_size"] = [8, 8, 8]
+        out_scales.append(entry)
+    return {
+        "@type": "neuroglancer_multiscale_volume",
+        "type": shape.type,
+        "data_type": shape.data_type,
+        "num_channels": shape.num_channels,
+        "scales": out_scales,
+    }
+
+
+def parse_chunk_name(name: str) -> Box:
+    """``x0-x1_y0-y1_z0-z1`` (end exclusive) as a box; 400 if malformed."""
+    match = _CHUNK_NAME.match(name)
+    if match is None:
+        raise BadRequest(f"chunk name {name!r} is not x0-x1_y0-y1_z0-z1")
+    x0, x1, y0, y1, z0, z1 = (int(v) for v in match.groups())
+    lo, hi = (x0, y0, z0), (x1, y1, z1)
+    if any(h <= a for a, h in zip(lo, hi, strict=True)):
+        raise BadRequest(f"chunk {name!r} is empty: each end must exceed its start")
+    if any(abs(v) > COORD_LIMIT for v in (*lo, *hi)):
+        raise BadRequest(f"chunk {name!r} is outside the addressable volume (±2^30)")
+    return Box.from_bounds(lo, hi)  # type: ignore[arg-type]
+
+
+def _level(ctx: InstanceContext, key: str) -> tuple[InstanceContext, int]:
+    """The instance context and chunk-array scale behind scale ``key`` (400 if none).
+    Chunk reads need no extents, so this looks none up."""
+    from app.api.instances import make_context
+
+    match = _SCALE_KEY.match(key)
+    if match is None:
+        raise BadRequest(f"unknown scale key {key!r}: keys are s0, s1, ...")
+    level = int(match.group(1))
+    if ctx.instance.typename == "labelmap":
+        top = int(ctx.instance.settings.get("MaxDownresLevel", 0) or 0)
+        if level > top:
+            raise BadRequest(f"scale {key!r} does not exist: levels are s0..s{top}")
+        return ctx, level
+    if level == 0:
+        return ctx, 0
+    inst = ctx.repo.instances.get(f"{ctx.instance.name}_{level}")
+    if inst is None or inst.typename != ctx.instance.typename:
+        raise BadRequest(
+            f"scale {key!r} does not exist: no {ctx.instance.typename} instance "
+            f"{ctx.instance.name}_{level}"
+        )
+    return make_context(ctx.services, ctx.repo, ctx.node.uuid, inst), 0
+
+
+def encode_segmentation(volume: np.ndarray) -> bytes:
+    """compressed_segmentation (one channel, 8x8x8 blocks) of a ZYX uint64 volume of any
+    shape, as precomputed chunks hold it: partial encoding blocks at the chunk's far edges.
+    The package reads memory in the order its ``order`` names, so it gets the
+    Fortran-contiguous [x, y, z] view of the C-contiguous [z, y, x] data."""
+    xyz = np.asfortranarray(np.ascontiguousarray(volume, dtype=np.uint64).T)
+    if not xyz.flags.writeable:
+        xyz = xyz.copy(order="F")
+    return bytes(_cseg.compress(xyz, block_size=(8, 8, 8), order="F"))
+
+
+def _encode(ctx: InstanceContext, volume: np.ndarray, encoding: str) -> bytes:
+    if encoding == "compressed_segmentation":
+        from app.datatypes.labelmap.routes import _map
+
+        return encode_segmentation(_map(ctx, volume))
+    if encoding == "jpeg":
+        return images.jpeg_volume(np.ascontiguousarray(volume), images.DEFAULT_JPEG_QUALITY)
+    if ctx.instance.typename == "rgba8blk":
+        # [x, y, z, channel], x fastest: channel planes one after another.
+        nz, ny, nx = volume.shape
+        rgba = np.ascontiguousarray(volume).view(np.uint8).reshape(nz, ny, nx, 4)
+        return np.ascontiguousarray(np.moveaxis(rgba, 3, 0)).tobytes()
+    return np.ascontiguousarray(volume, dtype=volume.dtype.newbyteorder("<")).tobytes()
+
+
+def immutable(ctx: InstanceContext, ref: str) -> bool:
+    """Whether what ``ref`` names can never change: a locked version of a versioned
+    instance, named by UUID (a branch reference such as ``:master`` moves)."""
+    return not ctx.mutable and ":" not in ref
+
+
+def chunk(
+    ctx: InstanceContext, ref: str, scale_key: str, name: str, gzip_ok: bool
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of one chunk file."""
+    box = parse_chunk_name(name)
+    level_ctx, level = _level(ctx, scale_key)
+    limit = max(MAX_CHUNK_VOXELS, int(np.prod(level_ctx.instance.settings["BlockSize"])))
+    if box.voxels > limit:
+        raise TooLarge(f"chunk of {box.voxels} voxels is over the {limit} voxel limit")
+    bounded(ctx, box)
+    encoding = layout(ctx).encoding
+    if encoding == "jpeg" and box.size[1] * box.size[2] > _JPEG_MAX_SIDE:
+        raise BadRequest(f"a jpeg chunk is at most {_JPEG_MAX_SIDE} voxels in y times z")
+    compress = gzip_ok and encoding != "jpeg"
+    headers = {"Vary": "Accept-Encoding"}
+    if compress:
+        headers["Content-Encoding"] = "gzip"
+    keep = immutable(ctx, ref)
+    headers["Cache-Control"] = IMMUTABLE if keep else NO_CACHE
+    key = ""
+    if keep:
+        inst = level_ctx.instance
+        key = f"{inst.data_uuid}/{level_ctx.version.uuid}/{level}/{name}/{encoding}/{compress}"
+        cached = _CHUNKS.get(key)
+        if cached is not None:
+            return cached, headers
+    volume = level_ctx.datatype.volume(level_ctx.services, level_ctx.instance, level)
+    voxels = volume.read(level_ctx.repo.dag, level_ctx.version, level_ctx.mutable, box)
+    body = _encode(level_ctx, voxels, encoding)
+    if compress:
+        body = gzip.compress(body, compresslevel=1, mtime=0)
+    if keep:
+        _CHUNKS.put(key, body)
+    return body, headers
+
+
+def media_type(ctx: InstanceContext) -> str:
+    return "image/jpeg" if layout(ctx).encoding == "jpeg" else "application/octet-stream"
