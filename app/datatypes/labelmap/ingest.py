@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import fastremap
 import numpy as np
 
 from app.blocks.geometry import Vec
@@ -69,8 +70,8 @@ def _update_indices(
     all_svs = []
     for coord, old, new in changes:
         key = encode_block_key(*coord)
-        old_svs = np.unique(old) if old is not None else np.empty(0, np.uint64)
-        svs, counts = np.unique(new, return_counts=True)
+        old_svs = fastremap.unique(old) if old is not None else np.empty(0, np.uint64)
+        svs, counts = fastremap.unique(new, return_counts=True)
         keep = svs != 0
         per_block.append((key, old_svs[old_svs != 0], svs[keep], counts[keep]))
         all_svs.extend([old_svs, svs[keep]])

@@ -284,7 +284,8 @@ def _labels_at(
     volume = ctx.datatype.volume(ctx.services, ctx.instance, scale)
     size = np.array(volume.grid.block_size, dtype=np.int64)
     blocks = np.floor_divide(points, size)
-    unique, inverse = np.unique(blocks, axis=0, return_inverse=True)
+    keys, inverse = np.unique(codecs.encode_block_keys(blocks), return_inverse=True)
+    unique = codecs.decode_block_keys(keys)
     found = dict(volume.read_blocks(ctx.repo.dag, ctx.version, ctx.mutable, unique))
     labels = np.zeros(len(points), dtype=np.uint64)
     inner = points - blocks * size

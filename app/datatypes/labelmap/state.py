@@ -18,7 +18,6 @@ All of it is copy-on-write per version node, like the voxels:
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
 
 import numpy as np
 
@@ -223,15 +222,3 @@ class LabelCounter:
             except PreconditionFailed:
                 continue
         raise BadRequest("too much contention on the label counter")
-
-
-def block_counts(
-    blocks: Iterable[tuple[int, np.ndarray]],
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Per block key: the supervoxels in it and their voxel counts (label 0 left out)."""
-    counts = {}
-    for key, voxels in blocks:
-        svs, n = np.unique(voxels, return_counts=True)
-        keep = svs != 0
-        counts[key] = (svs[keep], n[keep])
-    return counts
