@@ -93,6 +93,22 @@ class ServerLog:
                 entries.append(entry)
         return entries
 
+    def count_through(self, method: str, path: str, timeout: float = 10) -> int:
+        """How many access entries there are up to and including the last ``method path``,
+        once that one is logged. The line is written just after the response is sent, so a
+        client that got its response may see it only a moment later: use this to mark where
+        a test's own setup requests end."""
+
+        def last() -> int:
+            found = [
+                i
+                for i, e in enumerate(self.requests())
+                if e["method"] == method and e["path"] == path
+            ]
+            return found[-1] + 1 if found else 0
+
+        return wait_for(last, timeout, f"{method} {path} in the server log")
+
 
 @contextmanager
 def dvid_server(data_dir: Path, port: int) -> Iterator[tuple[str, ServerLog]]:
@@ -187,6 +203,41 @@ def neuroglancer_static(client_dir: Path, token: str = "test") -> Iterator[str]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+@dataclass
+class BrowserRecord:
+    """What a page said on its console, and the responses it got from one server: method,
+    full URL (with the query string, which the access log leaves out) and status."""
+
+    console: list[str] = field(default_factory=list)
+    seen: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def said(self, last: int = 30) -> str:
+        return "\n".join(self.console[-last:])
+
+
+@contextmanager
+def chromium_page(pw: Any, chromium: str, server_url: str) -> Iterator[tuple[Any, BrowserRecord]]:
+    """A fresh headless chromium (``pw`` is playwright's sync API object) with one 800x600
+    page, recording its console and the responses it gets from ``server_url``."""
+    browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, timeout=30_000)
+    try:
+        page = browser.new_page(viewport={"width": 800, "height": 600})
+        record = BrowserRecord()
+        page.on("console", lambda m: record.console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: record.console.append(f"pageerror: {e}"))
+        page.on(
+            "response",
+            lambda r: (
+                record.seen.append((r.request.method, r.url, r.status))
+                if r.url.startswith(server_url)
+                else None
+            ),
+        )
+        yield page, record
+    finally:
+        browser.close()
 
 
 def viewer_url(base: str, state: dict[str, Any]) -> str:
