@@ -44,6 +44,8 @@ import httpx
 import numpy as np
 import tensorstore as ts
 
+from tests.servers import wait_for_heartbeat
+
 CLI = shutil.which("dvid-cloud", path=str(Path(sys.executable).parent)) or "dvid-cloud"
 MB = 1e6
 EDGE = 256
@@ -71,16 +73,8 @@ def server(data_dir: Path, log: Path) -> Iterator[tuple[str, int]]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/api/heartbeat", timeout=1).text == "OK":
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.1)
+        if not wait_for_heartbeat(url, proc):
+            raise RuntimeError("server did not start")
         yield url, proc.pid
     except Exception:
         tail = log.read_text(errors="replace").splitlines()[-15:]

@@ -39,7 +39,7 @@ from pathlib import Path
 import httpx
 
 from tests.fixtures_stores import AWS_TEST_KEY, AWS_TEST_REGION, make_gcs_store, make_s3_store
-from tests.servers import fake_gcs_server, free_port, moto_s3_server
+from tests.servers import fake_gcs_server, free_port, moto_s3_server, wait_for_heartbeat
 
 BACKENDS = ("local", "s3", "gcs")
 WARMUP = 20
@@ -221,16 +221,7 @@ def dvid_server(backend: Backend, work: Path, timeout: float = 60.0) -> Iterator
                 env=server_env(work),
             )
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + timeout
-            up = False
-            while proc.poll() is None and time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{url}/api/heartbeat", timeout=1).text == "OK":
-                        up = True
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            if up:
+            if wait_for_heartbeat(url, proc, timeout):
                 break
             _stop(proc)
         else:

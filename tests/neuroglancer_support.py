@@ -21,7 +21,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
+from tests.servers import wait_for_heartbeat
 
 CLI = shutil.which("dvid-cloud", path=str(Path(sys.executable).parent)) or "dvid-cloud"
 
@@ -131,16 +131,8 @@ def dvid_server(data_dir: Path, port: int) -> Iterator[tuple[str, ServerLog]]:
     reader.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/api/heartbeat", timeout=1).text == "OK":
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dvid-cloud did not start:\n{log.text()}")
-            time.sleep(0.1)
+        if not wait_for_heartbeat(url, proc):
+            raise RuntimeError(f"dvid-cloud did not start:\n{log.text()}")
         yield url, log
     finally:
         proc.terminate()

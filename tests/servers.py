@@ -169,3 +169,19 @@ def fake_gcs_server(timeout: float = 30.0) -> Iterator[str]:
 
     with _serve("fake-gcs-server", command, "/storage/v1/b", timeout) as url:
         yield url
+
+
+def wait_for_heartbeat(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> bool:
+    """Poll a dvid-cloud server's ``/api/heartbeat`` until it answers ``OK``; False if the
+    process exits first or ``timeout`` seconds pass."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/heartbeat", timeout=1).text == "OK":
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    return False

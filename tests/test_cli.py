@@ -7,7 +7,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from tests.fixtures_stores import s3_endpoint
+from tests.servers import wait_for_heartbeat
 
 __all__ = ["s3_endpoint"]
 
@@ -39,17 +39,10 @@ def server(*args: str, env: dict[str, str] | None = None, port: int) -> Iterator
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/api/heartbeat", timeout=1).text == "OK":
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                output = proc.stdout.read().decode() if proc.stdout else ""
-                raise RuntimeError(f"server did not start:\n{output}")
-            time.sleep(0.1)
+        if not wait_for_heartbeat(url, proc):
+            proc.terminate()
+            output = proc.stdout.read().decode() if proc.stdout else ""
+            raise RuntimeError(f"server did not start:\n{output}")
         yield url
     finally:
         proc.terminate()

@@ -39,7 +39,7 @@ import pytest
 
 from tests import fixtures_stores
 from tests.fixtures_stores import AWS_TEST_KEY, AWS_TEST_REGION, make_s3_store
-from tests.servers import free_port
+from tests.servers import free_port, wait_for_heartbeat
 
 # The shared fixture, bound here so this module also runs without a conftest.
 s3_endpoint = fixtures_stores.s3_endpoint
@@ -115,14 +115,8 @@ def _start_server(config: Path, env: dict[str, str], log_path: Path) -> tuple[An
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/api/heartbeat", timeout=1).text == "OK":
-                    return proc, url
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        if wait_for_heartbeat(url, proc):
+            return proc, url
         _stop(proc)
     raise RuntimeError(f"dvid-cloud serve did not start:\n{log_path.read_text()[-3000:]}")
 
