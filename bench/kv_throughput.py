@@ -38,7 +38,11 @@ from pathlib import Path
 
 import httpx
 
-from tests.fixtures_stores import AWS_TEST_KEY, AWS_TEST_REGION, make_gcs_store, make_s3_store
+from tests.fixtures_stores import (
+    isolated_server_env,
+    make_gcs_store,
+    make_s3_store,
+)
 from tests.servers import fake_gcs_server, free_port, moto_s3_server, wait_for_heartbeat
 
 BACKENDS = ("local", "s3", "gcs")
@@ -169,25 +173,6 @@ MAKERS = {"local": local_backend, "s3": s3_backend, "gcs": gcs_backend}
 # --- the dvid-cloud server process ---------------------------------------------------------
 
 
-def server_env(work: Path) -> dict[str, str]:
-    """Test credentials only; a developer's AWS profile or emulator variables cannot leak in."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AWS_", "DVID_CLOUD_")) and k != "STORAGE_EMULATOR_HOST"
-    }
-    missing = str(work / "no-aws-config")
-    env.update(
-        AWS_ACCESS_KEY_ID=AWS_TEST_KEY,
-        AWS_SECRET_ACCESS_KEY=AWS_TEST_KEY,
-        AWS_DEFAULT_REGION=AWS_TEST_REGION,
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_CONFIG_FILE=missing,
-        AWS_SHARED_CREDENTIALS_FILE=missing,
-    )
-    return env
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -218,7 +203,7 @@ def dvid_server(backend: Backend, work: Path, timeout: float = 60.0) -> Iterator
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=server_env(work),
+                env=isolated_server_env(work),
             )
             url = f"http://127.0.0.1:{port}"
             if wait_for_heartbeat(url, proc, timeout):

@@ -19,6 +19,7 @@ Import them into a test module or conftest with
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -116,6 +117,26 @@ def gcs_env(gcs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("TENSORSTORE_GCS_HTTP_URL", gcs_endpoint)
     monkeypatch.setenv("GOOGLE_AUTH_TOKEN_FOR_TESTING", "test-token")
     return gcs_endpoint
+
+
+def isolated_server_env(work: Path) -> dict[str, str]:
+    """Env for a server subprocess on the fakes: test credentials only, so a developer's
+    AWS profile, emulator variables or dvid-cloud settings cannot leak in."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "DVID_CLOUD_", "BOTO_")) and k != "STORAGE_EMULATOR_HOST"
+    }
+    missing = str(work / "no-aws-config")
+    env.update(
+        AWS_ACCESS_KEY_ID=AWS_TEST_KEY,
+        AWS_SECRET_ACCESS_KEY=AWS_TEST_KEY,
+        AWS_DEFAULT_REGION=AWS_TEST_REGION,
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=missing,
+        AWS_SHARED_CREDENTIALS_FILE=missing,
+    )
+    return env
 
 
 def new_bucket_name() -> str:

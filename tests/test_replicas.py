@@ -20,7 +20,6 @@ server commits the node is held back on purpose until the commit has been answer
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
 import subprocess
 import sys
@@ -38,7 +37,11 @@ import orjson
 import pytest
 
 from tests import fixtures_stores
-from tests.fixtures_stores import AWS_TEST_KEY, AWS_TEST_REGION, make_s3_store
+from tests.fixtures_stores import (
+    AWS_TEST_REGION,
+    isolated_server_env,
+    make_s3_store,
+)
 from tests.servers import free_port, wait_for_heartbeat
 
 # The shared fixture, bound here so this module also runs without a conftest.
@@ -74,22 +77,6 @@ class Replicas:
             text = path.read_text(errors="replace") if path.exists() else ""
             parts.append(f"--- {url} log tail ---\n{text[-3000:]}")
         return "\n".join(parts)
-
-
-def _server_env(tmp: Path) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DVID_CLOUD_", "BOTO_"))
-    }
-    missing = str(tmp / "no-aws-config")
-    env.update(
-        AWS_ACCESS_KEY_ID=AWS_TEST_KEY,
-        AWS_SECRET_ACCESS_KEY=AWS_TEST_KEY,
-        AWS_DEFAULT_REGION=AWS_TEST_REGION,
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_CONFIG_FILE=missing,
-        AWS_SHARED_CREDENTIALS_FILE=missing,
-    )
-    return env
 
 
 def _start_server(config: Path, env: dict[str, str], log_path: Path) -> tuple[Any, str]:
@@ -144,7 +131,7 @@ def replicas(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         f'endpoint = "{s3_endpoint}"\nregion = "{AWS_TEST_REGION}"\n\n'
         '[backend]\ndefault = "main"\n'
     )
-    env = _server_env(tmp)
+    env = isolated_server_env(tmp)
     procs = []
     logs = [tmp / "server-a.log", tmp / "server-b.log"]
     try:
