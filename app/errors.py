@@ -50,3 +50,9 @@ class Unavailable(DVIDError):
     """The store kept failing after retries (503)."""
 
     status = 503
+
+
+class Contention(Unavailable):
+    """A conditional update kept losing races past its retry budget (503, Retry-After)."""
+
+    retry_after: int = 1

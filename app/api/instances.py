@@ -22,7 +22,7 @@ from app.api.common import JsonBody, json_object, json_response
 from app.context import InstanceContext
 from app.datatypes import get, load_all
 from app.datatypes.base import CHECKSUM_NAMES, compression_json
-from app.errors import DVIDError, Unavailable
+from app.errors import Contention, DVIDError, Unavailable
 from app.repo import Instance, Repo
 from app.services import Services
 from backends import StoreUnavailable
@@ -188,8 +188,12 @@ def _resolve(services: Services, ref: str, dataname: str) -> InstanceContext:
 
 
 def error_response(error: DVIDError, path: str) -> Response:
-    """DVID's error form: plain text, the message, then `` (<path>).``"""
-    return PlainTextResponse(f"{error.message} ({path}).\n", status_code=error.status)
+    """DVID's error form: plain text, the message, then `` (<path>).``; contention also
+    tells the client when to retry."""
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Contention) else None
+    return PlainTextResponse(
+        f"{error.message} ({path}).\n", status_code=error.status, headers=headers
+    )
 
 
 def unavailable_response(error: StoreUnavailable, path: str) -> Response:
