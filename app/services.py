@@ -15,7 +15,7 @@ from app.blocks.volume import ArrayHandles
 from app.cache import LRUCache
 from app.catalog import Catalog
 from app.inflight import InflightWrites
-from app.keyed import NodeIndex
+from app.storage.keyed import NodeIndex
 from app.settings import Settings
 from backends import ObjectStore, StoreError, open_store
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from app.context import InstanceContext
 from app.dag import Node
 from app.datatypes.base import DataType
-from app.keyed import KeyView, VersionedKeys, decode_key
+from app.storage.keyed import KeyView, VersionedKeys, decode_key
 from app.repo import Instance, Repo
 from app.services import Services
 

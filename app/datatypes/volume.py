@@ -13,7 +13,7 @@ from app.blocks.volume import VersionedVolume, VolumeSpec, codecs_for
 from app.context import InstanceContext
 from app.datatypes.base import DataType
 from app.errors import BadRequest
-from app.keyed import VersionedKeys
+from app.storage.keyed import VersionedKeys
 from app.repo import Instance
 from app.services import Services
 

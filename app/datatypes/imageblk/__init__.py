@@ -1,7 +1,7 @@
 """The imageblk family: uint8blk, uint16blk, uint32blk, uint64blk, float32blk, rgba8blk.
 
 Voxels live in versioned zarr v3 chunk arrays (:mod:`app.blocks.volume`); the per-version
-extents are keyed records (:mod:`app.keyed`). Pyramids are separate instances named
+extents are keyed records (:mod:`app.storage.keyed`). Pyramids are separate instances named
 ``<name>_1``, ``<name>_2``..., each 2x down, as neuroglancer's DVID source expects.
 """
 

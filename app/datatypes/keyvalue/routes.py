@@ -13,7 +13,7 @@ from app.api.instances import Ctx
 from app.context import InstanceContext
 from app.datatypes.keyvalue import formats
 from app.errors import BadRequest, NotFound
-from app.keyed import KeyView
+from app.storage.keyed import KeyView
 
 router = APIRouter()
 

@@ -20,7 +20,7 @@ from app.datatypes.base import parse_bool
 from app.datatypes.labelmap.state import LabelCounter, LabelIndices, Mapping
 from app.datatypes.volume import VolumeType
 from app.errors import BadRequest
-from app.keyed import KeyView, VersionedKeys
+from app.storage.keyed import KeyView, VersionedKeys
 from app.repo import Instance
 from app.services import Services
 

@@ -25,7 +25,7 @@ from app.blocks.ownership import ChunkOwnership
 from app.cache import LRUCache
 from app.dag import Node, VersionDAG
 from app.errors import BadRequest
-from app.keyed import KeyView, VersionedKeys
+from app.storage.keyed import KeyView, VersionedKeys
 from app.proto import labelmap_pb2 as pb
 from backends import ObjectStore, PreconditionFailed
 
