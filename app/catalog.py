@@ -3,7 +3,8 @@
 Layout (see docs/format.md):
 
 ``meta/repos/<root uuid>.json``
-    the repo JSON (:meth:`Repo.to_json`); every change is a compare-and-swap on it.
+    the repo JSON (:meth:`Repo.to_json`); every change goes through
+    :func:`app.storage.conditional.update`.
 ``meta/nodes/<uuid>``
     a marker per node holding its repo's root UUID and a nonce. Created with ``if_absent``
     before the node is added, so a UUID is claimed once server-wide, and listed by prefix to resolve
@@ -18,7 +19,6 @@ and which repo a full UUID belongs to (which never changes) is remembered.
 
 from __future__ import annotations
 
-import logging
 import uuid as uuidlib
 from collections.abc import Callable
 from typing import TypeVar
@@ -28,17 +28,11 @@ import orjson
 from app.dag import Node
 from app.errors import BadRequest
 from app.repo import UUID_RE, Repo
-from backends import ObjectStore, PreconditionFailed, StoreUnavailable
-
-log = logging.getLogger(__name__)
+from app.storage import conditional, keys
+from backends import ObjectStore, PreconditionFailed
 
 T = TypeVar("T")
 
-REPOS = "meta/repos/"
-NODES = "meta/nodes/"
-COUNTER = "meta/version-counter"
-MAX_CAS_ATTEMPTS = 64
-VERIFY_ATTEMPTS = 4
 
 
 class Catalog:
@@ -51,18 +45,17 @@ class Catalog:
 
     # --- reading -----------------------------------------------------------------------
 
-    def _load(self, root: str, private: bool = False) -> tuple[Repo, str] | None:
+    def _load(self, root: str) -> tuple[Repo, str] | None:
         """The repo and its token. Readers share one parsed copy per stored version (its
-        DAG keeps its cached ancestries); ``private`` gives a copy an edit may change."""
-        blob = self.store.get(f"{REPOS}{root}.json")
+        DAG keeps its cached ancestries); edits parse their own copy."""
+        blob = self.store.get(keys.repo(root))
         if blob is None:
             return None
         cached = self._parsed.get(root)
-        if not private and cached is not None and cached[0] == blob.token:
+        if cached is not None and cached[0] == blob.token:
             return cached[1], blob.token
         repo = Repo.from_json(orjson.loads(blob.data))
-        if not private:
-            self._parsed[root] = (blob.token, repo)
+        self._parsed[root] = (blob.token, repo)
         return repo, blob.token
 
     def repo(self, root: str) -> Repo:
@@ -73,8 +66,8 @@ class Catalog:
 
     def roots(self) -> list[str]:
         return [
-            info.key[len(REPOS) : -len(".json")]
-            for info in self.store.list(REPOS)
+            info.key[len(keys.REPOS) : -len(".json")]
+            for info in self.store.list(keys.REPOS)
             if info.key.endswith(".json")
         ]
 
@@ -128,8 +121,8 @@ class Catalog:
 
     def _match_prefix(self, prefix: str) -> tuple[str, str]:
         matches: list[tuple[str, str]] = []
-        for info in self.store.list(NODES + prefix):
-            uuid = info.key[len(NODES) :]
+        for info in self.store.list(keys.NODES + prefix):
+            uuid = info.key[len(keys.NODES) :]
             if uuid == prefix:  # an exact name (full UUID or tag) always wins
                 matches = [(uuid, info.key)]
                 break
@@ -151,7 +144,7 @@ class Catalog:
 
     def prefix_taken(self, prefix: str) -> bool:
         """Whether some node UUID or tag starts with ``prefix``."""
-        return any(True for _ in self.store.list(NODES + prefix))
+        return any(True for _ in self.store.list(keys.NODES + prefix))
 
     def _node_exists(self, root: str, uuid: str) -> bool:
         """A marker whose node never made it into the repo (a crash between the two
@@ -164,65 +157,46 @@ class Catalog:
     def next_version_id(self) -> int:
         """A VersionID unique server-wide. The counter object holds the value and a nonce:
         rivals writing the same value must not mistake each other's write for their own."""
-        for _ in range(MAX_CAS_ATTEMPTS):
-            blob = self.store.get(COUNTER)
-            value = int(blob.data.split()[0]) + 1 if blob else 1
-            payload = f"{value} {uuidlib.uuid4().hex}".encode()
-            try:
-                self._put_verified(COUNTER, payload, blob.token if blob else None)
-                return value
-            except PreconditionFailed:
-                continue
-        raise BadRequest("could not allocate a version id: too much contention")
+
+        def bump(current: bytes | None) -> bytes:
+            value = int(current.split()[0]) + 1 if current else 1
+            return f"{value} {uuidlib.uuid4().hex}".encode()
+
+        stored = conditional.update(self.store, keys.VERSION_COUNTER, bump, what="version counter")
+        assert stored is not None
+        return int(stored.split()[0])
 
     def claim_uuid(self, uuid: str, root: str) -> None:
         """Reserve a node UUID server-wide, or 400 if it exists. The marker holds the root
         and a nonce, so a claim can tell its own write from a rival's."""
         try:
-            self._put_verified(NODES + uuid, f"{root} {uuidlib.uuid4().hex}".encode(), None)
+            conditional.put_settled(
+                self.store, keys.node_marker(uuid), f"{root} {uuidlib.uuid4().hex}".encode(), None
+            )
         except PreconditionFailed:
             raise BadRequest(f"UUID {uuid} already exists on this server") from None
 
     def release_uuid(self, uuid: str) -> None:
-        self.store.delete(NODES + uuid)
+        self.store.delete(keys.node_marker(uuid))
 
     def create(self, repo: Repo) -> None:
         self.claim_uuid(repo.root, repo.root)
         try:
-            self.store.put(f"{REPOS}{repo.root}.json", orjson.dumps(repo.to_json()), if_absent=True)
+            self.store.put(keys.repo(repo.root), orjson.dumps(repo.to_json()), if_absent=True)
         except PreconditionFailed:
             raise BadRequest(f"repo {repo.root} already exists") from None
-
-    def _put_verified(self, key: str, data: bytes, token: str | None) -> None:
-        """A conditional put (``if_match=token``, or ``if_absent`` without a token) that
-        settles a lost response by reading the object back: these payloads are unique to
-        their write, so finding them stored means this write landed. Without this, a
-        retried request would apply its edit twice (a log line appended twice)."""
-        try:
-            self.store.put(key, data, if_match=token, if_absent=token is None)
-        except (StoreUnavailable, PreconditionFailed):
-            for attempt in range(VERIFY_ATTEMPTS):
-                try:
-                    blob = self.store.get(key)
-                    break
-                except StoreUnavailable:
-                    if attempt == VERIFY_ATTEMPTS - 1:
-                        raise
-            if blob is None or blob.data != data:
-                raise
 
     def update(self, root: str, edit: Callable[[Repo], T]) -> T:
         """Apply ``edit`` to fresh metadata and write it back only if nobody else wrote
         in between; otherwise retry on the newer version. ``edit`` may raise to abort."""
-        for _ in range(MAX_CAS_ATTEMPTS):
-            loaded = self._load(root, private=True)
-            if loaded is None:
+        results: list[T] = []
+
+        def apply(current: bytes | None) -> bytes:
+            if current is None:
                 raise BadRequest(f"no repo with root {root}")
-            repo, token = loaded
-            result = edit(repo)
-            try:
-                self._put_verified(f"{REPOS}{root}.json", orjson.dumps(repo.to_json()), token)
-                return result
-            except PreconditionFailed:
-                log.debug("repo %s changed under us, retrying", root)
-        raise BadRequest(f"repo {root} is too busy: gave up after {MAX_CAS_ATTEMPTS} tries")
+            repo = Repo.from_json(orjson.loads(current))
+            results[:] = [edit(repo)]
+            return orjson.dumps(repo.to_json())
+
+        conditional.update(self.store, keys.repo(root), apply, what=f"repo {root}")
+        return results[0]

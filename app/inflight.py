@@ -16,11 +16,10 @@ import time
 import uuid
 from collections.abc import Iterator
 
+from app.storage import keys
 from backends import ObjectStore, StoreError
 
 log = logging.getLogger(__name__)
-
-PREFIX = "meta/inflight/"
 
 
 class InflightWrites:
@@ -31,7 +30,7 @@ class InflightWrites:
 
     @contextlib.contextmanager
     def writing(self, node_uuid: str) -> Iterator[None]:
-        key = f"{PREFIX}{node_uuid}/{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+        key = keys.inflight(node_uuid, time.time_ns(), uuid.uuid4().hex[:12])
         try:
             self.store.put(key, b"")
         except StoreError:
@@ -53,7 +52,7 @@ class InflightWrites:
     def pending(self, node_uuid: str) -> int:
         """Markers of writes to ``node_uuid`` that may still be running."""
         oldest = time.time_ns() - int(self.max_age * 1e9)
-        prefix = f"{PREFIX}{node_uuid}/"
+        prefix = keys.inflight_prefix(node_uuid)
         return sum(
             1
             for info in self.store.list(prefix)
@@ -66,4 +65,4 @@ class InflightWrites:
         deadline = time.monotonic() + self.max_age
         while self.pending(node_uuid) and time.monotonic() < deadline:
             time.sleep(self.poll)
-        self.store.delete_prefix(f"{PREFIX}{node_uuid}/")
+        self.store.delete_prefix(keys.inflight_prefix(node_uuid))

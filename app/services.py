@@ -15,8 +15,9 @@ from app.blocks.volume import ArrayHandles
 from app.cache import LRUCache
 from app.catalog import Catalog
 from app.inflight import InflightWrites
-from app.storage.keyed import NodeIndex
 from app.settings import Settings
+from app.storage.format import check_format
+from app.storage.keyed import NodeIndex
 from backends import ObjectStore, StoreError, open_store
 
 
@@ -76,6 +77,7 @@ class Services:
                 store.check(writable=not self.settings.read_only)
             except StoreError as e:
                 raise StoreError(f"store {name!r} ({store.description}) is unusable: {e}") from e
+        check_format(self.stores[self.default_store], writable=not self.settings.read_only)
 
     def store(self, name: str) -> ObjectStore:
         return self.stores[name]

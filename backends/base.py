@@ -89,7 +89,7 @@ class ObjectStore(abc.ABC):
         ``writable``: a missing bucket, bad credentials or an unreachable endpoint."""
         next(iter(self.list("meta/")), None)
         if writable:
-            probe = f"meta/probe-{uuid.uuid4().hex}"
+            probe = f"meta/probe-{uuid.uuid4().hex}"  # app.storage.keys.PROBE
             self.put(probe, b"")
             self.delete(probe)
 

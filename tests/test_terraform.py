@@ -22,7 +22,7 @@ from typing import Any
 import hcl2
 import pytest
 
-from app.inflight import PREFIX as INFLIGHT_PREFIX
+from app.storage.keys import INFLIGHT as INFLIGHT_PREFIX
 from app.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
