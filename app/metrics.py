@@ -255,6 +255,9 @@ class InstrumentedStore(ObjectStore):
         self._written.inc(len(data))
         return token
 
+    def copy(self, source: str, target: str) -> bool:
+        return self._call("copy", lambda: self.inner.copy(source, target), bool)
+
     def delete(self, key: str) -> None:
         self._call("delete", lambda: self.inner.delete(key))
 
@@ -308,6 +311,9 @@ class InstrumentedStore(ObjectStore):
 
     def tensorstore_context(self) -> Any:
         return self.inner.tensorstore_context()
+
+    def tensorstore_shares_keys(self) -> bool:
+        return self.inner.tensorstore_shares_keys()
 
 
 def _not_none(value: object) -> bool:

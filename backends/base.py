@@ -93,6 +93,15 @@ class ObjectStore(abc.ABC):
             self.put(probe, b"")
             self.delete(probe)
 
+    def copy(self, source: str, target: str) -> bool:
+        """Copy ``source`` over ``target`` (whole, atomically, as a put is); False if
+        ``source`` does not exist. Stores with a server-side copy override this."""
+        blob = self.get(source)
+        if blob is None:
+            return False
+        self.put(target, blob.data)
+        return True
+
     def exists(self, key: str) -> bool:
         """Whether the object exists (a cheap HEAD where the store has one)."""
         return self.get_range(key, 0, 0) is not None
@@ -122,6 +131,12 @@ class ObjectStore(abc.ABC):
     def tensorstore_context(self) -> Any:
         """A tensorstore ``Context`` the kvstore specs must be opened in, or None for any."""
         return None
+
+    def tensorstore_shares_keys(self) -> bool:
+        """Capability: whether objects tensorstore writes through :meth:`tensorstore_kvstore`
+        are the objects :meth:`get`, :meth:`list` and :meth:`copy` see (False for a store
+        whose tensorstore space is separate, such as the in-memory one)."""
+        return True
 
 
 def validate_key(key: str) -> str:

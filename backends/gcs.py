@@ -225,6 +225,25 @@ class GCSStore(ObjectStore):
             raise StoreError(f"GCS put {key}: response without generation")
         return str(blob.generation)
 
+    def copy(self, source: str, target: str) -> bool:
+        validate_key(target)
+        try:
+            self._call(
+                f"copy {source}",
+                lambda: self._bucket.copy_blob(
+                    self._blob(source),
+                    self._bucket,
+                    self.prefix + target,
+                    retry=self._retry,
+                    timeout=self._timeout,
+                ),
+            )
+        except StoreError as error:
+            if isinstance(error.__cause__, gexc.NotFound):
+                return False
+            raise
+        return True
+
     def delete(self, key: str) -> None:
         blob = self._blob(key)
         try:

@@ -123,6 +123,21 @@ class LocalStore(ObjectStore):
         finally:
             temp.unlink(missing_ok=True)
 
+    def copy(self, source: str, target: str) -> bool:
+        """A hard link under a temporary name renamed over the target: no bytes move."""
+        path = self._path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.root / ".tmp" / uuid.uuid4().hex
+        try:
+            os.link(self._path(source), temp)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        try:
+            os.replace(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
+        return True
+
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             self._path(key).unlink()

@@ -76,6 +76,9 @@ class MemoryStore(ObjectStore):
         """
         return {"driver": "memory", "path": path}
 
+    def tensorstore_shares_keys(self) -> bool:
+        return False
+
     def tensorstore_context(self) -> Any:
         """The one tensorstore context whose memory kvstore holds this store's arrays, so
         every server built on this store sees the same chunks."""

@@ -271,6 +271,22 @@ class S3Store(ObjectStore):
             raise StoreError(f"S3 put {key}: {error}") from error
         return str(response["ETag"])
 
+    def copy(self, source: str, target: str) -> bool:
+        validate_key(target)
+        try:
+            self._client.copy_object(
+                Bucket=self.bucket,
+                Key=self._full(target),
+                CopySource={"Bucket": self.bucket, "Key": self._full(source)},
+            )
+        except botocore.exceptions.ClientError as error:
+            if _is_not_found(error):
+                return False
+            raise _translate(error, f"copy {source}") from error
+        except _NETWORK_ERRORS as error:
+            raise _translate(error, f"copy {source}") from error
+        return True
+
     def delete(self, key: str) -> None:
         try:
             self._client.delete_object(Bucket=self.bucket, Key=self._full(key))

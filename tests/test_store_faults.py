@@ -159,6 +159,9 @@ class FaultyStore(ObjectStore):
     def tensorstore_kvstore(self, path: str) -> dict[str, Any]:
         return self.inner.tensorstore_kvstore(path)
 
+    def tensorstore_shares_keys(self) -> bool:
+        return self.inner.tensorstore_shares_keys()
+
 
 class ErrorTrap:
     """ASGI wrapper recording exceptions that escape the application. A client sees 500

@@ -42,12 +42,12 @@ def backoff(attempt: int) -> float:
     return random.uniform(0, min(MAX_DELAY, BASE_DELAY * (2**attempt)))
 
 
-def put_settled(store: ObjectStore, key: str, data: bytes, token: str | None) -> None:
+def put_settled(store: ObjectStore, key: str, data: bytes, token: str | None) -> str:
     """A conditional put (``if_match=token``, or ``if_absent`` without a token) whose lost
-    response is settled by reading the object back. Raises :class:`PreconditionFailed`
-    only when the object holds something else."""
+    response is settled by reading the object back; returns the new token. Raises
+    :class:`PreconditionFailed` only when the object holds something else."""
     try:
-        store.put(key, data, if_match=token, if_absent=token is None)
+        return store.put(key, data, if_match=token, if_absent=token is None)
     except (StoreUnavailable, PreconditionFailed):
         blob = None
         for attempt in range(VERIFY_ATTEMPTS):
@@ -59,6 +59,7 @@ def put_settled(store: ObjectStore, key: str, data: bytes, token: str | None) ->
                     raise
         if blob is None or blob.data != data:
             raise
+        return blob.token
 
 
 def update(store: ObjectStore, key: str, edit: Edit, *, what: str = "") -> bytes | None:

@@ -1,0 +1,481 @@
+"""Transactions: every write to one instance at one version is serialized, all-or-nothing
+and durable, on any number of replicas, whatever kills a process.
+
+A write runs as a :class:`Transaction` on ``(instance, version node)``:
+
+1. **Lock.** The transaction head ``data/<data>/txn/<node>/head`` (JSON: the last applied
+   sequence number and the current holder with a lease) is taken by a conditional update.
+   A holder that is dead (same host, process gone) or whose lease ran out is taken over.
+   Within one process, a thread lock queues writers first, so they do not poll the store.
+2. **Recover.** If the previous holder died after its commit point, its redo record is
+   applied now (roll forward), before anything else is read.
+3. **Stage.** The request reads the state as committed so far and computes its writes:
+   record puts and deletes are buffered in :attr:`Transaction.store` (which reads its own
+   writes); chunk arrays are written by tensorstore under the transaction's stage prefix.
+4. **Commit point.** One put of the redo record ``redo-<seq>`` listing every buffered put
+   and delete, every staged chunk object to publish and the events to log. Before it
+   nothing is visible; after it the transaction will be completed by someone.
+5. **Apply.** Staged chunks are copied into place, records written, the mutation-log entry
+   ``log/<node>/<seq>`` (the events) written, the head advanced to ``seq`` and released,
+   and the redo record and stage removed. Every step is idempotent, so a roll-forward that
+   repeats part of it converges.
+
+Readers never wait: a read during step 5 may see part of an unacknowledged write; once
+the writer finishes or its successor recovers, the write is whole. Objects shared by all
+versions (the repo-wide label counter) are not part of a transaction: they are only ever
+raised, through :mod:`app.storage.conditional`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import tensorstore as ts
+
+from app.errors import Contention
+from app.storage import conditional, keys
+from backends import Blob, ObjectInfo, ObjectStore, PreconditionFailed, StoreError
+
+log = logging.getLogger(__name__)
+
+REDO_MAGIC = b"DVTX"
+#: This process, as a lock holder: a dead holder on this host is recognised at once.
+HOST = socket.gethostname()
+BOOT = uuid.uuid4().hex
+#: How long a transaction may hold its lock before others may take it over.
+DEFAULT_LEASE = 120.0
+#: How long a writer waits for a busy lock before answering 503.
+DEFAULT_WAIT = 60.0
+#: Thread locks per (instance, node): writers in one process queue here, not on the store.
+_THREAD_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+# --- the head ----------------------------------------------------------------------------
+
+
+@dataclass
+class Holder:
+    host: str
+    pid: int
+    boot: str
+    txn: str
+    expires: float
+
+    def alive(self) -> bool:
+        """Whether the holder may still be writing: its lease runs, and if it lives on this
+        host, its process exists (a SIGKILLed process frees its locks at once)."""
+        if time.time() > self.expires:
+            return False
+        if self.host != HOST:
+            return True
+        if self.pid == os.getpid():
+            return self.boot == BOOT
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+@dataclass
+class Head:
+    seq: int = 0
+    holder: Holder | None = None
+
+    @classmethod
+    def parse(cls, data: bytes | None) -> Head:
+        if data is None:
+            return cls()
+        parsed = orjson.loads(data)
+        holder = parsed.get("holder")
+        return cls(parsed["seq"], Holder(**holder) if holder else None)
+
+    def dump(self) -> bytes:
+        holder = None if self.holder is None else self.holder.__dict__
+        return orjson.dumps({"seq": self.seq, "holder": holder})
+
+
+# --- the redo record -----------------------------------------------------------------------
+
+
+@dataclass
+class Redo:
+    """Everything a transaction publishes, written once at its commit point."""
+
+    seq: int
+    txn: str
+    puts: dict[str, bytes] = field(default_factory=dict)
+    deletes: list[str] = field(default_factory=list)
+    #: (staged key, final key) of chunk objects, in tensorstore's key space.
+    chunks: list[tuple[str, str]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def dump(self) -> bytes:
+        offsets, payload, at = [], [], 0
+        for key, value in self.puts.items():
+            offsets.append((key, at, len(value)))
+            payload.append(value)
+            at += len(value)
+        header = orjson.dumps(
+            {
+                "seq": self.seq,
+                "txn": self.txn,
+                "puts": offsets,
+                "deletes": self.deletes,
+                "chunks": self.chunks,
+                "events": self.events,
+            }
+        )
+        return b"".join([REDO_MAGIC, struct.pack("<I", len(header)), header, *payload])
+
+    @classmethod
+    def parse(cls, data: bytes) -> Redo:
+        if data[:4] != REDO_MAGIC:
+            raise StoreError("redo record has no DVTX magic")
+        (length,) = struct.unpack_from("<I", data, 4)
+        header = orjson.loads(data[8 : 8 + length])
+        body = memoryview(data)[8 + length :]
+        puts = {key: bytes(body[at : at + n]) for key, at, n in header["puts"]}
+        chunks = [(a, b) for a, b in header["chunks"]]
+        return cls(header["seq"], header["txn"], puts, header["deletes"], chunks, header["events"])
+
+
+# --- the buffered store ----------------------------------------------------------------------
+
+
+class BufferedStore(ObjectStore):
+    """An ObjectStore view inside a transaction: reads see the store plus the
+    transaction's own buffered writes; writes are buffered until the commit point.
+    Conditions on puts are moot under the transaction's lock and are not checked."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+        self.description = inner.description
+        self.puts: dict[str, bytes] = {}
+        self.deletes: set[str] = set()
+
+    def get(self, key: str) -> Blob | None:
+        if key in self.puts:
+            return Blob(self.puts[key], "buffered")
+        if key in self.deletes:
+            return None
+        return self.inner.get(key)
+
+    def get_range(self, key: str, start: int, end: int | None = None) -> bytes | None:
+        if key in self.puts:
+            return self.puts[key][start:end]
+        if key in self.deletes:
+            return None
+        return self.inner.get_range(key, start, end)
+
+    def put(
+        self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False
+    ) -> str:
+        self.deletes.discard(key)
+        self.puts[key] = bytes(data)
+        return "buffered"
+
+    def delete(self, key: str) -> None:
+        self.puts.pop(key, None)
+        self.deletes.add(key)
+
+    def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        found = {
+            info.key: info
+            for info in self.inner.list(prefix, start_after=start_after)
+            if info.key not in self.deletes
+        }
+        for key, value in self.puts.items():
+            if key.startswith(prefix) and (start_after is None or key > start_after):
+                found[key] = ObjectInfo(key, len(value))
+        for key in sorted(found):
+            yield found[key]
+
+    def copy(self, source: str, target: str) -> bool:
+        blob = self.get(source)
+        if blob is None:
+            return False
+        self.put(target, blob.data)
+        return True
+
+    def tensorstore_kvstore(self, path: str) -> dict[str, Any]:
+        return self.inner.tensorstore_kvstore(path)
+
+    def tensorstore_context(self) -> Any:
+        return self.inner.tensorstore_context()
+
+    def tensorstore_shares_keys(self) -> bool:
+        return self.inner.tensorstore_shares_keys()
+
+
+# --- chunk objects in tensorstore's key space --------------------------------------------------
+
+
+class ChunkSpace:
+    """Lists, copies and removes objects that tensorstore wrote, whether or not the store
+    sees them as its own objects (capability ``tensorstore_shares_keys``)."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self.shared = store.tensorstore_shares_keys()
+
+    def _kv(self) -> Any:
+        spec = self.store.tensorstore_kvstore("")
+        return ts.KvStore.open(spec, context=self.store.tensorstore_context()).result()
+
+    def list(self, prefix: str) -> list[str]:
+        if self.shared:
+            return [info.key for info in self.store.list(prefix)]
+        kv = self._kv()
+        return sorted(
+            k.decode() for k in kv.list(ts.KvStore.KeyRange(prefix, prefix + "\xff")).result()
+        )
+
+    def copy(self, source: str, target: str) -> bool:
+        if self.shared:
+            return self.store.copy(source, target)
+        kv = self._kv()
+        found = kv.read(source).result()
+        if found.state != "value":
+            return False
+        kv.write(target, found.value).result()
+        return True
+
+    def delete_prefix(self, prefix: str) -> None:
+        if self.shared:
+            self.store.delete_prefix(prefix)
+            return
+        self._kv().delete_range(ts.KvStore.KeyRange(prefix, prefix + "\xff")).result()
+
+
+# --- transactions ------------------------------------------------------------------------------
+
+
+class Transaction:
+    """One write to an instance at a version; see the module docstring."""
+
+    def __init__(self, journal: Journal, seq: int, txn_id: str) -> None:
+        self.journal = journal
+        self.seq = seq
+        self.id = txn_id
+        self.store = BufferedStore(journal.store)
+        self.events: list[dict[str, Any]] = []
+
+    def stage_path(self, path: str) -> str:
+        """Where chunk arrays bound for ``path`` are written during this transaction."""
+        return keys.txn_stage(self.journal.data_uuid, self.id) + path
+
+    def event(self, event: dict[str, Any]) -> None:
+        """Record an event for the mutation log and for synced instances."""
+        self.events.append(event)
+
+    def redo(self) -> Redo:
+        stage = keys.txn_stage(self.journal.data_uuid, self.id)
+        staged = ChunkSpace(self.journal.store).list(stage)
+        return Redo(
+            self.seq,
+            self.id,
+            dict(self.store.puts),
+            sorted(self.store.deletes),
+            [(key, key[len(stage) :]) for key in staged],
+            self.events,
+        )
+
+
+class Journal:
+    """The transactions of one instance at one version node."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        data_uuid: str,
+        node_uuid: str,
+        lease: float = DEFAULT_LEASE,
+        wait: float = DEFAULT_WAIT,
+    ) -> None:
+        self.store = store
+        self.data_uuid = data_uuid
+        self.node_uuid = node_uuid
+        self.lease = lease
+        self.wait = wait
+        self.head_key = keys.txn_head(data_uuid, node_uuid)
+
+    def _thread_lock(self) -> threading.Lock:
+        with _THREAD_LOCKS_GUARD:
+            return _THREAD_LOCKS.setdefault((self.data_uuid, self.node_uuid), threading.Lock())
+
+    # --- the lock ------------------------------------------------------------------------
+
+    def _acquire(self, txn_id: str) -> tuple[Head, str, Holder | None]:
+        """Take the head for this process, waiting for a live holder; (head, token, the
+        dead holder taken over)."""
+        deadline = time.monotonic() + self.wait
+        attempt = 0
+        while True:
+            blob = self.store.get(self.head_key)
+            head = Head.parse(blob.data if blob is not None else None)
+            if head.holder is None or not head.holder.alive():
+                if head.holder is not None:
+                    log.warning(
+                        "taking over a transaction lock",
+                        extra={"key": self.head_key, "holder": head.holder.__dict__},
+                    )
+                mine = Head(
+                    head.seq, Holder(HOST, os.getpid(), BOOT, txn_id, time.time() + self.lease)
+                )
+                try:
+                    token = conditional.put_settled(
+                        self.store, self.head_key, mine.dump(), blob.token if blob else None
+                    )
+                    return mine, token, head.holder
+                except PreconditionFailed:
+                    pass
+            if time.monotonic() > deadline:
+                raise Contention(
+                    f"version {self.node_uuid} of instance {self.data_uuid} is busy: "
+                    f"another write held it for more than {self.wait:g} s"
+                )
+            time.sleep(conditional.backoff(min(attempt, 7)))
+            attempt += 1
+
+    def _release(self, head: Head, token: str) -> None:
+        """Free the lock; if a redo record past the head is still unapplied (the apply
+        failed), leave an expired holder, so the next reader or writer completes it."""
+        released = Head(head.seq)
+        if self.store.exists(keys.txn_redo(self.data_uuid, self.node_uuid, head.seq + 1)):
+            assert head.holder is not None
+            released.holder = Holder(**{**head.holder.__dict__, "expires": 0.0})
+        try:
+            self.store.put(self.head_key, released.dump(), if_match=token)
+        except PreconditionFailed:
+            log.warning("transaction lock was taken over", extra={"key": self.head_key})
+        except StoreError as e:  # the lease frees it later
+            log.warning("could not release transaction lock", extra={"error": str(e)})
+
+    def _advance(self, head: Head, token: str, seq: int) -> str:
+        head.seq = seq
+        return self.store.put(self.head_key, head.dump(), if_match=token)
+
+    # --- recovery ------------------------------------------------------------------------
+
+    def _recover(self, head: Head, token: str) -> str:
+        """Apply redo records left by holders that died after their commit point."""
+        while True:
+            blob = self.store.get(keys.txn_redo(self.data_uuid, self.node_uuid, head.seq + 1))
+            if blob is None:
+                return token
+            redo = Redo.parse(blob.data)
+            log.warning("completing an interrupted transaction", extra={"seq": redo.seq})
+            self._apply(redo)
+            token = self._advance(head, token, redo.seq)
+            self._forget(redo)
+
+    def recover(self) -> None:
+        """Complete an interrupted transaction if its holder is gone (readers call this
+        before reading an open version, so a crash never leaves a write half-visible)."""
+        blob = self.store.get(self.head_key)
+        if blob is None:
+            return
+        head = Head.parse(blob.data)
+        if head.holder is None or head.holder.alive():
+            return
+        with self.transaction():
+            pass
+
+    # --- running a transaction -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Run a write: the body stages it, the exit publishes it (or, on an exception,
+        throws it away)."""
+        lock = self._thread_lock()
+        if not lock.acquire(timeout=self.wait):
+            raise Contention(f"version {self.node_uuid} of instance {self.data_uuid} is busy")
+        try:
+            txn_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+            head, token, dead = self._acquire(txn_id)
+            try:
+                token = self._recover(head, token)
+                if dead is not None:  # what it staged without reaching its commit point
+                    self._discard(dead.txn)
+                txn = Transaction(self, head.seq + 1, txn_id)
+                try:
+                    yield txn
+                except BaseException:
+                    self._discard(txn.id)
+                    raise
+                if txn.store.puts or txn.store.deletes or txn.events or self._staged(txn.id):
+                    token = self._commit(txn, head, token)
+                else:
+                    self._discard(txn.id)
+            finally:
+                self._release(head, token)
+        finally:
+            lock.release()
+
+    def _staged(self, txn_id: str) -> bool:
+        return bool(ChunkSpace(self.store).list(keys.txn_stage(self.data_uuid, txn_id)))
+
+    def _discard(self, txn_id: str) -> None:
+        with contextlib.suppress(StoreError):
+            ChunkSpace(self.store).delete_prefix(keys.txn_stage(self.data_uuid, txn_id))
+
+    def _commit(self, txn: Transaction, head: Head, token: str) -> str:
+        redo = txn.redo()
+        current = self.store.get(self.head_key)
+        if current is None or current.token != token:
+            raise Contention(f"lost the lock of {self.head_key}: its lease ran out")
+        redo_key = keys.txn_redo(self.data_uuid, self.node_uuid, redo.seq)
+        self.store.put(redo_key, redo.dump())  # the commit point
+        self._apply(redo)
+        token = self._advance(head, token, redo.seq)
+        self._forget(redo)
+        return token
+
+    def _apply(self, redo: Redo) -> None:
+        chunks = ChunkSpace(self.store)
+        for staged, final in redo.chunks:
+            if not chunks.copy(staged, final):
+                # Only a roll-forward that already finished and removed the stage can
+                # miss a staged chunk; the final copy is then in place.
+                log.info("staged chunk already published", extra={"key": staged})
+        for key, value in redo.puts.items():
+            self.store.put(key, value)
+        for key in redo.deletes:
+            self.store.delete(key)
+        if redo.events:
+            self.store.put(
+                keys.log_entry(self.data_uuid, self.node_uuid, redo.seq),
+                orjson.dumps(redo.events),
+            )
+
+    def _forget(self, redo: Redo) -> None:
+        """Remove the applied redo record and its stage (best effort: both are inert)."""
+        with contextlib.suppress(StoreError):
+            self.store.delete(keys.txn_redo(self.data_uuid, self.node_uuid, redo.seq))
+            ChunkSpace(self.store).delete_prefix(keys.txn_stage(self.data_uuid, redo.txn))
+
+    # --- the mutation log ----------------------------------------------------------------
+
+    def entries(self, after: int = 0) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """Logged events with sequence numbers above ``after``, in order."""
+        prefix = keys.log_prefix(self.data_uuid, self.node_uuid)
+        start = keys.log_entry(self.data_uuid, self.node_uuid, after) if after else None
+        for info in self.store.list(prefix, start_after=start):
+            blob = self.store.get(info.key)
+            if blob is not None:
+                yield int(info.key[len(prefix) :]), orjson.loads(blob.data)

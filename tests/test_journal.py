@@ -1,0 +1,208 @@
+"""Transactions (app.storage.journal) on the memory and local stores: buffered writes
+publish all together at the commit point, an exception publishes nothing, a holder that
+died after its commit point is completed by the next writer, staged chunk arrays are
+published whole, and the lock is taken over from a dead process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import tensorstore as ts
+
+from app.storage import keys
+from app.storage.journal import Head, Journal
+from backends import ObjectStore, StoreUnavailable
+from backends.local import LocalStore
+from backends.memory import MemoryStore
+
+DATA = "d0"
+NODE = "n0"
+
+
+@pytest.fixture(params=["memory", "local"])
+def store(request: pytest.FixtureRequest, tmp_path) -> ObjectStore:
+    return MemoryStore() if request.param == "memory" else LocalStore(tmp_path)
+
+
+def _write_array(store: ObjectStore, path: str, value: int) -> None:
+    spec = {
+        "driver": "zarr3",
+        "kvstore": store.tensorstore_kvstore(path),
+        "metadata": {
+            "shape": [8, 8],
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [4, 4]}},
+            "chunk_key_encoding": {"name": "default"},
+            "data_type": "uint8",
+            "fill_value": 0,
+            "codecs": [{"name": "bytes", "configuration": {}}],
+        },
+        "create": True,
+        "open": True,
+        "store_data_equal_to_fill_value": True,
+    }
+    array = ts.open(spec, context=store.tensorstore_context() or ts.Context()).result()
+    array[:, :].write(np.full((8, 8), value, np.uint8)).result()
+
+
+def _read_array(store: ObjectStore, path: str) -> np.ndarray:
+    spec = {"driver": "zarr3", "kvstore": store.tensorstore_kvstore(path), "open": True}
+    array = ts.open(spec, context=store.tensorstore_context() or ts.Context()).result()
+    return array[:, :].read().result()
+
+
+def test_commit_publishes_writes_and_log(store: ObjectStore) -> None:
+    journal = Journal(store, DATA, NODE)
+    with journal.transaction() as txn:
+        txn.store.put("data/d0/rec/a", b"1")
+        assert txn.store.get("data/d0/rec/a").data == b"1"  # reads its own writes
+        assert store.get("data/d0/rec/a") is None  # nothing visible before the commit
+        assert [i.key for i in txn.store.list("data/d0/rec/")] == ["data/d0/rec/a"]
+        txn.event({"Action": "test", "n": 1})
+    assert store.get("data/d0/rec/a").data == b"1"
+    with journal.transaction() as txn:
+        txn.store.delete("data/d0/rec/a")
+        txn.event({"Action": "test", "n": 2})
+    assert store.get("data/d0/rec/a") is None
+    assert list(journal.entries()) == [
+        (1, [{"Action": "test", "n": 1}]),
+        (2, [{"Action": "test", "n": 2}]),
+    ]
+    assert list(journal.entries(after=1)) == [(2, [{"Action": "test", "n": 2}])]
+    head = Head.parse(store.get(keys.txn_head(DATA, NODE)).data)
+    assert head.seq == 2 and head.holder is None
+
+
+def test_exception_publishes_nothing(store: ObjectStore) -> None:
+    journal = Journal(store, DATA, NODE)
+    with pytest.raises(RuntimeError), journal.transaction() as txn:
+        txn.store.put("data/d0/rec/a", b"1")
+        _write_array(store, txn.stage_path("data/d0/s0/n0/"), 7)
+        raise RuntimeError("abort")
+    assert store.get("data/d0/rec/a") is None
+    assert list(journal.entries()) == []
+    with journal.transaction():  # the lock was released
+        pass
+
+
+def test_staged_chunks_publish_whole(store: ObjectStore) -> None:
+    journal = Journal(store, DATA, NODE)
+    with journal.transaction() as txn:
+        _write_array(store, txn.stage_path("data/d0/s0/n0/"), 5)
+    assert (_read_array(store, "data/d0/s0/n0/") == 5).all()
+    with journal.transaction() as txn:
+        _write_array(store, txn.stage_path("data/d0/s0/n0/"), 0)  # fill value is kept too
+    assert (_read_array(store, "data/d0/s0/n0/") == 0).all()
+
+
+class Crash(Exception):
+    pass
+
+
+def test_died_after_commit_point_is_completed(store: ObjectStore, monkeypatch) -> None:
+    journal = Journal(store, DATA, NODE)
+    with journal.transaction() as txn:
+        _write_array(store, txn.stage_path("data/d0/s0/n0/"), 1)
+        txn.store.put("data/d0/rec/a", b"old")
+
+    real_put = store.put
+    calls = {"n": 0}
+
+    def dying_put(key: str, data: bytes, **kw):  # dies after the redo record and one put
+        if "/rec/" in key:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise Crash()
+        return real_put(key, data, **kw)
+
+    monkeypatch.setattr(store, "put", dying_put)
+    with pytest.raises(Crash), journal.transaction() as txn:
+        _write_array(store, txn.stage_path("data/d0/s0/n0/"), 2)
+        txn.store.put("data/d0/rec/a", b"new")
+        txn.store.put("data/d0/rec/b", b"new")
+        txn.event({"Action": "second"})
+    monkeypatch.setattr(store, "put", real_put)
+    # Half applied: the chunks and one record are new, the other record is missing.
+    assert store.get("data/d0/rec/b") is None
+    # The holder is this (live) process; pretend its lease ran out, as after a kill.
+    head = Head.parse(store.get(keys.txn_head(DATA, NODE)).data)
+    assert head.holder is not None
+    head.holder.expires = 0
+    store.put(keys.txn_head(DATA, NODE), head.dump())
+    journal.recover()
+    assert store.get("data/d0/rec/a").data == b"new"
+    assert store.get("data/d0/rec/b").data == b"new"
+    assert (_read_array(store, "data/d0/s0/n0/") == 2).all()
+    assert [seq for seq, _ in journal.entries()] == [2]
+    assert Head.parse(store.get(keys.txn_head(DATA, NODE)).data).seq == 2
+
+
+def test_dead_process_lock_is_taken_over(tmp_path) -> None:
+    """A holder on this host whose process is gone is taken over at once (no lease wait),
+    and what it staged before its commit point is thrown away."""
+    store = LocalStore(tmp_path)
+    script = (
+        "import os, sys; sys.path.insert(0, '.');"
+        "from backends.local import LocalStore; from app.storage.journal import Journal;"
+        f"j = Journal(LocalStore({str(tmp_path)!r}), 'd0', 'n0', lease=3600);"
+        "cm = j.transaction(); t = cm.__enter__(); t.store.put('data/d0/rec/a', b'x');"
+        "from tests.test_journal import _write_array;"
+        "_write_array(j.store, t.stage_path('data/d0/s0/n0/'), 3);"
+        "os._exit(0)"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=".")
+    head = Head.parse(store.get(keys.txn_head(DATA, NODE)).data)
+    assert head.holder is not None and head.holder.expires > 1e9
+    journal = Journal(store, DATA, NODE, wait=5)
+    with journal.transaction() as txn:
+        txn.store.put("data/d0/rec/b", b"y")
+    assert store.get("data/d0/rec/b").data == b"y"
+    assert store.get("data/d0/rec/a") is None
+    assert not list(store.list("data/d0/stage/"))
+    assert not list(store.list("data/d0/s0/"))
+
+
+def test_concurrent_transactions_serialize(store: ObjectStore) -> None:
+    """Read-modify-write of one counter from 8 threads, each through its own Journal
+    object: no increment is lost."""
+
+    def work() -> None:
+        for _ in range(15):
+            with Journal(store, DATA, NODE).transaction() as txn:
+                blob = txn.store.get("data/d0/counter")
+                n = int(blob.data) if blob else 0
+                txn.store.put("data/d0/counter", str(n + 1).encode())
+                txn.event({"n": n + 1})
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.get("data/d0/counter").data == b"120"
+    logged = [e[0]["n"] for _, e in Journal(store, DATA, NODE).entries()]
+    assert logged == list(range(1, 121))
+
+
+def test_unavailable_store_during_apply_is_retried_by_recovery(store: ObjectStore) -> None:
+    journal = Journal(store, DATA, NODE)
+    real_put = store.put
+    failing = {"on": True}
+
+    def flaky(key: str, data: bytes, **kw):
+        if failing["on"] and key.endswith("/rec/a"):
+            raise StoreUnavailable("simulated")
+        return real_put(key, data, **kw)
+
+    store.put = flaky  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable), journal.transaction() as txn:
+        txn.store.put("data/d0/rec/a", b"1")
+    failing["on"] = False
+    store.put = real_put  # type: ignore[method-assign]
+    # The holder released the lock, but the redo record is past its commit point.
+    with journal.transaction():
+        pass
+    assert store.get("data/d0/rec/a").data == b"1"
