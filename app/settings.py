@@ -74,8 +74,11 @@ class Settings(BaseSettings):
     cache_bytes: int = Field(256 << 20, ge=0)
     #: Largest volume one request may read or write, in voxels; larger ones get 413.
     max_voxels: int = Field(1 << 30, gt=0)
-    #: How long a write may take; a commit waits at most this long for writes in flight.
+    #: How long a write may take; a commit waits at most this long for writes in flight,
+    #: and a transaction lock held longer by a holder on another host may be taken over.
     max_request_seconds: float = Field(120.0, gt=0)
+    #: Extra datatype modules to import (comma-separated), e.g. a site's own datatypes.
+    plugins: str = ""
     #: Authentication and per-repo authorization (see app/auth.py); off by default.
     auth_required: bool = False
     #: Verifies bearer JWTs: a PEM public key or certificate (RS*/ES*) or a secret (HS*).

@@ -1,0 +1,115 @@
+"""Syncs between instances (DVID's ``POST .../sync``): a subscriber follows the events its
+sources log, at the version they happened in.
+
+Delivery is durable and exactly-once in effect:
+
+* a source's events are part of its transaction's redo record, so they are in the store
+  (the mutation log, ``data/<source>/log/<node>/<seq>``) before the edit is acknowledged;
+* a subscriber applies a source's log entries in order inside one of its own
+  transactions, which also advances its cursor ``data/<subscriber>/synced/<source>/<node>``:
+  the cursor and the derived change publish together or not at all, and the cursor is
+  re-read under the subscriber's lock, so no entry is applied twice.
+
+Any replica delivers: the writer right after its edit, every request that reads or
+writes a subscriber at an open version before it is served (so reads see their sources'
+edits), and a commit before the node is sealed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from app.datatypes import bind, get
+from app.errors import BadRequest
+from app.repo import Instance, Repo
+from app.storage import keys
+from app.storage.journal import Journal
+
+if TYPE_CHECKING:
+    from app.dag import Node
+    from app.datatypes.base import Data
+    from app.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def source_journal(services: Services, source: Instance, node_uuid: str) -> Journal:
+    """The transactions (and mutation log) of ``source`` at ``node_uuid``."""
+    return Journal(services.store(source.store), source.data_uuid, node_uuid)
+
+
+def set_syncs(
+    services: Services, repo: Repo, subscriber: Instance, names: str, replace: bool
+) -> None:
+    """``POST .../sync``: subscribe to the named instances (comma-separated)."""
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    accepts = get(subscriber.typename).accepts_syncs_from
+    for name in wanted:
+        source = repo.instances.get(name)
+        if source is None:
+            raise BadRequest(f"no data instance {name!r} to sync with")
+        if source.typename not in accepts:
+            raise BadRequest(
+                f"{subscriber.typename} instance {subscriber.name!r} cannot sync with "
+                f"{source.typename} instance {name!r}"
+            )
+
+    def edit(fresh: Repo) -> None:
+        inst = fresh.instance(subscriber.name)
+        merged = wanted if replace else inst.syncs + [n for n in wanted if n not in inst.syncs]
+        inst.syncs = merged
+        fresh.touch()
+
+    services.catalog.update(repo.root, edit)
+
+
+def subscribers(repo: Repo, source: Instance) -> list[Instance]:
+    return [inst for inst in repo.instances.values() if source.name in inst.syncs]
+
+
+def catch_up(data: Data) -> int:
+    """Apply, at ``data``'s version, every logged event of its sources it has not applied
+    yet; returns how many log entries were applied."""
+    if not data.instance.syncs or not data.instance.versioned:
+        return 0
+    applied = 0
+    for name in data.instance.syncs:
+        source = data.repo.instances.get(name)
+        if source is None:
+            continue
+        journal = source_journal(data.services, source, data.version.uuid)
+        cursor_key = keys.sync_cursor(data.instance.data_uuid, source.data_uuid, data.version.uuid)
+        blob = data.store.get(cursor_key)
+        if not any(True for _ in journal.entries(after=int(blob.data) if blob else 0)):
+            continue
+        with data.journal().transaction() as txn:
+            stored = txn.store.get(cursor_key)  # re-read under the subscriber's lock
+            cursor = int(stored.data) if stored else 0
+            for seq, events in journal.entries(after=cursor):
+                data.apply_events(txn, source, events)
+                cursor = seq
+                applied += 1
+            txn.store.put(cursor_key, str(cursor).encode())
+    return applied
+
+
+def deliver(source: Data) -> None:
+    """After ``source`` logged events: bring its subscribers up to date at that version.
+    A failure here loses nothing (the next access or the commit delivers), so it is
+    logged, not raised."""
+    for inst in subscribers(source.repo, source.instance):
+        try:
+            catch_up(bind(source.services, source.repo, source.version.uuid, inst))
+        except Exception as e:
+            log.warning(
+                "sync delivery deferred",
+                extra={"source": source.instance.name, "subscriber": inst.name, "error": str(e)},
+            )
+
+
+def drain(services: Services, repo: Repo, node: Node) -> None:
+    """Deliver everything logged at ``node`` to every subscriber (before a commit)."""
+    for inst in repo.instances.values():
+        if inst.syncs:
+            catch_up(bind(services, repo, node.uuid, inst))

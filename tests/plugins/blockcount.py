@@ -1,0 +1,45 @@
+"""``blockcount``: a test subscriber that counts, per block, the block events its synced
+sources logged. Exactly-once delivery means each count equals the number of logged events
+naming that block."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+
+from app.api.common import json_response
+from app.datatypes import register
+from app.datatypes.base import bound
+from app.datatypes.keyed import KeyedData
+from app.repo import Instance
+from app.storage.journal import Transaction
+
+
+@register
+class BlockCount(KeyedData):
+    typename = "blockcount"
+    help_text = "blockcount: GET counts (a test datatype)"
+    accepts_syncs_from: ClassVar[frozenset[str]] = frozenset({"labelmap", "uint8blk"})
+
+    @classmethod
+    def routes(cls) -> APIRouter:
+        router = APIRouter()
+
+        @router.get("/counts")
+        def counts(data: Annotated[BlockCount, Depends(bound(BlockCount))]) -> Response:
+            view = data.view()
+            found = {key: int(view.get(key) or 0) for key in view.keys_in_range()}
+            return json_response(found)
+
+        return router
+
+    def apply_events(
+        self, txn: Transaction, source: Instance, events: list[dict[str, Any]]
+    ) -> None:
+        view = self.view()
+        for event in events:
+            for x, y, z in event.get("Blocks", []):
+                key = f"{x}_{y}_{z}"
+                self.write(key, str(int(view.get(key) or 0) + 1).encode())
