@@ -71,11 +71,11 @@ def _raw_gray(uuid: str, value: int) -> Callable[[httpx.Client, str], httpx.Resp
 def _box_values(client: httpx.Client, base: str, uuid: str, kind: str) -> set[int]:
     """The distinct values in the box a write of ``kind`` fills."""
     if kind == "gray":
-        path, dtype, size = f"raw/0_1_2/{GRAY}_{GRAY}_{GRAY}/0_0_0", "u1", GRAY
+        path, dtype = f"raw/0_1_2/{GRAY}_{GRAY}_{GRAY}/0_0_0", "u1"
         r = client.get(node_url(base, uuid, "gray", path))
     else:
         name = "svs" if kind == "ingest" else "seg"
-        path, dtype, size = f"raw/0_1_2/{SIZE}_{SIZE}_{SIZE}/0_0_0", "<u8", SIZE
+        path, dtype = f"raw/0_1_2/{SIZE}_{SIZE}_{SIZE}/0_0_0", "<u8"
         r = client.get(node_url(base, uuid, name, path), params={"supervoxels": "true"})
     assert r.status_code == 200, r.text
     return set(np.unique(np.frombuffer(r.content, dtype)).tolist())

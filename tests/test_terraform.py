@@ -22,8 +22,8 @@ from typing import Any
 import hcl2
 import pytest
 
-from app.storage.keys import INFLIGHT as INFLIGHT_PREFIX
 from app.settings import Settings, load_settings
+from app.storage.keys import INFLIGHT as INFLIGHT_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 TERRAFORM = ROOT / "terraform"
