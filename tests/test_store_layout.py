@@ -1,0 +1,104 @@
+"""Every object key the service writes is documented: after a broad workload through the
+API (repos, versions and branches, keyvalue, imageblk with a pyramid, labelmap through
+every write path with mappings, a synced subscriber, commits), each key in the store
+matches exactly one pattern of docs/format.md's key index."""
+
+from __future__ import annotations
+
+import gzip
+import re
+from pathlib import Path
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from app.datatypes.labelmap import codecs
+from app.proto import labelmap_pb2 as pb
+from app.server import create_app
+from app.settings import Settings
+from app.storage.format import FORMAT_VERSION
+from backends.local import LocalStore
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "format.md"
+
+
+def documented_patterns() -> dict[str, re.Pattern[str]]:
+    text = DOC.read_text()
+    block = text.split("<!-- key-patterns -->")[1].split("<!-- /key-patterns -->")[0]
+    patterns = {}
+    for pattern in re.findall(r"^- `([^`]+)`$", block, re.M):
+        regex = ""
+        for part in re.split(r"(<[^>]+>\*?)", pattern):
+            if part.startswith("<"):
+                regex += ".+" if part.endswith("*") else "[^/]+"
+            else:
+                regex += re.escape(part)
+        patterns[pattern] = re.compile(regex + r"\Z")
+    return patterns
+
+
+def test_doc_states_the_code_format_version() -> None:
+    assert DOC.read_text().splitlines()[0].endswith(f"version {FORMAT_VERSION}")
+
+
+def _workload(c: TestClient) -> None:
+    def ok(r) -> dict:
+        assert r.status_code == 200, r.text
+        return r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+
+    root = ok(c.post("/api/repos", json={"alias": "layout"}))["root"]
+    for typename, name, extra in (
+        ("keyvalue", "kv", {}),
+        ("uint8blk", "gray", {}),
+        ("labelmap", "seg", {"BlockSize": "32,32,32", "MaxDownresLevel": "1"}),
+        ("blockcount", "counts", {}),
+    ):
+        ok(c.post(f"/api/repo/{root}/instance", json={"typename": typename, "dataname": name,
+                                                       **extra}))  # fmt: skip
+    ok(c.post(f"/api/node/{root}/counts/sync", json={"sync": "seg"}))
+    node = f"/api/node/{root}"
+    ok(c.post(f"{node}/kv/key/a", content=b"1"))
+    ok(c.post(f"{node}/kv/key/b", content=b"2"))
+    assert c.delete(f"{node}/kv/key/b").status_code == 200
+    gray = np.arange(64**3, dtype=np.uint64).astype(np.uint8).tobytes()
+    ok(c.post(f"{node}/gray/raw/0_1_2/64_64_64/0_0_0", content=gray))
+    labels = np.repeat(np.arange(1, 5, dtype=np.uint64), 64**3 // 4).tobytes()
+    ok(c.post(f"{node}/seg/raw/0_1_2/64_64_64/0_0_0", content=labels))
+    block = gzip.compress(codecs.encode_block(np.full((32, 32, 32), 9, np.uint64)))
+    ok(c.post(f"{node}/seg/blocks", content=codecs.write_block_stream([((2, 0, 0), block)])))
+    ok(c.post(f"{node}/seg/ingest-supervoxels",
+              content=codecs.write_block_stream([((3, 0, 0), block)])))  # fmt: skip
+    ops = pb.MappingOps(mappings=[pb.MappingOp(mapped=100, original=[1, 2])])
+    ok(c.post(f"{node}/seg/mappings", content=ops.SerializeToString()))
+    ok(c.get(f"{node}/counts/counts"))
+    ok(c.post(f"{node}/commit", json={"note": "one"}))
+    child = ok(c.post(f"{node}/newversion", json={}))["child"]
+    ok(c.post(f"/api/node/{child}/kv/key/a", content=b"3"))
+    ok(c.post(f"/api/node/{child}/seg/raw/0_1_2/32_32_32/0_0_0", content=labels[: 8 * 32**3]))
+    ok(c.post(f"/api/node/{child}/commit", json={"note": "two"}))
+    ok(c.post(f"/api/node/{child}/branch", json={"branch": "side"}))
+
+
+def test_every_written_key_is_documented(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, plugins="tests.plugins.blockcount")
+    app = create_app(settings)
+    app.state.services.check()  # start-up: stamps meta/format
+    with TestClient(app) as client:
+        _workload(client)
+    patterns = documented_patterns()
+    used: dict[str, int] = {}
+    undocumented, ambiguous = [], []
+    for info in LocalStore(tmp_path).list(""):
+        matches = [p for p, regex in patterns.items() if regex.match(info.key)]
+        if not matches:
+            undocumented.append(info.key)
+        elif len(matches) > 1:
+            ambiguous.append((info.key, matches))
+        for p in matches:
+            used[p] = used.get(p, 0) + 1
+    assert not undocumented, undocumented[:20]
+    assert not ambiguous, ambiguous[:5]
+    # Not vacuous: the workload reached the main families of keys.
+    for family in ("meta/format", "meta/repos/", "/v/", "/s<scale>/<node>/c/", "/owned/",
+                   "/txn/", "/log/", "/synced/", "/mapping/<node>/", "/index/<node>"):  # fmt: skip
+        assert any(family in p for p in used), (family, sorted(used))
