@@ -45,19 +45,24 @@ Public: OPTIONS (CORS preflight), ``/api/heartbeat``,          nothing
 ``/api/server/compiled-types``, ``/docs``, ``/openapi.json``
 ``GET /api/server/token``                                      answered here (below)
 ``GET|HEAD`` of ``/api/node/{uuid}/...``, ``/api/repo/{uuid}...``  read on that repo
-``POST /api/node/{uuid}/{data}/query|ptquery`` (reads by POST)  read on that repo
+``POST /api/node/{uuid}/{data}/{keyword}`` that only reads       read on that repo
+(the datatype says so, e.g. labelmap ``labels``)
 other ``POST|PUT|DELETE`` under ``/api/node/{uuid}``,            write on that repo
 ``/api/repo/{uuid}``
 ``DELETE /api/repo/{uuid}/{dataname}`` (delete an instance),   admin on that repo
-``POST /api/node/{uuid}/{data}/maxlabel|set-nextlabel/...``
+``POST /api/node/{uuid}/{data}/{keyword}`` the datatype reserves
+to admins (labelmap ``maxlabel``, ``set-nextlabel``)
 ``POST /api/repos``, ``/api/storage``, ``/api/server/config``,  server admin
 ``/api/server/settings``, any other server-level write
 any other ``GET|HEAD`` (``/api/repos/info``, ``/api/load``...)  any identified caller
 ============================================================  ==============================
 
-The repo of ``{uuid}`` is found through the catalog only after the caller is identified (an
-anonymous caller gets 401 without learning whether the UUID exists); a UUID the catalog cannot
-resolve goes on to the endpoint, which answers its usual 400. ``GET /api/repos/info`` lists only
+Which POSTs to a data instance only read, and which need an admin, is the instance's datatype's
+to say (:meth:`app.datatypes.base.Data.is_mutation`, :meth:`~app.datatypes.base.Data.needs_admin`).
+The repo of ``{uuid}`` and the datatype of ``{data}`` are found through the catalog only after
+the caller is identified (an anonymous caller gets 401 without learning whether the UUID exists);
+a UUID the catalog cannot resolve goes on to the endpoint, which answers its usual 400 (and a
+request to an instance that cannot be resolved needs what any write needs). ``GET /api/repos/info`` lists only
 the repos the caller may read.
 
 Missing or invalid credentials answer 401 with ``WWW-Authenticate: Bearer``; an identified caller
@@ -75,7 +80,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 import anyio.to_thread
@@ -88,6 +93,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.instances import error_response
+from app.datatypes import get as datatype_of
+from app.datatypes.base import Data
 from app.errors import DVIDError, Unavailable
 from app.settings import Settings
 from backends import StoreUnavailable
@@ -115,10 +122,6 @@ PUBLIC_PATHS = frozenset(
 PUBLIC_PREFIXES = ("/api/help/",)
 #: Server-level paths that need server admin whatever the method.
 ADMIN_PATHS = frozenset({"/api/storage", "/api/server/config", "/api/server/settings"})
-#: Data-instance keywords whose POST only reads (DVID allows them on locked nodes).
-READ_POST_KEYWORDS = frozenset({"query", "ptquery"})
-#: Data-instance keywords whose POST DVID reserves to admins.
-ADMIN_POST_KEYWORDS = frozenset({"maxlabel", "set-nextlabel"})
 
 JWT_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 PEM_MARK = "-----BEGIN"
@@ -190,29 +193,41 @@ def is_public(method: str, path: str) -> bool:
     return method == "OPTIONS" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
-def need_for(method: str, path: str) -> Need:
-    """The level a (non-public) request needs, and the version reference it applies to."""
+def need_for(method: str, path: str, datatype: type[Data] | None = None) -> Need:
+    """The level a (non-public) request needs, and the version reference it applies to.
+    ``datatype`` is the class of the instance a ``/api/node/{uuid}/{data}/...`` request
+    addresses (see :func:`data_target`), when known."""
     parts = path.strip("/").split("/")
     reads = method in READ_METHODS
     if len(parts) >= 3 and parts[0] == "api" and parts[1] in ("node", "repo") and parts[2]:
         ref, rest = parts[2], parts[3:]
-        return Need(_repo_level(method, parts[1], rest), ref)
+        return Need(_repo_level(method, parts[1], rest, datatype), ref)
     if path in ADMIN_PATHS or not reads:
         return Need(Level.ADMIN)
     return Need(Level.READ)
 
 
-def _repo_level(method: str, kind: str, rest: list[str]) -> Level:
+def data_target(method: str, path: str) -> tuple[str, str] | None:
+    """(version reference, data name) of a request whose needed level depends on the
+    instance's datatype: a non-read under ``/api/node/{uuid}/{data}/{keyword}``."""
+    parts = path.strip("/").split("/")
+    if method in READ_METHODS or len(parts) < 5 or parts[:2] != ["api", "node"]:
+        return None
+    return (parts[2], parts[3]) if parts[2] and parts[3] else None
+
+
+def _repo_level(method: str, kind: str, rest: list[str], datatype: type[Data] | None) -> Level:
     """The level on a repo for a request under ``/api/node/{uuid}`` or ``/api/repo/{uuid}``."""
     if method in READ_METHODS:
         return Level.READ
     if kind == "repo":
         return Level.ADMIN if method == "DELETE" and len(rest) == 1 else Level.WRITE
     keyword = rest[1] if len(rest) >= 2 else ""
-    if method == "POST" and keyword in READ_POST_KEYWORDS:
-        return Level.READ
-    if method == "POST" and keyword in ADMIN_POST_KEYWORDS:
-        return Level.ADMIN
+    if datatype is not None and keyword:
+        if datatype.needs_admin(method, keyword):
+            return Level.ADMIN
+        if not datatype.is_mutation(method, keyword):
+            return Level.READ
     return Level.WRITE
 
 
@@ -344,7 +359,9 @@ class TokenVerifier:
         if self.jwks is not None:
             kid = jwt.get_unverified_header(token).get("kid")
             if kid is not None or self.key is None:
-                signing = await anyio.to_thread.run_sync(self.jwks.get_signing_key, kid)
+                # A None kid matches a JWKS key without one (PyJWT's own rule).
+                kid_text = cast(str, kid)
+                signing = await anyio.to_thread.run_sync(self.jwks.get_signing_key, kid_text)
                 return signing, self.jwks_algorithms
         if self.key is None:
             raise Unauthorized("this server accepts no bearer tokens", invalid_token=True)
@@ -377,7 +394,7 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            principal = await self._authorize(scope, need_for(method, path))
+            principal = await self._authorize(scope, method, path)
         except DVIDError as e:
             await self._error(e, scope["path"])(scope, receive, send)
             return
@@ -398,13 +415,17 @@ class AuthMiddleware:
             return None
         return await self.verifier.verify(token)
 
-    async def _authorize(self, scope: Scope, need: Need) -> Principal:
-        """The caller, when allowed what ``need`` asks; else Unauthorized or Forbidden."""
+    async def _authorize(self, scope: Scope, method: str, path: str) -> Principal:
+        """The caller, when allowed what the request needs; else Unauthorized or
+        Forbidden."""
         principal = await self.identify(scope)
         if principal is None:
             raise Unauthorized("this request needs a bearer token")
         if principal.admin:
             return principal
+        target = data_target(method, path)
+        datatype = await instance_type(scope, *target) if target is not None else None
+        need = need_for(method, path, datatype)
         if need.ref is None:
             if need.level > Level.READ:
                 raise Forbidden(f"user {principal.user!r} is not a server admin")
@@ -438,6 +459,17 @@ class AuthMiddleware:
         if isinstance(error, Unauthorized):
             response.headers["WWW-Authenticate"] = error.challenge
         return response
+
+
+async def instance_type(scope: Scope, ref: str, dataname: str) -> type[Data] | None:
+    """The datatype class of instance ``dataname`` in the repo ``ref`` names; None when the
+    catalog cannot tell."""
+    catalog = scope["app"].state.services.catalog
+    try:
+        repo, _ = await anyio.to_thread.run_sync(catalog.resolve, ref)
+        return datatype_of(repo.instance(dataname).typename)
+    except (DVIDError, StoreUnavailable):
+        return None
 
 
 async def repo_root(scope: Scope, ref: str) -> str | None:

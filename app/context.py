@@ -1,52 +1,36 @@
-"""The request context a datatype handler works in: which repo, node and instance."""
+"""The version a datatype's data is read and written at, bound once per request.
+
+DVID's ``VersionedCtx``: the versioned helpers (chunk arrays, chunk ownership, keyed
+records, the label mapping) take one :class:`VersionContext` when they are built instead of
+every method taking ``dag, node, mutable``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from app.dag import Node
-from app.errors import LockedNode
-from app.repo import Instance, Repo
-from app.services import Services
-from backends import ObjectStore
-
-if TYPE_CHECKING:
-    from app.datatypes.base import DataType
+from app.dag import Node, VersionDAG
+from app.storage.keyed import KeyView, VersionedKeys
 
 
-@dataclass
-class InstanceContext:
-    """A resolved ``/api/node/{uuid}/{dataname}`` request."""
+@dataclass(frozen=True)
+class VersionContext:
+    """A node of a repo's DAG, and whether its data can still change (an open node, or
+    any node of an unversioned instance, whose data all lives at the root)."""
 
-    services: Services
-    repo: Repo
+    dag: VersionDAG
     node: Node
-    instance: Instance
-    datatype: DataType
+    mutable: bool
 
-    @property
-    def store(self) -> ObjectStore:
-        return self.services.store(self.instance.store)
+    def owner(self, version_id: int) -> Node:
+        """The node with ``version_id`` (an ancestor holding some record)."""
+        return self.dag.by_id[version_id]
 
-    @property
-    def data_prefix(self) -> str:
-        """Where this instance keeps its data: ``data/<DataUUID>``."""
-        return f"data/{self.instance.data_uuid}"
+    def is_open(self, node: Node) -> bool:
+        """Whether ``node``'s own records may still change: only this context's node, and
+        only while it is mutable (every ancestor is locked)."""
+        return self.mutable and node is self.node
 
-    @property
-    def version(self) -> Node:
-        """The node data is read and written at: unversioned instances use the root."""
-        return self.node if self.instance.versioned else self.repo.dag.root
-
-    @property
-    def mutable(self) -> bool:
-        """Whether the data at :attr:`version` can still change."""
-        return not self.instance.versioned or not self.node.locked
-
-    def require_writable(self) -> None:
-        if not self.mutable:
-            raise LockedNode(
-                f"node {self.node.uuid} is locked (committed): writes to "
-                f"{self.instance.name!r} must go to an open node"
-            )
+    def view(self, keys: VersionedKeys) -> KeyView:
+        """What a read of ``keys`` at this version sees."""
+        return keys.at(self.dag, self.node, self.mutable)

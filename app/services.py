@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 
 from pyroaring import BitMap64
 
-from app.blocks.volume import ArrayHandles
 from app.cache import LRUCache
 from app.catalog import Catalog
 from app.inflight import InflightWrites
 from app.settings import Settings
 from app.storage.format import check_format
 from app.storage.keyed import NodeIndex
+from app.volumes.arrays import ArrayHandles
 from backends import ObjectStore, StoreError, open_store
 
 

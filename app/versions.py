@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from app.dag import Node
-from app.datatypes import get
+from app.datatypes import bind
 from app.errors import BadRequest, DVIDError
 from app.repo import Repo, new_uuid, stamp
 from app.services import Services
@@ -72,4 +72,4 @@ def seal(services: Services, repo: Repo, uuid: str) -> None:
     """Persist per-node indices of every versioned instance for the now-locked node."""
     for inst in repo.instances.values():
         if inst.versioned:
-            get(inst.typename).seal(services, inst, uuid)
+            bind(services, repo, uuid, inst).seal()

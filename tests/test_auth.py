@@ -20,7 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from httpx import Response
 
-from app.auth import Level, Need, need_for
+from app.auth import Level, Need, data_target, need_for
+from app.datatypes.keyvalue import KeyValue
+from app.datatypes.labelmap import Labelmap
 from app.server import create_app
 from app.settings import Settings
 from backends.memory import MemoryStore
@@ -565,9 +567,7 @@ def test_unsuitable_algorithms_are_refused(signing_key: rsa.RSAPrivateKey) -> No
         ("POST", "/api/node/abc/kv/key/k", Need(Level.WRITE, "abc")),
         ("PUT", "/api/node/abc/kv/key/k", Need(Level.WRITE, "abc")),
         ("POST", "/api/node/abc/commit", Need(Level.WRITE, "abc")),
-        ("POST", "/api/node/abc/rois/ptquery", Need(Level.READ, "abc")),
-        ("POST", "/api/node/abc/bodies/query", Need(Level.READ, "abc")),
-        ("POST", "/api/node/abc/seg/maxlabel/5", Need(Level.ADMIN, "abc")),
+        ("POST", "/api/node/abc/seg/labels", Need(Level.WRITE, "abc")),  # type unknown
         ("DELETE", "/api/repo/abc/kv", Need(Level.ADMIN, "abc")),
         ("POST", "/api/repo/abc/merge", Need(Level.WRITE, "abc")),
         ("POST", "/api/repos", Need(Level.ADMIN)),
@@ -580,6 +580,30 @@ def test_unsuitable_algorithms_are_refused(signing_key: rsa.RSAPrivateKey) -> No
 )
 def test_need_for(method: str, path: str, need: Need) -> None:
     assert need_for(method, path) == need
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "datatype", "need"),
+    [
+        ("POST", "/api/node/abc/seg/labels", Labelmap, Need(Level.READ, "abc")),
+        ("POST", "/api/node/abc/seg/mapping", Labelmap, Need(Level.READ, "abc")),
+        ("POST", "/api/node/abc/seg/maxlabel/5", Labelmap, Need(Level.ADMIN, "abc")),
+        ("POST", "/api/node/abc/seg/blocks", Labelmap, Need(Level.WRITE, "abc")),
+        ("GET", "/api/node/abc/seg/labels", Labelmap, Need(Level.READ, "abc")),
+        ("POST", "/api/node/abc/kv/labels", KeyValue, Need(Level.WRITE, "abc")),
+        ("DELETE", "/api/node/abc/kv/key/k", KeyValue, Need(Level.WRITE, "abc")),
+    ],
+)
+def test_need_for_asks_the_datatype(method: str, path: str, datatype: type, need: Need) -> None:
+    """Which POSTs only read, and which need an admin, is the instance's datatype's call."""
+    assert need_for(method, path, datatype) == need
+
+
+def test_data_target() -> None:
+    assert data_target("POST", "/api/node/abc/seg/labels") == ("abc", "seg")
+    assert data_target("GET", "/api/node/abc/seg/labels") is None
+    assert data_target("POST", "/api/node/abc/commit") is None
+    assert data_target("POST", "/api/repo/abc/merge") is None
 
 
 # --- JWKS -----------------------------------------------------------------------------------

@@ -14,88 +14,50 @@ from collections.abc import Callable
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from app.api.common import JsonBody, json_object, json_response
-from app.context import InstanceContext
-from app.datatypes import get, load_all
-from app.datatypes.base import CHECKSUM_NAMES, compression_json
+from app.datatypes import bind, load_all
+from app.datatypes.base import SCOPE_KEY, Data, bound
 from app.errors import Contention, DVIDError, Unavailable
-from app.repo import Instance, Repo
+from app.repo import Repo
 from app.services import Services
 from backends import StoreUnavailable
 
 log = logging.getLogger("dvid_cloud")
 
-WRITE_METHODS = frozenset({"POST", "PUT", "DELETE"})
-
-
-def context(request: Request) -> InstanceContext:
-    """Dependency: the instance context the dispatcher resolved for this request."""
-    return request.scope["dvid.context"]
-
-
-def instance_json(ctx: InstanceContext) -> dict:
-    """DVID's instance JSON: ``{"Base": {...}, "Extended": {...}}``."""
-    inst = ctx.instance
-    base = {
-        "TypeName": inst.typename,
-        "TypeURL": ctx.datatype.url,
-        "TypeVersion": ctx.datatype.version,
-        "DataUUID": inst.data_uuid,
-        "Name": inst.name,
-        "RepoUUID": inst.repo_uuid,
-        "Compression": compression_json(inst.compression),
-        "Checksum": CHECKSUM_NAMES[inst.checksum],
-        "Syncs": list(inst.syncs),
-        "Versioned": inst.versioned,
-        "KVStore": ctx.store.description,
-        "LogStore": ctx.store.description,
-        "Tags": dict(inst.tags) or None,
-    }
-    return {
-        "Base": base,
-        "Extended": ctx.datatype.extended_json(ctx),
-        **ctx.datatype.extra_json(ctx),
-    }
-
-
-def make_context(services: Services, repo: Repo, node_uuid: str, inst: Instance) -> InstanceContext:
-    return InstanceContext(services, repo, repo.dag.node(node_uuid), inst, get(inst.typename))
-
-
-Ctx = Annotated[InstanceContext, Depends(context)]
+AnyData = Annotated[Data, Depends(bound(Data))]
 
 common = APIRouter()
 
 
 @common.get("/help", response_class=PlainTextResponse)
-def help_text(ctx: Ctx) -> str:
-    return ctx.datatype.help_text
+def help_text(data: AnyData) -> str:
+    return data.help_text
 
 
 @common.get("/info")
-def info(ctx: Ctx) -> Response:
-    return json_response(instance_json(ctx))
+def info(data: AnyData) -> Response:
+    return json_response(data.instance_json())
 
 
 @common.post("/info")
-def post_info(ctx: Ctx) -> Response:
-    ctx.datatype.post_info(ctx)
-    return json_response(instance_json(ctx))
+def post_info(data: AnyData) -> Response:
+    data.post_info()
+    return json_response(data.instance_json())
 
 
 @common.get("/tags")
-def get_tags(ctx: Ctx) -> Response:
-    return json_response({"Tags": ctx.instance.tags or None})
+def get_tags(data: AnyData) -> Response:
+    return json_response({"Tags": data.instance.tags or None})
 
 
 @common.post("/tags")
 def post_tags(
     body: JsonBody,
-    ctx: Ctx,
+    data: AnyData,
     replace: bool = False,
 ) -> Response:
     tags = json_object(body, "tags")
@@ -103,16 +65,33 @@ def post_tags(
         raise DVIDError("tag values must be strings")
 
     def edit(repo: Repo) -> None:
-        inst = repo.instance(ctx.instance.name)
+        inst = repo.instance(data.name)
         inst.tags = dict(tags) if replace else {**inst.tags, **tags}
         repo.touch()
 
-    ctx.services.catalog.update(ctx.repo.root, edit)
+    data.services.catalog.update(data.repo.root, edit)
     return Response()
 
 
+def keyword_of(scope: Scope) -> str:
+    """The first path segment after ``/api/node/{uuid}/{dataname}``."""
+    return scope["path"][len(scope.get("root_path", "")) :].strip("/").split("/")[0]
+
+
+def writes_versioned_data(data: Data, method: str, keyword: str) -> bool:
+    """Whether the request changes the instance's versioned data, and so needs an open
+    node: the datatype's mutations, except metadata keywords (``tags``)."""
+    return (
+        data.instance.versioned
+        and data.is_mutation(method, keyword)
+        and keyword not in data.unversioned_keywords
+    )
+
+
 class InstanceDispatcher:
-    """ASGI app mounted at ``/api/node/{uuid}/{dataname}``."""
+    """ASGI app mounted at ``/api/node/{uuid}/{dataname}``: binds the instance at the
+    version once (an object of its datatype's class, left in the request scope for the
+    routes' typed dependencies), then hands the request to its datatype's routes."""
 
     def __init__(self, build_app: Callable[[APIRouter], FastAPI]) -> None:
         self.apps: dict[str, FastAPI] = {}
@@ -128,18 +107,13 @@ class InstanceDispatcher:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         services: Services = scope["app"].state.services
         params = scope["path_params"]
-        keyword = scope["path"][len(scope.get("root_path", "")) :].strip("/").split("/")[0]
         try:
-            ctx = await anyio.to_thread.run_sync(
-                _resolve, services, params["uuid"], params["dataname"]
+            data = await anyio.to_thread.run_sync(
+                resolve, services, params["uuid"], params["dataname"]
             )
-            writes = (
-                scope["method"] in WRITE_METHODS
-                and keyword not in ctx.datatype.unversioned_keywords
-                and ctx.instance.versioned
-            )
+            writes = writes_versioned_data(data, scope["method"], keyword_of(scope))
             if writes:
-                ctx.require_writable()
+                data.require_writable()
         except DVIDError as e:
             await error_response(e, scope["path"])(scope, receive, send)
             return
@@ -147,18 +121,16 @@ class InstanceDispatcher:
             await unavailable_response(e, scope["path"])(scope, receive, send)
             return
         if not writes:
-            scope["dvid.context"] = ctx
-            await self.apps[ctx.instance.typename](scope, receive, send)
+            scope[SCOPE_KEY] = data
+            await self.apps[data.typename](scope, receive, send)
             return
-        await self._write(ctx, scope, receive, send)
+        await self._write(data, scope, receive, send)
 
-    async def _write(
-        self, ctx: InstanceContext, scope: Scope, receive: Receive, send: Send
-    ) -> None:
+    async def _write(self, data: Data, scope: Scope, receive: Receive, send: Send) -> None:
         """A write to an open node, announced to commits by an in-flight marker and
         admitted only if the node is still open once the marker is in place."""
-        services = ctx.services
-        marker = services.inflight.writing(ctx.node.uuid)
+        services = data.services
+        marker = services.inflight.writing(data.node.uuid)
         try:
             await anyio.to_thread.run_sync(marker.__enter__)
         except StoreUnavailable as e:
@@ -167,7 +139,7 @@ class InstanceDispatcher:
         try:
             try:
                 fresh = await anyio.to_thread.run_sync(
-                    _resolve, services, ctx.node.uuid, ctx.instance.name
+                    resolve, services, data.node.uuid, data.name
                 )
                 fresh.require_writable()
             except DVIDError as e:
@@ -176,15 +148,16 @@ class InstanceDispatcher:
             except StoreUnavailable as e:
                 await unavailable_response(e, scope["path"])(scope, receive, send)
                 return
-            scope["dvid.context"] = fresh
-            await self.apps[fresh.instance.typename](scope, receive, send)
+            scope[SCOPE_KEY] = fresh
+            await self.apps[fresh.typename](scope, receive, send)
         finally:
             await anyio.to_thread.run_sync(marker.__exit__, None, None, None)
 
 
-def _resolve(services: Services, ref: str, dataname: str) -> InstanceContext:
+def resolve(services: Services, ref: str, dataname: str) -> Data:
+    """The instance ``dataname`` at the version ``ref`` names, bound."""
     repo, node = services.catalog.resolve(ref)
-    return make_context(services, repo, node.uuid, repo.instance(dataname))
+    return bind(services, repo, node.uuid, repo.instance(dataname))
 
 
 def error_response(error: DVIDError, path: str) -> Response:

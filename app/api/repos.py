@@ -6,9 +6,8 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from app.api.common import JsonBody, Svc, json_object, json_response, string_field, string_list
-from app.api.instances import instance_json, make_context
 from app.dag import MASTER, Node, node_dag_json
-from app.datatypes import get
+from app.datatypes import bind, get
 from app.datatypes.base import parse_bool, parse_compression
 from app.errors import BadRequest
 from app.repo import Instance, Repo, check_uuid, new_repo, new_uuid, stamp
@@ -30,7 +29,7 @@ def repo_json(svc: Services, repo: Repo) -> dict:
         "Log": repo.log,
         "Properties": repo.properties,
         "DataInstances": {
-            name: instance_json(make_context(svc, repo, leaf.uuid, inst))
+            name: bind(svc, repo, leaf.uuid, inst).instance_json()
             for name, inst in repo.instances.items()
         },
         "DAG": node_dag_json(repo.dag),
@@ -181,7 +180,7 @@ def _parse_tags(text: str) -> dict[str, str]:
 def delete_instance(uuid: str, dataname: str, svc: Svc, imsure: bool = False) -> Response:
     if not imsure:
         raise BadRequest("deleting an instance needs the query string 'imsure=true'")
-    repo, _ = svc.catalog.resolve(uuid)
+    repo, node = svc.catalog.resolve(uuid)
 
     def edit(repo: Repo) -> Instance:
         inst = repo.instance(dataname)
@@ -190,7 +189,7 @@ def delete_instance(uuid: str, dataname: str, svc: Svc, imsure: bool = False) ->
         return inst
 
     removed = svc.catalog.update(repo.root, edit)
-    get(removed.typename).drop(svc, removed)
+    bind(svc, repo, node.uuid, removed).drop()
     return json_response({"result": f"Deleted data instance {dataname!r} from repo {repo.root}"})
 
 
@@ -238,8 +237,8 @@ def resolve(uuid: str, body: JsonBody, svc: Svc) -> Response:
     nodes = [repo.dag.node(p) for p in parents]
     doomed: dict[str, dict[str, list[str]]] = {}  # parent -> instance -> keys
     for name in names:
-        inst = repo.instance(name)
-        for parent, keys in get(inst.typename).conflicts(svc, repo, inst, nodes).items():
+        data = bind(svc, repo, repo.dag.root.uuid, repo.instance(name))
+        for parent, keys in data.conflicts(nodes).items():
             doomed.setdefault(parent, {})[name] = keys
     final = [
         _tombstone_child(svc, repo.root, parent, doomed[parent]) if parent in doomed else parent
@@ -258,7 +257,6 @@ def _tombstone_child(svc: Services, root: str, parent: str, doomed: dict[str, li
     child = create_child(svc, root, [parent], rule, note=RESOLVE_NOTE)
     repo = svc.catalog.repo(root)
     for name, keys in doomed.items():
-        ctx = make_context(svc, repo, child.uuid, repo.instances[name])
-        ctx.datatype.tombstone(ctx, keys)
+        bind(svc, repo, child.uuid, repo.instances[name]).tombstone(keys)
     commit(svc, root, child.uuid, RESOLVE_NOTE, [])
     return child.uuid

@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from app import __version__
 from app.api.common import Svc, json_response
 from app.datatypes import get, load_all
+from app.datatypes.base import data_root
 
 router = APIRouter(prefix="/api", tags=["server"])
 
@@ -104,13 +105,13 @@ def server_info(svc: Svc) -> Response:
 
 @router.get("/server/compiled-types")
 def compiled_types() -> Response:
-    return json_response({name: dt.url for name, dt in sorted(load_all().items())})
+    return json_response({name: dt.type_url() for name, dt in sorted(load_all().items())})
 
 
 @router.get("/server/types")
 def used_types(svc: Svc) -> Response:
     used = {inst.typename for repo in svc.catalog.repos() for inst in repo.instances.values()}
-    return json_response({name: get(name).url for name in sorted(used)})
+    return json_response({name: get(name).type_url() for name in sorted(used)})
 
 
 @router.get("/load")
@@ -145,7 +146,7 @@ def storage(svc: Svc) -> Response:
     for repo in svc.catalog.repos():
         instances[repo.root] = {}
         for name, inst in repo.instances.items():
-            size = svc.store(inst.store).size_of_prefix(f"data/{inst.data_uuid}/")
+            size = svc.store(inst.store).size_of_prefix(f"{data_root(inst)}/")
             per_store[inst.store] += size
             instances[repo.root][name] = {
                 "typename": inst.typename,

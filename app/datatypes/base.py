@@ -1,26 +1,37 @@
-"""What a datatype is: its name, settings, routes, help text and storage hooks.
+"""What a datatype is: one :class:`Data` subclass per datatype.
 
-Each datatype is a package under ``app/datatypes/`` that defines one :class:`DataType`
-subclass and registers it with :func:`app.datatypes.register`. The server dispatches
-``/api/node/{uuid}/{dataname}/...`` to the routes of the instance's datatype; nothing
-else in the server knows what any datatype stores.
+An object of the class is an instance bound to a version, as DVID's ``Data`` with its
+``VersionedCtx``: the dispatcher resolves ``/api/node/{uuid}/{dataname}`` once into e.g.
+``Labelmap(services, repo, node, instance)``, which knows its store, the node its data is
+read and written at and whether that node can still change; handlers call its methods.
+What belongs to the type rather than to an instance (name, help text, routes, settings
+parsing, which requests mutate) are class variables and classmethods of the same class.
+
+Each datatype is a package under ``app/datatypes/`` that registers its class(es) with
+:func:`app.datatypes.register`; nothing else in the server knows what any datatype stores.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from app.dag import Node
-from app.errors import BadRequest
+from app.context import VersionContext
+from app.dag import Node, VersionDAG
+from app.errors import BadRequest, LockedNode
 from app.repo import Instance, Repo
+from app.storage.journal import Journal, Transaction
+from backends import ObjectStore
 
 if TYPE_CHECKING:
-    from app.context import InstanceContext
     from app.services import Services
 
 TYPE_URL_BASE = "github.com/janelia-flyem/dvid/datatype/"
+#: The request-scope key under which the dispatcher leaves the bound instance.
+SCOPE_KEY = "dvid.data"
+WRITE_METHODS = frozenset({"POST", "PUT", "DELETE"})
 
 #: DVID's storage compression settings and how ``Base.Compression`` spells them.
 COMPRESSION_NAMES = {
@@ -61,56 +72,174 @@ def parse_compression(value: str) -> str:
     return fmt
 
 
-class DataType:
-    """Base class of every datatype; subclasses set the class variables and add routes."""
+def data_root(instance: Instance) -> str:
+    """Where an instance keeps everything it stores: ``data/<DataUUID>`` (no slash)."""
+    return f"data/{instance.data_uuid}"
 
-    name: ClassVar[str]
-    version: ClassVar[str] = "0.1"
+
+class Data:
+    """An instance of a datatype at one version. Subclasses set the class variables and
+    add routes and storage."""
+
+    typename: ClassVar[str]
+    type_version: ClassVar[str] = "0.1"
     help_text: ClassVar[str] = ""
     default_compression: ClassVar[str] = "lz4"
     #: Keywords whose POSTs change instance metadata rather than versioned data, and so
     #: are allowed at locked nodes.
     unversioned_keywords: ClassVar[frozenset[str]] = frozenset({"tags"})
+    #: Keywords whose POSTs only read (DVID's ``IsMutationRequest`` answers false).
+    read_posts: ClassVar[frozenset[str]] = frozenset()
+    #: Keywords whose POSTs DVID reserves to admins.
+    admin_posts: ClassVar[frozenset[str]] = frozenset()
+    #: Typenames whose instances this type may subscribe to (``POST .../sync``).
+    accepts_syncs_from: ClassVar[frozenset[str]] = frozenset()
 
-    @property
-    def url(self) -> str:
-        return TYPE_URL_BASE + self.name
+    def __init__(self, services: Services, repo: Repo, node: Node, instance: Instance) -> None:
+        self.services = services
+        self.repo = repo
+        #: The node the request named.
+        self.node = node
+        self.instance = instance
+        self.store: ObjectStore = services.store(instance.store)
+        #: The node data is read and written at: unversioned instances use the root.
+        self.version: Node = node if instance.versioned else repo.dag.root
+        #: Whether the data at :attr:`version` can still change.
+        self.mutable = not instance.versioned or not node.locked
+        self.at = VersionContext(repo.dag, self.version, self.mutable)
 
-    def routes(self) -> APIRouter:
+    # --- the type --------------------------------------------------------------------------
+
+    @classmethod
+    def type_url(cls) -> str:
+        return TYPE_URL_BASE + cls.typename
+
+    @classmethod
+    def routes(cls) -> APIRouter:
         """Routes relative to ``/api/node/{uuid}/{dataname}``."""
         return APIRouter()
 
-    def parse_settings(self, config: dict[str, str]) -> dict:
+    @classmethod
+    def parse_settings(cls, config: dict[str, str]) -> dict:
         """Type-specific settings from the creation body (lower-cased keys); 400 if bad."""
         return {}
 
-    def extended_json(self, ctx: InstanceContext) -> dict:
+    @classmethod
+    def check_compression(cls, compression: str) -> None:
+        """Refuse (400) a storage compression this type cannot use."""
+
+    @classmethod
+    def is_mutation(cls, method: str, keyword: str) -> bool:
+        """Whether ``method`` on ``keyword`` changes data (DVID's ``IsMutationRequest``):
+        every POST, PUT and DELETE except the POSTs the type declares reads."""
+        if method == "POST" and keyword in cls.read_posts:
+            return False
+        return method in WRITE_METHODS
+
+    @classmethod
+    def needs_admin(cls, method: str, keyword: str) -> bool:
+        """Whether ``method`` on ``keyword`` is reserved to admins of the repo."""
+        return method == "POST" and keyword in cls.admin_posts
+
+    # --- this instance ---------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.instance.name
+
+    @property
+    def dag(self) -> VersionDAG:
+        return self.repo.dag
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.instance.settings
+
+    @property
+    def root(self) -> str:
+        """The prefix of every object this instance stores."""
+        return data_root(self.instance)
+
+    def sibling(self, instance: Instance) -> Self:
+        """Another instance of this type in the same repo, at the same node."""
+        return type(self)(self.services, self.repo, self.node, instance)
+
+    def journal(self) -> Journal:
+        """The transactions of this instance at :attr:`version`."""
+        return Journal(self.store, self.instance.data_uuid, self.version.uuid)
+
+    def apply_events(
+        self, txn: Transaction, source: Instance, events: list[dict[str, Any]]
+    ) -> None:
+        """Apply events ``source`` logged (this instance subscribes to it) within ``txn``."""
+        raise BadRequest(f"datatype {self.typename} does not apply synced events")
+
+    def require_writable(self) -> None:
+        if not self.mutable:
+            raise LockedNode(
+                f"node {self.node.uuid} is locked (committed): writes to "
+                f"{self.instance.name!r} must go to an open node"
+            )
+
+    def instance_json(self) -> dict:
+        """DVID's instance JSON: ``{"Base": {...}, "Extended": {...}}``."""
+        inst = self.instance
+        base = {
+            "TypeName": inst.typename,
+            "TypeURL": self.type_url(),
+            "TypeVersion": self.type_version,
+            "DataUUID": inst.data_uuid,
+            "Name": inst.name,
+            "RepoUUID": inst.repo_uuid,
+            "Compression": compression_json(inst.compression),
+            "Checksum": CHECKSUM_NAMES[inst.checksum],
+            "Syncs": list(inst.syncs),
+            "Versioned": inst.versioned,
+            "KVStore": self.store.description,
+            "LogStore": self.store.description,
+            "Tags": dict(inst.tags) or None,
+        }
+        return {"Base": base, "Extended": self.extended_json(), **self.extra_json()}
+
+    def extended_json(self) -> dict:
         """``Extended`` of the instance JSON."""
         return {}
 
-    def check_compression(self, compression: str) -> None:
-        """Refuse (400) a storage compression this type cannot use."""
-
-    def post_info(self, ctx: InstanceContext) -> None:
-        """``POST /info``: DVID answers most types with their info; a type may refuse."""
-
-    def extra_json(self, ctx: InstanceContext) -> dict:
+    def extra_json(self) -> dict:
         """Top-level keys of the instance JSON beyond ``Base`` and ``Extended``."""
         return {}
 
-    def seal(self, services: Services, instance: Instance, node_uuid: str) -> None:
-        """The node was committed: persist whatever makes its data cheap to read later."""
+    def post_info(self) -> None:
+        """``POST /info``: DVID answers most types with their info; a type may refuse."""
 
-    def conflicts(
-        self, services: Services, repo: Repo, instance: Instance, parents: list[Node]
-    ) -> dict[str, list[str]]:
+    def seal(self) -> None:
+        """:attr:`node` was committed: persist whatever makes its data cheap to read later."""
+
+    def conflicts(self, parents: list[Node]) -> dict[str, list[str]]:
         """For ``resolve``: per lower-priority parent UUID, the keys it must give up."""
-        raise BadRequest(f"datatype {self.name} cannot resolve merge conflicts")
+        raise BadRequest(f"datatype {self.typename} cannot resolve merge conflicts")
 
-    def tombstone(self, ctx: InstanceContext, keys: list[str]) -> None:
-        """Delete ``keys`` at ``ctx.node`` (used by resolve)."""
-        raise BadRequest(f"datatype {self.name} cannot resolve merge conflicts")
+    def tombstone(self, keys: list[str]) -> None:
+        """Delete ``keys`` at :attr:`version` (used by resolve)."""
+        raise BadRequest(f"datatype {self.typename} cannot resolve merge conflicts")
 
-    def drop(self, services: Services, instance: Instance) -> None:
-        """Remove all stored data of a deleted instance."""
-        services.store(instance.store).delete_prefix(f"data/{instance.data_uuid}/")
+    def drop(self) -> None:
+        """Remove all stored data of the (deleted) instance."""
+        self.store.delete_prefix(f"{self.root}/")
+
+
+D = TypeVar("D", bound=Data)
+
+
+def bound(cls: type[D]) -> Callable[[Request], D]:
+    """A FastAPI dependency: the ``cls`` the dispatcher bound for this request, e.g.
+    ``LabelmapData = Annotated[Labelmap, Depends(bound(Labelmap))]``."""
+
+    def dependency(request: Request) -> D:
+        data = request.scope.get(SCOPE_KEY)
+        if not isinstance(data, cls):
+            raise TypeError(f"the request is bound to {type(data).__name__}, not {cls.__name__}")
+        return data
+
+    dependency.__name__ = f"bound_{cls.__name__}"
+    return dependency

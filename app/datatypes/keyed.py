@@ -2,38 +2,41 @@
 
 from __future__ import annotations
 
-from app.context import InstanceContext
+from collections.abc import Iterable
+
 from app.dag import Node
-from app.datatypes.base import DataType
+from app.datatypes.base import Data
 from app.storage.keyed import KeyView, VersionedKeys, decode_key
-from app.repo import Instance, Repo
-from app.services import Services
 
 
-class KeyedDataType(DataType):
-    """A datatype storing its data through :class:`VersionedKeys`."""
+class KeyedData(Data):
+    """An instance storing its data through :class:`VersionedKeys`."""
 
-    def keys(self, services: Services, instance: Instance) -> VersionedKeys:
+    def keys(self) -> VersionedKeys:
         return VersionedKeys(
-            services.store(instance.store),
-            f"data/{instance.data_uuid}",
-            services.index_cache,
-            services.value_cache,
+            self.store, self.root, self.services.index_cache, self.services.value_cache
         )
 
-    def view(self, ctx: InstanceContext) -> KeyView:
-        """What a read at the request's node sees."""
-        return self.keys(ctx.services, ctx.instance).at(ctx.repo.dag, ctx.version, ctx.mutable)
+    def view(self) -> KeyView:
+        """What a read at the bound version sees."""
+        return self.at.view(self.keys())
 
-    def seal(self, services: Services, instance: Instance, node_uuid: str) -> None:
-        self.keys(services, instance).seal(node_uuid)
+    def write(self, key: str, value: bytes) -> None:
+        self.keys().write(self.version.uuid, key, value)
 
-    def conflicts(
-        self, services: Services, repo: Repo, instance: Instance, parents: list[Node]
-    ) -> dict[str, list[str]]:
-        keys = self.keys(services, instance)
-        views = [keys.at(repo.dag, parent, mutable=False) for parent in parents]
-        candidates = set().union(*(view.candidate_keys() for view in views))
+    def write_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+        self.keys().write_many(self.version.uuid, items)
+
+    def delete(self, key: str) -> None:
+        self.keys().delete(self.version.uuid, key)
+
+    def seal(self) -> None:
+        self.keys().seal(self.node.uuid)
+
+    def conflicts(self, parents: list[Node]) -> dict[str, list[str]]:
+        keys = self.keys()
+        views = [keys.at(self.dag, parent, mutable=False) for parent in parents]
+        candidates: set[str] = set().union(*(view.candidate_keys() for view in views))
         doomed: dict[str, list[str]] = {}
         for hexkey in sorted(candidates):
             first = None
@@ -47,7 +50,6 @@ class KeyedDataType(DataType):
                     doomed.setdefault(parent.uuid, []).append(decode_key(hexkey))
         return doomed
 
-    def tombstone(self, ctx: InstanceContext, keys: list[str]) -> None:
-        store = self.keys(ctx.services, ctx.instance)
+    def tombstone(self, keys: list[str]) -> None:
         for key in keys:
-            store.delete(ctx.version.uuid, key)
+            self.delete(key)

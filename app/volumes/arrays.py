@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
-from app.blocks.geometry import COORD_LIMIT, BlockGrid, Box, Vec, pack, unpack
-from app.blocks.ownership import ChunkOwnership
-from app.dag import Node, VersionDAG
+from app.volumes import keys
+from app.volumes.geometry import COORD_LIMIT, BlockGrid, Box, Vec, pack, unpack
+from app.volumes.ownership import ChunkOwnership
 from backends import ObjectStore
 
 #: Storage compression setting -> zarr v3 codecs after "bytes".
@@ -122,7 +122,8 @@ def _zyx(box: Box) -> tuple[slice, slice, slice]:
 
 
 class VersionedVolume:
-    """One instance's voxels at one scale, copy-on-write per version node."""
+    """One instance's voxels at one scale, copy-on-write per version node, as seen from
+    the version it is bound to."""
 
     def __init__(
         self,
@@ -137,47 +138,49 @@ class VersionedVolume:
         self.spec = spec
         self.grid = spec.grid
         self.ownership = ownership
+        self.at = ownership.at
         self.arrays = arrays
 
     def _array(self, node_uuid: str, create: bool = False) -> ts.TensorStore:
-        kvstore = self.store.tensorstore_kvstore(f"{self.base}/{node_uuid}/")
+        kvstore = self.store.tensorstore_kvstore(keys.node_array(self.base, node_uuid))
         return self.arrays.open(kvstore, self.spec, create, self.store.tensorstore_context())
 
-    def owners(self, dag: VersionDAG, node: Node, mutable: bool, box: Box) -> dict[int, np.ndarray]:
-        """Chunk ids covering ``box`` grouped by the version holding them."""
-        return self.ownership.owners(dag, node, mutable, pack(self.grid.blocks(box)))
+    def _owner_array(self, version: int) -> ts.TensorStore:
+        return self._array(self.at.owner(version).uuid)
 
-    def read(self, dag: VersionDAG, node: Node, mutable: bool, box: Box) -> np.ndarray:
-        """The voxels of ``box`` (ZYX array) as seen at ``node``."""
-        owners = self.owners(dag, node, mutable, box)
+    def owners(self, box: Box) -> dict[int, np.ndarray]:
+        """Chunk ids covering ``box`` grouped by the version holding them."""
+        return self.ownership.owners(pack(self.grid.blocks(box)))
+
+    def read(self, box: Box) -> np.ndarray:
+        """The voxels of ``box`` (ZYX array) as seen at the bound version."""
+        owners = self.owners(box)
         total = sum(len(ids) for ids in owners.values())
         nblocks = int(np.prod([h - a for a, h in zip(*self.grid.block_range(box), strict=True)]))
         if len(owners) == 1 and total == nblocks:
             # One version holds every chunk: tensorstore's own buffer is the answer.
             (version,) = owners
-            return self._array(dag.by_id[version].uuid)[_zyx(box)].read().result()
+            return self._owner_array(version)[_zyx(box)].read().result()
         out = np.full(box.shape_zyx, self.spec.background, dtype=self.spec.dtype)
         if not owners:
             return out
         pending = []
         with ts.Batch() as batch:
             for version, ids in owners.items():
-                array = self._array(dag.by_id[version].uuid)
+                array = self._owner_array(version)
                 for block in unpack(ids):
-                    part = self.grid.block_box(tuple(block)).intersect(box)  # type: ignore[arg-type]
+                    part = self.grid.block_box(_vec(block)).intersect(box)
                     if part is not None:
                         pending.append((part, array[_zyx(part)].read(batch=batch)))
         for part, future in pending:
             out[part.slices_in(box)] = future.result()
         return out
 
-    def read_blocks(
-        self, dag: VersionDAG, node: Node, mutable: bool, blocks: np.ndarray
-    ) -> list[tuple[Vec, np.ndarray]]:
+    def read_blocks(self, blocks: np.ndarray) -> list[tuple[Vec, np.ndarray]]:
         """Existing blocks among ``blocks`` (n, 3), each as (coordinate, ZYX voxels), in
         the order given; blocks no version wrote are left out."""
         ids = pack(blocks)
-        owners = self.ownership.owners(dag, node, mutable, ids)
+        owners = self.ownership.owners(ids)
         owner_of = {int(i): v for v, owned in owners.items() for i in owned}
         pending = []
         with ts.Batch() as batch:
@@ -185,26 +188,30 @@ class VersionedVolume:
                 version = owner_of.get(int(chunk))
                 if version is None:
                     continue
-                coord = (int(block[0]), int(block[1]), int(block[2]))
-                array = self._array(dag.by_id[version].uuid)
+                coord = _vec(block)
+                array = self._owner_array(version)
                 pending.append((coord, array[_zyx(self.grid.block_box(coord))].read(batch=batch)))
         return [(coord, future.result()) for coord, future in pending]
 
-    def write(self, dag: VersionDAG, node: Node, box: Box, data: np.ndarray) -> None:
-        """Write ``data`` (ZYX, shaped like ``box``) at the open ``node``."""
+    def write(self, box: Box, data: np.ndarray) -> None:
+        """Write ``data`` (ZYX, shaped like ``box``) at the bound (open) version."""
         aligned = self.grid.aligned(box)
         if aligned != box:
-            merged = self.read(dag, node, True, aligned)
+            merged = self.read(aligned)
             merged[box.slices_in(aligned)] = data
             data = merged
-        self._array(node.uuid, create=True)[_zyx(aligned)].write(data).result()
-        self.ownership.add(node.uuid, pack(self.grid.blocks(aligned)))
+        self._array(self.at.node.uuid, create=True)[_zyx(aligned)].write(data).result()
+        self.ownership.add(pack(self.grid.blocks(aligned)))
 
-    def write_blocks(self, node: Node, blocks: list[tuple[Vec, np.ndarray]]) -> None:
-        """Write whole blocks at the open ``node``."""
-        array = self._array(node.uuid, create=True)
+    def write_blocks(self, blocks: list[tuple[Vec, np.ndarray]]) -> None:
+        """Write whole blocks at the bound (open) version."""
+        array = self._array(self.at.node.uuid, create=True)
         futures = [array[_zyx(self.grid.block_box(c))].write(v) for c, v in blocks]
         for future in futures:
             future.result()
         coords = np.array([c for c, _ in blocks], dtype=np.int64).reshape(-1, 3)
-        self.ownership.add(node.uuid, pack(coords))
+        self.ownership.add(pack(coords))
+
+
+def _vec(block: np.ndarray) -> Vec:
+    return int(block[0]), int(block[1]), int(block[2])

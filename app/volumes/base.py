@@ -1,21 +1,33 @@
 """The shared base of volume datatypes (imageblk family, labelmap): DVID's volume
-settings, one versioned chunk array per scale, per-version extents, and the ``Extended``
-JSON neuroglancer reads."""
+settings, one versioned chunk array per scale, per-version extents, the ``Extended`` JSON
+neuroglancer reads, and how the volume shows as a neuroglancer precomputed volume."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from fastapi import APIRouter
 
-from app.blocks.geometry import Box
-from app.blocks.ownership import ChunkOwnership
-from app.blocks.volume import VersionedVolume, VolumeSpec, codecs_for
-from app.context import InstanceContext
-from app.datatypes.base import DataType
+from app.datatypes.base import Data
 from app.errors import BadRequest
 from app.storage.keyed import VersionedKeys
-from app.repo import Instance
-from app.services import Services
+from app.volumes import images, keys
+from app.volumes.arrays import VersionedVolume, VolumeSpec, codecs_for
+from app.volumes.geometry import Box, Vec
+from app.volumes.ownership import ChunkOwnership
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a volume's voxels show as precomputed: ``type``, ``data_type``, channels and
+    chunk encoding."""
+
+    type: str
+    data_type: str
+    num_channels: int
+    encoding: str
 
 
 def _floats(value: str, name: str) -> list[float]:
@@ -42,31 +54,34 @@ def _ints(value: str, name: str, positive: bool = False) -> list[int]:
     return parts
 
 
-class VolumeType(DataType):
-    """A datatype whose voxels live in versioned chunk arrays, one per scale."""
+class VolumeData(Data):
+    """An instance whose voxels live in versioned chunk arrays, one per scale."""
 
     #: Voxel type as stored (little-endian).
-    dtype: np.dtype
+    dtype: ClassVar[np.dtype]
     #: ``Extended.Values``.
-    values: list[dict[str, str]]
-    default_block_size = "32,32,32"
-    interpolable = True
+    values: ClassVar[list[dict[str, str]]]
+    default_block_size: ClassVar[str] = "32,32,32"
+    interpolable: ClassVar[bool] = True
 
-    def routes(self) -> APIRouter:
+    @classmethod
+    def routes(cls) -> APIRouter:
         """The shared volume endpoints plus the type's own (:meth:`own_routes`)."""
-        from app.datatypes.volume_routes import router as shared
+        from app.volumes.routes import router as shared
 
         router = APIRouter()
         router.include_router(shared)
-        router.include_router(self.own_routes())
+        router.include_router(cls.own_routes())
         return router
 
-    def own_routes(self) -> APIRouter:
+    @classmethod
+    def own_routes(cls) -> APIRouter:
         raise NotImplementedError
 
-    def parse_volume_settings(self, config: dict[str, str]) -> dict:
+    @classmethod
+    def parse_volume_settings(cls, config: dict[str, str]) -> dict:
         """BlockSize, VoxelSize, VoxelUnits, MaxDownresLevel and initial extents."""
-        block_size = _ints(config.get("blocksize", self.default_block_size), "BlockSize", True)
+        block_size = _ints(config.get("blocksize", cls.default_block_size), "BlockSize", True)
         voxel_size = _floats(config.get("voxelsize", "8,8,8"), "VoxelSize")
         units = [u.strip() for u in config.get("voxelunits", "nanometers").split(",")]
         if len(units) == 1:
@@ -93,45 +108,55 @@ class VolumeType(DataType):
 
     # --- storage -------------------------------------------------------------------------
 
-    def spec(self, instance: Instance) -> VolumeSpec:
-        s = instance.settings
+    @property
+    def block_size(self) -> Vec:
+        bx, by, bz = self.settings["BlockSize"]
+        return int(bx), int(by), int(bz)
+
+    @property
+    def max_level(self) -> int:
+        """``MaxDownresLevel``: the lowest scale the instance keeps."""
+        return int(self.settings.get("MaxDownresLevel", 0) or 0)
+
+    def spec(self) -> VolumeSpec:
         return VolumeSpec(
-            self.dtype, tuple(s["BlockSize"]), s["Background"], codecs_for(instance.compression)
+            self.dtype,
+            self.block_size,
+            self.settings["Background"],
+            codecs_for(self.instance.compression),
         )
 
-    def volume(self, services: Services, instance: Instance, scale: int = 0) -> VersionedVolume:
-        """The chunk array of ``instance`` at ``scale``."""
-        store = services.store(instance.store)
-        base = f"data/{instance.data_uuid}/s{scale}"
-        return VersionedVolume(
-            store,
-            base,
-            self.spec(instance),
-            ChunkOwnership(store, base, services.bitmap_cache),
-            services.arrays,
-        )
+    def volume(self, scale: int = 0) -> VersionedVolume:
+        """The chunk array at ``scale``, as seen from the bound version."""
+        base = keys.chunk_array(self.root, scale)
+        ownership = ChunkOwnership(self.store, base, self.services.bitmap_cache, self.at)
+        return VersionedVolume(self.store, base, self.spec(), ownership, self.services.arrays)
 
-    def extents_store(self, services: Services, instance: Instance) -> VersionedKeys:
+    def write(self, box: Box, data: np.ndarray) -> None:
+        """Write ``data`` (ZYX, shaped like ``box``) at scale 0 and grow the extents: every
+        image voxel write goes through here."""
+        self.volume().write(box, data)
+        self.grow_extents(box)
+
+    def _extents_keys(self) -> VersionedKeys:
         return VersionedKeys(
-            services.store(instance.store),
-            f"data/{instance.data_uuid}/extents",
-            services.index_cache,
-            services.value_cache,
+            self.store,
+            keys.extents(self.root),
+            self.services.index_cache,
+            self.services.value_cache,
         )
 
-    def seal(self, services: Services, instance: Instance, node_uuid: str) -> None:
-        self.extents_store(services, instance).seal(node_uuid)
+    def seal(self) -> None:
+        self._extents_keys().seal(self.node.uuid)
 
     # --- extents -------------------------------------------------------------------------
 
-    def extents(self, ctx: InstanceContext) -> Box | None:
-        """The voxel bounding box of everything written at ``ctx``'s version (at a merge,
+    def extents(self) -> Box | None:
+        """The voxel bounding box of everything written at the bound version (at a merge,
         the union of what the parents saw)."""
-        view = self.extents_store(ctx.services, ctx.instance).at(
-            ctx.repo.dag, ctx.version, ctx.mutable
-        )
+        view = self.at.view(self._extents_keys())
         boxes = [_parse_extents(record) for record in view.values("extents")]
-        settings = ctx.instance.settings
+        settings = self.settings
         if not boxes and "MinPoint" in settings and "MaxPoint" in settings:
             boxes = [_bounds(settings["MinPoint"], settings["MaxPoint"])]
         if not boxes:
@@ -141,22 +166,20 @@ class VolumeType(DataType):
             union = union.union(box)
         return union
 
-    def set_extents(self, ctx: InstanceContext, box: Box) -> None:
+    def set_extents(self, box: Box) -> None:
         lo = ",".join(str(v) for v in box.offset)
         hi = ",".join(str(e - 1) for e in box.end)
-        self.extents_store(ctx.services, ctx.instance).write(
-            ctx.version.uuid, "extents", f"{lo};{hi}".encode()
-        )
+        self._extents_keys().write(self.version.uuid, "extents", f"{lo};{hi}".encode())
 
-    def grow_extents(self, ctx: InstanceContext, box: Box) -> None:
-        current = self.extents(ctx)
+    def grow_extents(self, box: Box) -> None:
+        current = self.extents()
         grown = box if current is None else current.union(box)
         if grown != current:
-            self.set_extents(ctx, grown)
+            self.set_extents(grown)
 
-    def extended_json(self, ctx: InstanceContext) -> dict:
-        s = ctx.instance.settings
-        extents = self.extents(ctx)
+    def extended_json(self) -> dict:
+        s = self.settings
+        extents = self.extents()
         block = s["BlockSize"]
         min_point = list(extents.offset) if extents else None
         max_point = [e - 1 for e in extents.end] if extents else None
@@ -180,9 +203,31 @@ class VolumeType(DataType):
             "MaxDownresLevel": s.get("MaxDownresLevel", 0),
         }
 
-    def extra_json(self, ctx: InstanceContext) -> dict:
-        extended = self.extended_json(ctx)
+    def extra_json(self) -> dict:
+        extended = self.extended_json()
         return {"Extents": {"MinPoint": extended["MinPoint"], "MaxPoint": extended["MaxPoint"]}}
+
+    # --- as a neuroglancer precomputed volume (app.volumes.precomputed) -------------------
+
+    def precomputed_layout(self) -> Layout:
+        """The precomputed ``type``, ``data_type``, channels and chunk encoding."""
+        return Layout("image", self.dtype.name, 1, "raw")
+
+    def encode_precomputed(self, voxels: np.ndarray, encoding: str) -> bytes:
+        """One precomputed chunk of ZYX ``voxels`` read at :attr:`version`, in ``encoding``
+        (that of :meth:`precomputed_layout`)."""
+        if encoding == "jpeg":
+            return images.jpeg_volume(np.ascontiguousarray(voxels), images.DEFAULT_JPEG_QUALITY)
+        return np.ascontiguousarray(voxels, dtype=voxels.dtype.newbyteorder("<")).tobytes()
+
+    def pyramid_source(self, level: int) -> tuple[VolumeData, int] | None:
+        """Which instance and chunk-array scale hold ``level`` of the precomputed pyramid
+        (None: no such level). Here only level 0: the instance itself."""
+        return (self, 0) if level == 0 else None
+
+    def pyramid_missing(self, level: int) -> str:
+        """Why ``level`` is not in the pyramid (for the 400 answering a request of it)."""
+        return "levels are s0..s0"
 
 
 def _bounds(lo: list[int], hi_inclusive: list[int]) -> Box:
@@ -190,6 +235,6 @@ def _bounds(lo: list[int], hi_inclusive: list[int]) -> Box:
 
 
 def _parse_extents(record: bytes) -> Box:
-    """``x0,y0,z0;x1,y1,z1`` (inclusive) as stored by :meth:`ImageBlockType.set_extents`."""
+    """``x0,y0,z0;x1,y1,z1`` (inclusive) as stored by :meth:`VolumeData.set_extents`."""
     lo, hi = ([int(v) for v in part.split(",")] for part in record.decode().split(";"))
     return _bounds(lo, hi)

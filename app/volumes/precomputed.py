@@ -11,7 +11,9 @@ neuroglancer, CloudVolume, or TensorStore's ``neuroglancer_precomputed`` driver 
 kvstore with that ``base_url``). Any other file under ``precomputed/`` (``provenance``,
 ``transform.json``...) answers 404, which readers take as "absent".
 
-The ``info``: one scale per level, keys ``s0``, ``s1``...
+The ``info``: one scale per level, keys ``s0``, ``s1``... Which instances and scales make
+up the pyramid, the precomputed type and encoding, and how a chunk is encoded are the
+volume datatype's to say (:class:`app.volumes.base.VolumeData`); today:
 
 * labelmap: levels 0..``MaxDownresLevel`` of the instance, each with the scale-0 extents
   halved per level (rounded outward) and the voxel size doubled; ``type`` segmentation,
@@ -46,15 +48,13 @@ import gzip
 import re
 from dataclasses import dataclass
 
-import compressed_segmentation as _cseg
 import numpy as np
 
-from app.blocks.geometry import COORD_LIMIT, Box, Vec
 from app.cache import LRUCache
-from app.context import InstanceContext
-from app.datatypes import images
-from app.datatypes.volume_requests import bounded
 from app.errors import BadRequest, NotFound, TooLarge
+from app.volumes.base import VolumeData
+from app.volumes.geometry import COORD_LIMIT, Box, Vec
+from app.volumes.requests import bounded
 
 #: A chunk request may ask for at most this many voxels (or one block, if larger).
 MAX_CHUNK_VOXELS = 1 << 24
@@ -97,39 +97,17 @@ class Scale:
     chunk_size: Vec
 
 
-@dataclass(frozen=True)
-class Layout:
-    """How an instance's voxels are presented: precomputed type, data type, encoding."""
-
-    type: str
-    data_type: str
-    num_channels: int
-    encoding: str
-
-
-def layout(ctx: InstanceContext) -> Layout:
-    typename = ctx.instance.typename
-    if typename == "labelmap":
-        return Layout("segmentation", "uint64", 1, "compressed_segmentation")
-    if typename == "rgba8blk":
-        return Layout("image", "uint8", 4, "raw")
-    dtype = ctx.datatype.dtype.name
-    if typename == "uint8blk" and ctx.instance.compression.startswith("jpeg"):
-        return Layout("image", dtype, 1, "jpeg")
-    return Layout("image", dtype, 1, "raw")
-
-
-def _nanometers(ctx: InstanceContext, level: int = 0) -> list[float]:
-    s = ctx.instance.settings
+def _nanometers(data: VolumeData, scale: int = 0) -> list[float]:
+    s = data.settings
     units = s.get("VoxelUnits") or ["nanometers"] * 3
     return [
-        float(v) * 2**level * _NANOMETERS.get(str(u).strip().lower(), 1.0)
+        float(v) * 2**scale * _NANOMETERS.get(str(u).strip().lower(), 1.0)
         for v, u in zip(s["VoxelSize"], units, strict=True)
     ]
 
 
-def _chunk_size(ctx: InstanceContext, encoding: str) -> Vec:
-    bx, by, bz = ctx.instance.settings["BlockSize"]
+def _chunk_size(data: VolumeData, encoding: str) -> Vec:
+    bx, by, bz = data.block_size
     if encoding == "jpeg":
         # A jpeg chunk is one image nx wide and ny*nz high: keep it within JPEG's limit
         # (halving z keeps chunks whole fractions of blocks).
@@ -145,54 +123,42 @@ def _downscaled(box: Box, level: int) -> Box:
     return Box.from_bounds(lo, hi)  # type: ignore[arg-type]
 
 
-def scales(ctx: InstanceContext) -> list[Scale]:
-    """The precomputed scales of ``ctx``'s instance at its version (404 if it is empty)."""
-    from app.api.instances import make_context
-
-    extents = ctx.datatype.extents(ctx)
+def scales(data: VolumeData) -> list[Scale]:
+    """The precomputed scales of ``data`` at its version (404 if it is empty): level k is
+    the chunk-array scale and instance :meth:`VolumeData.pyramid_source` names, bounded by
+    that instance's extents halved per scale, with its voxel size doubled per scale."""
+    extents = data.extents()
     if extents is None:
         raise NotFound(
-            f"{ctx.instance.name!r} holds no voxels at version {ctx.node.uuid}: "
+            f"{data.name!r} holds no voxels at version {data.node.uuid}: "
             "nothing to serve as precomputed"
         )
-    encoding = layout(ctx).encoding
-    if ctx.instance.typename == "labelmap":
-        top = int(ctx.instance.settings.get("MaxDownresLevel", 0) or 0)
-        return [
-            Scale(
-                f"s{k}",
-                _downscaled(extents, k),
-                _nanometers(ctx, k),
-                _chunk_size(ctx, encoding),
-            )
-            for k in range(top + 1)
-        ]
-    found = [Scale("s0", extents, _nanometers(ctx), _chunk_size(ctx, encoding))]
-    base = ctx.instance
-    for k in range(1, 256):
-        inst = ctx.repo.instances.get(f"{base.name}_{k}")
-        if inst is None or inst.typename != base.typename:
+    encoding = data.precomputed_layout().encoding
+    found = []
+    for level in range(256):
+        source = data.pyramid_source(level)
+        if source is None:
             break
-        level_ctx = make_context(ctx.services, ctx.repo, ctx.node.uuid, inst)
-        level_extents = level_ctx.datatype.extents(level_ctx)
+        level_data, scale = source
+        level_extents = extents if level_data is data else level_data.extents()
         if level_extents is None:
             break
         found.append(
             Scale(
-                f"s{k}",
-                level_extents,
-                _nanometers(level_ctx),
-                _chunk_size(level_ctx, encoding),
+                f"s{level}",
+                _downscaled(level_extents, scale),
+                _nanometers(level_data, scale),
+                _chunk_size(level_data, encoding),
             )
         )
     return found
 
 
-def info(ctx: InstanceContext) -> dict:
-    """The precomputed ``info`` JSON of ``ctx``'s instance at its version."""
-    shape = layout(ctx)
+def info(data: VolumeData) -> dict:
+    """The precomputed ``info`` JSON of ``data`` at its version."""
+    shape = data.precomputed_layout()
     out_scales = []
-    for scale in scales(ctx):
+    for scale in scales(data):
         entry: dict = {
             "key": scale.key,
             "resolution": scale.resolution,
@@ -227,92 +193,53 @@ def parse_chunk_name(name: str) -> Box:
     return Box.from_bounds(lo, hi)  # type: ignore[arg-type]
 
 
-def _level(ctx: InstanceContext, key: str) -> tuple[InstanceContext, int]:
-    """The instance context and chunk-array scale behind scale ``key`` (400 if none).
-    Chunk reads need no extents, so this looks none up."""
-    from app.api.instances import make_context
-
+def _level(data: VolumeData, key: str) -> tuple[VolumeData, int]:
+    """The instance and chunk-array scale behind scale ``key`` (400 if none). Chunk reads
+    need no extents, so this looks none up."""
     match = _SCALE_KEY.match(key)
     if match is None:
         raise BadRequest(f"unknown scale key {key!r}: keys are s0, s1, ...")
     level = int(match.group(1))
-    if ctx.instance.typename == "labelmap":
-        top = int(ctx.instance.settings.get("MaxDownresLevel", 0) or 0)
-        if level > top:
-            raise BadRequest(f"scale {key!r} does not exist: levels are s0..s{top}")
-        return ctx, level
-    if level == 0:
-        return ctx, 0
-    inst = ctx.repo.instances.get(f"{ctx.instance.name}_{level}")
-    if inst is None or inst.typename != ctx.instance.typename:
-        raise BadRequest(
-            f"scale {key!r} does not exist: no {ctx.instance.typename} instance "
-            f"{ctx.instance.name}_{level}"
-        )
-    return make_context(ctx.services, ctx.repo, ctx.node.uuid, inst), 0
+    source = data.pyramid_source(level)
+    if source is None:
+        raise BadRequest(f"scale {key!r} does not exist: {data.pyramid_missing(level)}")
+    return source
 
 
-def encode_segmentation(volume: np.ndarray) -> bytes:
-    """compressed_segmentation (one channel, 8x8x8 blocks) of a ZYX uint64 volume of any
-    shape, as precomputed chunks hold it: partial encoding blocks at the chunk's far edges.
-    The package reads memory in the order its ``order`` names, so it gets the
-    Fortran-contiguous [x, y, z] view of the C-contiguous [z, y, x] data."""
-    xyz = np.asfortranarray(np.ascontiguousarray(volume, dtype=np.uint64).T)
-    if not xyz.flags.writeable:
-        xyz = xyz.copy(order="F")
-    return bytes(_cseg.compress(xyz, block_size=(8, 8, 8), order="F"))
-
-
-def _encode(ctx: InstanceContext, volume: np.ndarray, encoding: str) -> bytes:
-    if encoding == "compressed_segmentation":
-        from app.datatypes.labelmap.routes import _map
-
-        return encode_segmentation(_map(ctx, volume))
-    if encoding == "jpeg":
-        return images.jpeg_volume(np.ascontiguousarray(volume), images.DEFAULT_JPEG_QUALITY)
-    if ctx.instance.typename == "rgba8blk":
-        # [x, y, z, channel], x fastest: channel planes one after another.
-        nz, ny, nx = volume.shape
-        rgba = np.ascontiguousarray(volume).view(np.uint8).reshape(nz, ny, nx, 4)
-        return np.ascontiguousarray(np.moveaxis(rgba, 3, 0)).tobytes()
-    return np.ascontiguousarray(volume, dtype=volume.dtype.newbyteorder("<")).tobytes()
-
-
-def immutable(ctx: InstanceContext, ref: str) -> bool:
+def immutable(data: VolumeData, ref: str) -> bool:
     """Whether what ``ref`` names can never change: a locked version of a versioned
     instance, named by UUID (a branch reference such as ``:master`` moves)."""
-    return not ctx.mutable and ":" not in ref
+    return not data.mutable and ":" not in ref
 
 
 def chunk(
-    ctx: InstanceContext, ref: str, scale_key: str, name: str, gzip_ok: bool
+    data: VolumeData, ref: str, scale_key: str, name: str, gzip_ok: bool
 ) -> tuple[bytes, dict[str, str]]:
     """The body and headers of one chunk file."""
     box = parse_chunk_name(name)
-    level_ctx, level = _level(ctx, scale_key)
-    limit = max(MAX_CHUNK_VOXELS, int(np.prod(level_ctx.instance.settings["BlockSize"])))
+    level_data, scale = _level(data, scale_key)
+    limit = max(MAX_CHUNK_VOXELS, int(np.prod(level_data.block_size)))
     if box.voxels > limit:
         raise TooLarge(f"chunk of {box.voxels} voxels is over the {limit} voxel limit")
-    bounded(ctx, box)
-    encoding = layout(ctx).encoding
+    bounded(data, box)
+    encoding = data.precomputed_layout().encoding
     if encoding == "jpeg" and box.size[1] * box.size[2] > _JPEG_MAX_SIDE:
         raise BadRequest(f"a jpeg chunk is at most {_JPEG_MAX_SIDE} voxels in y times z")
     compress = gzip_ok and encoding != "jpeg"
     headers = {"Vary": "Accept-Encoding"}
     if compress:
         headers["Content-Encoding"] = "gzip"
-    keep = immutable(ctx, ref)
+    keep = immutable(data, ref)
     headers["Cache-Control"] = IMMUTABLE if keep else NO_CACHE
     key = ""
     if keep:
-        inst = level_ctx.instance
-        key = f"{inst.data_uuid}/{level_ctx.version.uuid}/{level}/{name}/{encoding}/{compress}"
+        inst = level_data.instance
+        key = f"{inst.data_uuid}/{level_data.version.uuid}/{scale}/{name}/{encoding}/{compress}"
         cached = _CHUNKS.get(key)
         if cached is not None:
             return cached, headers
-    volume = level_ctx.datatype.volume(level_ctx.services, level_ctx.instance, level)
-    voxels = volume.read(level_ctx.repo.dag, level_ctx.version, level_ctx.mutable, box)
-    body = _encode(level_ctx, voxels, encoding)
+    voxels = level_data.volume(scale).read(box)
+    body = level_data.encode_precomputed(voxels, encoding)
     if compress:
         body = gzip.compress(body, compresslevel=1, mtime=0)
     if keep:
@@ -320,5 +247,6 @@ def chunk(
     return body, headers
 
 
-def media_type(ctx: InstanceContext) -> str:
-    return "image/jpeg" if layout(ctx).encoding == "jpeg" else "application/octet-stream"
+def media_type(data: VolumeData) -> str:
+    jpeg = data.precomputed_layout().encoding == "jpeg"
+    return "image/jpeg" if jpeg else "application/octet-stream"

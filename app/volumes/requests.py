@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.blocks.geometry import Box, parse_point, parse_size
-from app.context import InstanceContext
+from app.datatypes.base import Data
 from app.errors import BadRequest, TooLarge
+from app.volumes.geometry import Box, parse_point, parse_size
 
 _PLANES = {"xy": (0, 1), "0_1": (0, 1), "xz": (0, 2), "0_2": (0, 2), "yz": (1, 2), "1_2": (1, 2)}
 _VOLUME = ("0_1_2", "vol")
@@ -22,17 +22,17 @@ def parse_dims(text: str) -> tuple[int, int] | None:
     raise BadRequest(f"bad shape {text!r}: use xy, xz, yz or 0_1_2")
 
 
-def bounded(ctx: InstanceContext, box: Box) -> Box:
+def bounded(data: Data, box: Box) -> Box:
     """``box``, if within the configured voxel limit (else 413) and the volume."""
-    limit = ctx.services.settings.max_voxels
+    limit = data.services.settings.max_voxels
     if box.voxels > limit:
         raise TooLarge(f"{box.voxels} voxels requested; at most {limit} per request")
     return box.check_inside()
 
 
-def volume_box(ctx: InstanceContext, size: str, offset: str) -> Box:
+def volume_box(data: Data, size: str, offset: str) -> Box:
     """A bounded 3-D box from ``nx_ny_nz`` and ``x_y_z`` path segments."""
-    return bounded(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+    return bounded(data, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
 
 
 def plane_box(axes: tuple[int, int], size: str, offset: str) -> Box:

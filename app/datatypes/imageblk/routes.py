@@ -3,50 +3,52 @@
 from __future__ import annotations
 
 import struct
+from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from PIL import Image
 
 from app.api.common import RawBody, flag, json_response
-from app.api.instances import Ctx
-from app.blocks.geometry import Box, parse_point, parse_size
-from app.context import InstanceContext
-from app.datatypes import images
+from app.datatypes.base import bound
+from app.datatypes.imageblk import ImageBlock
 from app.datatypes.imageblk.pyramid import build_pyramid
-from app.datatypes.volume_requests import (
+from app.errors import BadRequest, TooLarge
+from app.volumes import images
+from app.volumes.geometry import Box, parse_point, parse_size
+from app.volumes.requests import (
     array_bytes,
     bounded,
     parse_dims,
     plane_box,
     plane_of,
 )
-from app.errors import BadRequest, TooLarge
 
 router = APIRouter()
 
-
-def _read(ctx: InstanceContext, box: Box) -> np.ndarray:
-    dt = ctx.datatype
-    return dt.volume(ctx.services, ctx.instance).read(ctx.repo.dag, ctx.version, ctx.mutable, box)
+ImageData = Annotated[ImageBlock, Depends(bound(ImageBlock))]
 
 
-def _image_response(ctx: InstanceContext, plane: np.ndarray, fmt: str | None) -> Response:
+def _read(data: ImageBlock, box: Box) -> np.ndarray:
+    return data.volume().read(box)
+
+
+def _image_response(data: ImageBlock, plane: np.ndarray, fmt: str | None) -> Response:
     name, quality = images.parse_format(fmt, "png")
     if name == "raw":
         return Response(plane.tobytes(), media_type="application/octet-stream")
-    body = images.encode(plane, name, quality, ctx.instance.typename)
+    body = images.encode(plane, name, quality, data.typename)
     return Response(body, media_type=images.MEDIA_TYPES[name])
 
 
 def _get_voxels(
-    ctx: InstanceContext, dims: str, size: str, offset: str, fmt: str | None, iso: bool
+    data: ImageBlock, dims: str, size: str, offset: str, fmt: str | None, iso: bool
 ) -> Response:
     axes = parse_dims(dims)
     if axes is None:
-        box = bounded(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
-        volume = _read(ctx, box)
+        box = bounded(data, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+        volume = _read(data, box)
         if fmt is None or fmt.lower() in ("", "raw", "octet-stream"):
             return Response(array_bytes(volume), media_type="application/octet-stream")
         name, quality = images.parse_format(fmt, "raw")
@@ -55,14 +57,14 @@ def _get_voxels(
         return Response(images.jpeg_volume(volume, quality), media_type="image/jpeg")
     box = plane_box(axes, size, offset)
     if iso:
-        return _isotropic(ctx, axes, box, fmt)
-    plane = plane_of(_read(ctx, bounded(ctx, box)), axes)
-    return _image_response(ctx, plane, fmt)
+        return _isotropic(data, axes, box, fmt)
+    plane = plane_of(_read(data, bounded(data, box)), axes)
+    return _image_response(data, plane, fmt)
 
 
-def _isotropic(ctx: InstanceContext, axes: tuple[int, int], box: Box, fmt: str | None) -> Response:
+def _isotropic(data: ImageBlock, axes: tuple[int, int], box: Box, fmt: str | None) -> Response:
     """Read at the coarser in-plane resolution, then resize to the asked size."""
-    res = ctx.instance.settings["VoxelSize"]
+    res = data.settings["VoxelSize"]
     w, h = box.size[axes[0]], box.size[axes[1]]
     rw, rh = res[axes[0]], res[axes[1]]
     src = list(box.size)
@@ -70,31 +72,31 @@ def _isotropic(ctx: InstanceContext, axes: tuple[int, int], box: Box, fmt: str |
         src[axes[1]] = max(1, round(h * rw / rh))
     elif rh < rw:
         src[axes[0]] = max(1, round(w * rh / rw))
-    plane = plane_of(_read(ctx, bounded(ctx, Box(box.offset, tuple(src)))), axes)  # type: ignore[arg-type]
+    plane = plane_of(_read(data, bounded(data, Box(box.offset, tuple(src)))), axes)  # type: ignore[arg-type]
     if plane.shape != (h, w):
-        image = images.to_image(plane, ctx.instance.typename).resize((w, h), Image.BILINEAR)
-        plane = np.asarray(image).astype(plane.dtype) if image.mode in ("L", "I;16") else None
-        if plane is None:
-            raise BadRequest(f"isotropic resizing of {ctx.instance.typename} is not supported")
-    return _image_response(ctx, plane, fmt)
+        image = images.to_image(plane, data.typename).resize((w, h), Image.Resampling.BILINEAR)
+        if image.mode not in ("L", "I;16"):
+            raise BadRequest(f"isotropic resizing of {data.typename} is not supported")
+        plane = np.asarray(image).astype(plane.dtype)
+    return _image_response(data, plane, fmt)
 
 
 @router.get("/raw/{dims}/{size}/{offset}")
 @router.get("/raw/{dims}/{size}/{offset}/{fmt}")
-def get_raw(ctx: Ctx, dims: str, size: str, offset: str, fmt: str | None = None) -> Response:
-    return _get_voxels(ctx, dims, size, offset, fmt, iso=False)
+def get_raw(data: ImageData, dims: str, size: str, offset: str, fmt: str | None = None) -> Response:
+    return _get_voxels(data, dims, size, offset, fmt, iso=False)
 
 
 @router.get("/isotropic/{dims}/{size}/{offset}")
 @router.get("/isotropic/{dims}/{size}/{offset}/{fmt}")
-def get_isotropic(ctx: Ctx, dims: str, size: str, offset: str, fmt: str | None = None) -> Response:
-    return _get_voxels(ctx, dims, size, offset, fmt, iso=True)
+def get_isotropic(data: ImageData, dims: str, size: str, offset: str, fmt: str | None = None) -> Response:
+    return _get_voxels(data, dims, size, offset, fmt, iso=True)
 
 
 @router.post("/raw/{dims}/{size}/{offset}")
 @router.post("/raw/{dims}/{size}/{offset}/{fmt}")
 def post_raw(
-    ctx: Ctx,
+    data: ImageData,
     body: RawBody,
     dims: str,
     size: str,
@@ -109,43 +111,38 @@ def post_raw(
         raise BadRequest("only 3-D (0_1_2) subvolumes can be POSTed")
     if fmt is not None and fmt.lower() not in ("raw", "octet-stream"):
         raise BadRequest(f"POSTed voxels must be raw bytes, not {fmt!r}")
-    box = bounded(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
-    dt = ctx.datatype
-    expected = box.voxels * dt.dtype.itemsize
+    box = bounded(data, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+    expected = box.voxels * data.dtype.itemsize
     if len(body) != expected:
         raise BadRequest(
-            f"body has {len(body)} bytes but {box.size} {ctx.instance.typename} voxels "
+            f"body has {len(body)} bytes but {box.size} {data.typename} voxels "
             f"need {expected}"
         )
-    data = np.frombuffer(body, dtype=dt.dtype).reshape(box.shape_zyx)
-    dt.volume(ctx.services, ctx.instance).write(ctx.repo.dag, ctx.version, box, data)
-    dt.grow_extents(ctx, box)
+    data.write(box, np.frombuffer(body, dtype=data.dtype).reshape(box.shape_zyx))
     if flag(downres):
-        build_pyramid(ctx, box, levels or ctx.instance.settings.get("MaxDownresLevel") or 1)
+        build_pyramid(data, box, levels or data.settings.get("MaxDownresLevel") or 1)
     return Response()
 
 
 @router.post("/pyramid/{size}/{offset}")
-def post_pyramid(ctx: Ctx, size: str, offset: str, levels: int = Query(1, ge=1, le=10)) -> Response:
+def post_pyramid(data: ImageData, size: str, offset: str, levels: int = Query(1, ge=1, le=10)) -> Response:
     """dvid-cloud extension: (re)build ``<name>_1`` .. ``<name>_<levels>`` for a region by
     2x2x2 mean downsampling, creating those instances if needed."""
-    box = bounded(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
-    written = build_pyramid(ctx, box, levels)
+    box = bounded(data, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+    written = build_pyramid(data, box, levels)
     return json_response({"levels": written})
 
 
-def _block_records(ctx: InstanceContext, blocks: np.ndarray, compression: str | None) -> bytes:
+def _block_records(data: ImageBlock, blocks: np.ndarray, compression: str | None) -> bytes:
     """DVID's block stream: per existing block int32 bx, by, bz, nbytes, then the bytes."""
-    dt = ctx.datatype
-    is_jpeg_instance = ctx.instance.compression.startswith("jpeg")
+    is_jpeg_instance = data.instance.compression.startswith("jpeg")
     mode = (compression or ("jpeg" if is_jpeg_instance else "uncompressed")).lower()
     if mode == "jpeg" and not is_jpeg_instance:
         raise BadRequest("compression=jpeg needs an instance created with Compression=jpeg")
     if mode not in ("jpeg", "uncompressed"):
         raise BadRequest(f"unknown block compression {compression!r}: use jpeg or uncompressed")
-    volume = dt.volume(ctx.services, ctx.instance)
     parts = []
-    for (bx, by, bz), voxels in volume.read_blocks(ctx.repo.dag, ctx.version, ctx.mutable, blocks):
+    for (bx, by, bz), voxels in data.volume().read_blocks(blocks):
         payload = images.jpeg_volume(voxels) if mode == "jpeg" else voxels.tobytes()
         parts.append(struct.pack("<iiii", bx, by, bz, len(payload)))
         parts.append(payload)
@@ -153,18 +150,18 @@ def _block_records(ctx: InstanceContext, blocks: np.ndarray, compression: str | 
 
 
 @router.get("/subvolblocks/{size}/{offset}")
-def subvolblocks(ctx: Ctx, size: str, offset: str, compression: str | None = None) -> Response:
-    box = bounded(ctx, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
-    grid = ctx.datatype.volume(ctx.services, ctx.instance).grid
+def subvolblocks(data: ImageData, size: str, offset: str, compression: str | None = None) -> Response:
+    box = bounded(data, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+    grid = data.volume().grid
     if not grid.is_aligned(box):
         raise BadRequest(f"subvolblocks needs a box aligned to blocks of {grid.block_size}")
-    body = _block_records(ctx, grid.blocks(box), compression)
+    body = _block_records(data, grid.blocks(box), compression)
     return Response(body, media_type="application/octet-stream")
 
 
 @router.get("/specificblocks")
 def specificblocks(
-    ctx: Ctx, blocks: str = "", compression: str | None = None, prefetch: str | None = None
+    data: ImageData, blocks: str = "", compression: str | None = None, prefetch: str | None = None
 ) -> Response:
     try:
         coords = [int(v) for v in blocks.split(",") if v.strip()]
@@ -173,13 +170,13 @@ def specificblocks(
     if len(coords) % 3:
         raise BadRequest("blocks must list whole block coordinates (a multiple of 3 numbers)")
     array = np.array(coords, dtype=np.int64).reshape(-1, 3)
-    body = _block_records(ctx, array, compression)
+    body = _block_records(data, array, compression)
     if flag(prefetch):
         return Response()
     return Response(body, media_type="application/octet-stream")
 
 
-def _span(ctx: InstanceContext, coord: str, span: str) -> tuple[Box, list[tuple[int, int, int]]]:
+def _span(data: ImageBlock, coord: str, span: str) -> tuple[Box, list[tuple[int, int, int]]]:
     start = parse_point(coord)
     try:
         count = int(span)
@@ -187,42 +184,40 @@ def _span(ctx: InstanceContext, coord: str, span: str) -> tuple[Box, list[tuple[
         raise BadRequest(f"block span {span!r} must be a positive integer") from None
     if count <= 0:
         raise BadRequest(f"block span {span!r} must be a positive integer")
-    grid = ctx.datatype.volume(ctx.services, ctx.instance).grid
+    grid = data.volume().grid
     coords = [(start[0] + i, start[1], start[2]) for i in range(count)]
     box = grid.block_box(coords[0]).union(grid.block_box(coords[-1]))
-    return bounded(ctx, box), coords
+    return bounded(data, box), coords
 
 
 @router.get("/blocks/{coord}/{span}")
-def get_blocks(ctx: Ctx, coord: str, span: str) -> Response:
-    box, coords = _span(ctx, coord, span)
-    volume = _read(ctx, box)
-    bx = ctx.instance.settings["BlockSize"][0]
+def get_blocks(data: ImageData, coord: str, span: str) -> Response:
+    box, coords = _span(data, coord, span)
+    volume = _read(data, box)
+    bx = data.settings["BlockSize"][0]
     parts = [volume[:, :, i * bx : (i + 1) * bx].tobytes() for i in range(len(coords))]
     return Response(b"".join(parts), media_type="application/octet-stream")
 
 
 @router.post("/blocks/{coord}/{span}")
-def post_blocks(ctx: Ctx, body: RawBody, coord: str, span: str) -> Response:
-    box, coords = _span(ctx, coord, span)
-    dt = ctx.datatype
-    bx, by, bz = ctx.instance.settings["BlockSize"]
-    block_bytes = bx * by * bz * dt.dtype.itemsize
+def post_blocks(data: ImageData, body: RawBody, coord: str, span: str) -> Response:
+    box, coords = _span(data, coord, span)
+    bx, by, bz = data.block_size
+    block_bytes = bx * by * bz * data.dtype.itemsize
     if len(body) != block_bytes * len(coords):
         raise BadRequest(
             f"body has {len(body)} bytes; {len(coords)} blocks need {block_bytes * len(coords)}"
         )
-    data = np.frombuffer(body, dtype=dt.dtype).reshape(len(coords), bz, by, bx)
-    volume = dt.volume(ctx.services, ctx.instance)
-    volume.write_blocks(ctx.version, list(zip(coords, data, strict=True)))
-    dt.grow_extents(ctx, box)
+    # The blocks run along x: side by side they are the voxels of ``box``.
+    blocks = np.frombuffer(body, dtype=data.dtype).reshape(len(coords), bz, by, bx)
+    data.write(box, np.concatenate(list(blocks), axis=2))
     return Response()
 
 
 @router.get("/arb/{top_left}/{top_right}/{bottom_left}/{res}")
 @router.get("/arb/{top_left}/{top_right}/{bottom_left}/{res}/{fmt}")
 def arb(
-    ctx: Ctx, top_left: str, top_right: str, bottom_left: str, res: str, fmt: str | None = None
+    data: ImageData, top_left: str, top_right: str, bottom_left: str, res: str, fmt: str | None = None
 ) -> Response:
     """An arbitrary planar slice, sampled with nearest-voxel lookup (voxel coordinates)."""
     tl, tr, bl = (_float_point(p) for p in (top_left, top_right, bottom_left))
@@ -234,7 +229,7 @@ def arb(
         raise BadRequest("resolution must be positive")
     width = int(np.floor(np.linalg.norm(tr - tl) / step)) + 1
     height = int(np.floor(np.linalg.norm(bl - tl) / step)) + 1
-    if width * height > ctx.services.settings.max_voxels:
+    if width * height > data.services.settings.max_voxels:
         raise TooLarge(f"arb image of {width}x{height} pixels is too large")
     i = np.arange(width) / max(width - 1, 1)
     j = np.arange(height) / max(height - 1, 1)
@@ -242,11 +237,11 @@ def arb(
     voxels = np.floor(points + 0.5).astype(np.int64)  # (h, w, 3) x, y, z
     lo = voxels.reshape(-1, 3).min(axis=0)
     hi = voxels.reshape(-1, 3).max(axis=0) + 1
-    box = bounded(ctx, Box(tuple(int(v) for v in lo), tuple(int(v) for v in hi - lo)))  # type: ignore[arg-type]
-    volume = _read(ctx, box)
+    box = bounded(data, Box(tuple(int(v) for v in lo), tuple(int(v) for v in hi - lo)))  # type: ignore[arg-type]
+    volume = _read(data, box)
     rel = voxels - lo
     plane = volume[rel[..., 2], rel[..., 1], rel[..., 0]]
-    return _image_response(ctx, plane, fmt)
+    return _image_response(data, plane, fmt)
 
 
 def _float_point(text: str) -> np.ndarray:

@@ -7,18 +7,17 @@ from pathlib import Path
 from fastapi import APIRouter
 
 from app.datatypes import register
-from app.datatypes.keyed import KeyedDataType
+from app.datatypes.keyed import KeyedData
 
 
-class KeyValueType(KeyedDataType):
-    name = "keyvalue"
-    version = "0.2"
+@register
+class KeyValue(KeyedData):
+    typename = "keyvalue"
+    type_version = "0.2"
     help_text = (Path(__file__).parent / "help.txt").read_text()
 
-    def routes(self) -> APIRouter:
+    @classmethod
+    def routes(cls) -> APIRouter:
         from app.datatypes.keyvalue.routes import router
 
         return router
-
-
-KEYVALUE = register(KeyValueType())

@@ -5,31 +5,25 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from fastapi import APIRouter, Header, Query, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 
 from app.api.common import RawBody, flag, json_response
-from app.api.instances import Ctx
-from app.context import InstanceContext
-from app.datatypes.keyvalue import formats
+from app.datatypes.base import bound
+from app.datatypes.keyvalue import KeyValue, formats
 from app.errors import BadRequest, NotFound
-from app.storage.keyed import KeyView
 
 router = APIRouter()
+
+KeyValueData = Annotated[KeyValue, Depends(bound(KeyValue))]
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-def _view(ctx: InstanceContext) -> KeyView:
-    return ctx.datatype.view(ctx)
-
-
-def _keys(ctx: InstanceContext):
-    return ctx.datatype.keys(ctx.services, ctx.instance)
-
-
-def _value(ctx: InstanceContext, key: str) -> bytes:
-    value = _view(ctx).get(key)
+def _value(data: KeyValue, key: str) -> bytes:
+    value = data.view().get(key)
     if value is None:
         raise NotFound(f'Key "{key}" not found')
     return value
@@ -38,7 +32,7 @@ def _value(ctx: InstanceContext, key: str) -> bytes:
 @router.get("/key/{key}")
 def get_key(
     key: str,
-    ctx: Ctx,
+    data: KeyValueData,
     byte_start: int | None = Query(None, ge=0),
     byte_end: int | None = Query(None, ge=0),
     range_header: str | None = Header(None, alias="Range"),
@@ -48,7 +42,7 @@ def get_key(
         raise BadRequest("give either a Range header or byte_start/byte_end, not both")
     if (byte_start is None) != (byte_end is None):
         raise BadRequest("byte_start and byte_end must be given together")
-    value = _value(ctx, key)
+    value = _value(data, key)
     headers = {"Accept-Ranges": "bytes"}
     if byte_start is not None and byte_end is not None:
         part = formats.slice_value(key, value, byte_start, byte_end)
@@ -56,7 +50,7 @@ def get_key(
     span = _parse_range(range_header, len(value)) if range_header else None
     if span is None:
         return Response(value, media_type="application/octet-stream", headers=headers)
-    if span == "unsatisfiable":
+    if isinstance(span, str):  # "unsatisfiable"
         return Response(status_code=416, headers={"Content-Range": f"bytes */{len(value)}"})
     start, end = span
     headers["Content-Range"] = f"bytes {start}-{end}/{len(value)}"
@@ -92,32 +86,32 @@ def _parse_range(header: str, total: int) -> tuple[int, int] | str | None:
 
 
 @router.head("/key/{key}")
-def head_key(key: str, ctx: Ctx) -> Response:
-    if _view(ctx).get(key) is None:
+def head_key(key: str, data: KeyValueData) -> Response:
+    if data.view().get(key) is None:
         return Response(status_code=404)
     return Response(headers={"Accept-Ranges": "bytes"})
 
 
 @router.post("/key/{key}")
-def post_key(key: str, body: RawBody, ctx: Ctx) -> Response:
-    _keys(ctx).write(ctx.version.uuid, key, body)
+def post_key(key: str, body: RawBody, data: KeyValueData) -> Response:
+    data.write(key, body)
     return Response()
 
 
 @router.delete("/key/{key}")
-def delete_key(key: str, ctx: Ctx) -> Response:
-    _keys(ctx).delete(ctx.version.uuid, key)
+def delete_key(key: str, data: KeyValueData) -> Response:
+    data.delete(key)
     return Response()
 
 
 @router.get("/keys")
-def get_keys(ctx: Ctx) -> Response:
-    return json_response(_view(ctx).keys_in_range())
+def get_keys(data: KeyValueData) -> Response:
+    return json_response(data.view().keys_in_range())
 
 
 @router.get("/keyrange/{first}/{last}")
-def keyrange(first: str, last: str, ctx: Ctx) -> Response:
-    return json_response(_view(ctx).keys_in_range(first, last))
+def keyrange(first: str, last: str, data: KeyValueData) -> Response:
+    return json_response(data.view().keys_in_range(first, last))
 
 
 def _output_form(request: Request) -> str:
@@ -138,9 +132,9 @@ def _encode(form: str, pairs: Iterable[tuple[str, bytes]], check: bool) -> Respo
 
 
 @router.get("/keyrangevalues/{first}/{last}")
-def keyrangevalues(first: str, last: str, request: Request, ctx: Ctx) -> Response:
+def keyrangevalues(first: str, last: str, request: Request, data: KeyValueData) -> Response:
     form = _output_form(request)
-    view = _view(ctx)
+    view = data.view()
     pairs = []
     for key in view.keys_in_range(first, last):
         value = view.get(key)
@@ -150,13 +144,13 @@ def keyrangevalues(first: str, last: str, request: Request, ctx: Ctx) -> Respons
 
 
 @router.get("/keyvalues")
-def get_keyvalues(request: Request, body: RawBody, ctx: Ctx) -> Response:
+def get_keyvalues(request: Request, body: RawBody, data: KeyValueData) -> Response:
     """Batch read; the request body names the keys (protobuf ``Keys``, or JSON)."""
     form = _output_form(request)
     wanted = (
         formats.parse_keys_protobuf(body) if form == "protobuf" else formats.parse_keys_json(body)
     )
-    view = _view(ctx)
+    view = data.view()
     pairs = []
     for item in wanted:
         value = view.get(item.key) or b""
@@ -172,6 +166,6 @@ def _has_ranges(wanted: list[formats.KeyRequest]) -> bool:
 
 
 @router.post("/keyvalues")
-def post_keyvalues(body: RawBody, ctx: Ctx) -> Response:
-    _keys(ctx).write_many(ctx.version.uuid, formats.parse_keyvalues_protobuf(body))
+def post_keyvalues(body: RawBody, data: KeyValueData) -> Response:
+    data.write_many(formats.parse_keyvalues_protobuf(body))
     return Response()

@@ -2,8 +2,9 @@
 index per body, and lower scales up to ``MaxDownresLevel``.
 
 Voxels (always supervoxel ids) live in the shared versioned chunk arrays, one per scale;
-the mapping, label indices and counters are in :mod:`.state`; writes go through
-:mod:`.ingest`, which keeps indices and lower scales current at the version written.
+the mapping, label indices and counters are in :mod:`.state` (keys in :mod:`.keys`);
+writes go through :mod:`.ingest`, which keeps indices and lower scales current at the
+version written.
 """
 
 from __future__ import annotations
@@ -14,39 +15,46 @@ import numpy as np
 from fastapi import APIRouter
 
 from app.cache import LRUCache
-from app.context import InstanceContext
 from app.datatypes import register
 from app.datatypes.base import parse_bool
+from app.datatypes.labelmap import codecs, keys
 from app.datatypes.labelmap.state import LabelCounter, LabelIndices, Mapping
-from app.datatypes.volume import VolumeType
 from app.errors import BadRequest
-from app.storage.keyed import KeyView, VersionedKeys
-from app.repo import Instance
-from app.services import Services
+from app.storage.keyed import VersionedKeys
+from app.volumes.base import Layout, VolumeData
 
 HELP_FILE = Path(__file__).parent / "help.txt"
 
 #: Parsed mapping partitions of locked nodes, shared by every labelmap instance.
-_PARTITION_CACHE: LRUCache = LRUCache(256 << 20, weigh=lambda kv: kv[0].nbytes * 2)
+_PARTITION_CACHE: LRUCache[tuple[np.ndarray, np.ndarray]] = LRUCache(
+    256 << 20, weigh=lambda kv: kv[0].nbytes * 2
+)
 
 
-class LabelmapType(VolumeType):
-    name = "labelmap"
-    version = "0.1"
+@register
+class Labelmap(VolumeData):
+    typename = "labelmap"
+    type_version = "0.1"
     help_text = HELP_FILE.read_text() if HELP_FILE.exists() else "labelmap"
     default_compression = "gzip"
     default_block_size = "64,64,64"
     interpolable = False
     dtype = np.dtype("<u8")
     values = [{"DataType": "uint64", "Label": "labelmap"}]  # noqa: RUF012 - DVID's JSON
+    #: Batch reads whose request body names what to read: also answered to POST (for
+    #: clients that cannot send a GET body), and so allowed at locked nodes.
+    read_posts = frozenset({"labels", "sizes", "mapping"})
+    admin_posts = frozenset({"maxlabel", "set-nextlabel"})
 
-    def own_routes(self) -> APIRouter:
+    @classmethod
+    def own_routes(cls) -> APIRouter:
         from app.datatypes.labelmap.routes import router
 
         return router
 
-    def parse_settings(self, config: dict[str, str]) -> dict:
-        settings = self.parse_volume_settings(config)
+    @classmethod
+    def parse_settings(cls, config: dict[str, str]) -> dict:
+        settings = cls.parse_volume_settings(config)
         if any(b % 16 for b in settings["BlockSize"]):
             raise BadRequest("labelmap BlockSize must be multiples of 16 in every dimension")
         settings["IndexedLabels"] = parse_bool(config.get("indexedlabels", "true"), "IndexedLabels")
@@ -55,67 +63,97 @@ class LabelmapType(VolumeType):
 
     # --- state ---------------------------------------------------------------------------
 
-    def _keys(self, services: Services, instance: Instance, name: str) -> VersionedKeys:
+    @property
+    def indexed(self) -> bool:
+        return bool(self.settings.get("IndexedLabels", True))
+
+    def _keyed(self, base: str) -> VersionedKeys:
         return VersionedKeys(
-            services.store(instance.store),
-            f"data/{instance.data_uuid}/{name}",
-            services.index_cache,
-            services.value_cache,
+            self.store, base, self.services.index_cache, self.services.value_cache
         )
 
-    def indices(self, services: Services, instance: Instance) -> LabelIndices:
-        return LabelIndices(self._keys(services, instance, "index"))
+    def indices(self) -> LabelIndices:
+        """The per-body label indices at the bound version."""
+        return LabelIndices(self._keyed(keys.index(self.root)), self.at)
 
-    def index_view(self, ctx: InstanceContext) -> KeyView:
-        return self._keys(ctx.services, ctx.instance, "index").at(
-            ctx.repo.dag, ctx.version, ctx.mutable
-        )
+    def _counters(self) -> VersionedKeys:
+        return self._keyed(keys.counters(self.root))
 
-    def counters_view(self, ctx: InstanceContext) -> KeyView:
-        return self._keys(ctx.services, ctx.instance, "counters").at(
-            ctx.repo.dag, ctx.version, ctx.mutable
-        )
+    def repo_counter(self) -> LabelCounter:
+        return LabelCounter(self.store, keys.max_repo_label(self.root))
 
-    def counters(self, services: Services, instance: Instance) -> VersionedKeys:
-        return self._keys(services, instance, "counters")
-
-    def repo_counter(self, services: Services, instance: Instance) -> LabelCounter:
-        return LabelCounter(
-            services.store(instance.store), f"data/{instance.data_uuid}/maxrepolabel"
-        )
-
-    def mapping(self, services: Services, instance: Instance) -> Mapping:
+    @property
+    def mapping(self) -> Mapping:
+        """The supervoxel -> body mapping at the bound version."""
         return Mapping(
-            services.store(instance.store),
-            f"data/{instance.data_uuid}/mapping",
-            services.bitmap_cache,
+            self.store,
+            keys.mapping(self.root),
+            self.services.bitmap_cache,
             _PARTITION_CACHE,
+            self.at,
         )
 
-    def seal(self, services: Services, instance: Instance, node_uuid: str) -> None:
-        super().seal(services, instance, node_uuid)
-        for name in ("index", "counters"):
-            self._keys(services, instance, name).seal(node_uuid)
+    def seal(self) -> None:
+        super().seal()
+        for keyed in (self._keyed(keys.index(self.root)), self._counters()):
+            keyed.seal(self.node.uuid)
 
-    def max_label(self, ctx: InstanceContext) -> int | None:
+    def max_label(self) -> int | None:
         """The largest label written at this version or its ancestors."""
-        values = self.counters_view(ctx).values("maxlabel")
+        values = self.at.view(self._counters()).values(keys.MAX_LABEL)
         return max((int(v) for v in values), default=None)
 
-    def extended_json(self, ctx: InstanceContext) -> dict:
-        extended = super().extended_json(ctx)
-        max_label = self.max_label(ctx)
-        repo_max = self.repo_counter(ctx.services, ctx.instance).current()
+    def raise_max_label(self, label: int) -> None:
+        """Record that ``label`` was written at the bound version (and in the repo)."""
+        if label > (self.max_label() or 0):
+            self._counters().write(self.version.uuid, keys.MAX_LABEL, str(label).encode())
+        self.repo_counter().advance(at_least=label)
+
+    def extended_json(self) -> dict:
+        extended = super().extended_json()
+        max_label = self.max_label()
+        repo_max = self.repo_counter().current()
         extended.update(
             {
-                "MaxLabel": {str(ctx.version.version_id): max_label} if max_label else {},
+                "MaxLabel": {str(self.version.version_id): max_label} if max_label else {},
                 "MaxRepoLabel": repo_max,
                 "NextLabel": repo_max + 1,
-                "IndexedLabels": ctx.instance.settings.get("IndexedLabels", True),
-                "CountLabels": ctx.instance.settings.get("CountLabels", True),
+                "IndexedLabels": self.indexed,
+                "CountLabels": self.settings.get("CountLabels", True),
             }
         )
         return extended
 
+    # --- reading labels ------------------------------------------------------------------
 
-LABELMAP = register(LabelmapType())
+    def bodies(self, labels: np.ndarray) -> np.ndarray:
+        """Supervoxels -> bodies. Labels come in long runs along x, so the distinct values
+        are found among run heads and the result is rebuilt run by run (several times
+        cheaper than ``np.unique(..., return_inverse=True)`` over every voxel)."""
+        flat = labels.ravel()
+        if flat.size == 0:
+            return labels
+        starts = np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))
+        heads = flat[starts]
+        svs = np.unique(heads)
+        bodies = self.mapping.lookup(svs)
+        if np.array_equal(bodies, svs):
+            return labels
+        lengths = np.diff(np.append(starts, flat.size))
+        return np.repeat(bodies[np.searchsorted(svs, heads)], lengths).reshape(labels.shape)
+
+    # --- as a precomputed volume ---------------------------------------------------------
+
+    def precomputed_layout(self) -> Layout:
+        return Layout("segmentation", "uint64", 1, "compressed_segmentation")
+
+    def encode_precomputed(self, voxels: np.ndarray, encoding: str) -> bytes:
+        """Body ids (supervoxels mapped at the version) as compressed_segmentation."""
+        return codecs.encode_segmentation_chunk(self.bodies(voxels))
+
+    def pyramid_source(self, level: int) -> tuple[VolumeData, int] | None:
+        """Level k is this instance's own scale k, up to MaxDownresLevel."""
+        return (self, level) if level <= self.max_level else None
+
+    def pyramid_missing(self, level: int) -> str:
+        return f"levels are s0..s{self.max_level}"

@@ -12,8 +12,10 @@ Contents:
   :func:`iter_block_stream`, and the per-block payload forms :func:`encode_block_payload` /
   :func:`decode_block_payload` (``blocks``, ``uncompressed``, ``lz4``, ``gzip``).
 * Volume compressions (3.3): :func:`lz4_compress` / :func:`lz4_decompress` (raw LZ4 block),
-  :func:`gzip_compress` / :func:`gzip_decompress`, :func:`encode_google` and
-  :func:`encode_googlegzip` (neuroglancer compressed_segmentation), :func:`decode_google`.
+  :func:`gzip_compress` / :func:`gzip_decompress`, :func:`decompress_volume` (a POSTed
+  volume, size-bounded), :func:`encode_google` and :func:`encode_googlegzip` (neuroglancer
+  compressed_segmentation), :func:`decode_google`, and :func:`encode_segmentation_chunk`
+  (compressed_segmentation of any shape, as precomputed chunks hold it).
 * Sparse volumes (3.4): :func:`rles_from_mask`, :func:`rles_to_mask`, :func:`encode_rles`,
   :func:`encode_srles`, :func:`decode_rles`, :func:`decode_srles`,
   :func:`encode_binary_blocks`, :func:`encode_coarse`, :func:`encode_coarse_multi`.
@@ -55,6 +57,7 @@ __all__ = [
     "decode_rles",
     "decode_srles",
     "decompress_index",
+    "decompress_volume",
     "encode_binary_blocks",
     "encode_block",
     "encode_block_key",
@@ -65,12 +68,14 @@ __all__ = [
     "encode_google",
     "encode_googlegzip",
     "encode_rles",
+    "encode_segmentation_chunk",
     "encode_srles",
     "gzip_compress",
     "gzip_decompress",
     "iter_block_stream",
     "lz4_compress",
     "lz4_decompress",
+    "max_block_bytes",
     "read_block_stream",
     "relabel_block",
     "rles_from_mask",
@@ -517,7 +522,27 @@ def lz4_decompress(data: bytes | memoryview, size: int) -> bytes:
     return out
 
 
+def decompress_volume(data: bytes | memoryview, compression: str, size: int) -> bytes:
+    """A volume compressed as ``compression`` (``lz4`` or ``gzip``), inflated to at most
+    ``size`` bytes: lz4 must inflate to exactly ``size``, gzip is cut off (BadBlock) as soon
+    as it would exceed it. A shorter gzip result is returned for the caller to refuse."""
+    if compression == "lz4":
+        return lz4_decompress(data, size)
+    if compression == "gzip":
+        return gzip_decompress(data, max_size=size)
+    raise ValueError(f"unknown volume compression {compression!r}: want lz4 or gzip")
+
+
 PAYLOAD_FORMATS = ("blocks", "uncompressed", "lz4", "gzip")
+
+
+def max_block_bytes(shape: tuple[int, int, int]) -> int:
+    """An upper bound on the size of a valid compressed label block (3.1) of ``shape``:
+    header, a label table and sub-block indices of at most one entry per voxel, label
+    counts, and at most 9 bits per voxel of packed values."""
+    voxels = int(np.prod(shape))
+    subblocks = -(-voxels // _SB_VOXELS)
+    return 16 + 8 * voxels + 2 * subblocks + 4 * voxels + subblocks * (9 * _SB_VOXELS // 8)
 
 
 def encode_block_payload(
@@ -551,7 +576,8 @@ def decode_block_payload(
     nz, ny, nx = (int(s) for s in shape)
     raw_size = nz * ny * nx * 8
     if compression == "blocks":
-        return decode_block(gzip_decompress(payload), (nz, ny, nx))
+        inflated = gzip_decompress(payload, max_size=max_block_bytes((nz, ny, nx)))
+        return decode_block(inflated, (nz, ny, nx))
     if compression == "uncompressed":
         raw = payload
     elif compression == "lz4":
@@ -653,6 +679,16 @@ def encode_google(volume: np.ndarray) -> bytes:
 def encode_googlegzip(volume: np.ndarray, level: int = 6) -> bytes:
     """Gzip of :func:`encode_google` (``googlegzip``; served with ``Content-Encoding: gzip``)."""
     return gzip_compress(encode_google(volume), level)
+
+
+def encode_segmentation_chunk(volume: np.ndarray) -> bytes:
+    """compressed_segmentation (one channel, 8x8x8 blocks) of a ``[z, y, x]`` uint64 volume
+    of any shape, as neuroglancer precomputed chunks hold it: partial encoding blocks at the
+    chunk's far edges. Same memory-order care as :func:`encode_google`."""
+    xyz = np.asfortranarray(np.ascontiguousarray(volume, dtype=np.uint64).T)
+    if not xyz.flags.writeable:
+        xyz = xyz.copy(order="F")
+    return bytes(_cseg.compress(xyz, block_size=(SUB_BLOCK,) * 3, order="F"))
 
 
 def decode_google(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:

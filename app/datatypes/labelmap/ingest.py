@@ -4,68 +4,65 @@ lower scales kept current at the version written."""
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import fastremap
 import numpy as np
 
-from app.blocks.geometry import Vec
-from app.context import InstanceContext
 from app.datatypes.labelmap.codecs import encode_block_key
-from app.datatypes.labelmap.state import LabelIndices
 from app.proto import labelmap_pb2 as pb
 from app.repo import now
+from app.volumes.geometry import Vec
+
+if TYPE_CHECKING:
+    from app.datatypes.labelmap import Labelmap
 
 Block = tuple[Vec, np.ndarray]
 
 
 def write_blocks(
-    ctx: InstanceContext,
+    data: Labelmap,
     blocks: list[Block],
     scale: int = 0,
     index: bool = True,
     downres: bool = True,
+    *,
+    bookkeeping: bool = True,
 ) -> None:
-    """Replace whole blocks at ``scale``. At scale 0 the label index (unless ``index`` is
-    false or the instance is not indexed), the max label and the extents follow; with
-    ``downres`` every lower scale up to MaxDownresLevel is recomputed for these blocks."""
+    """Replace whole blocks at ``scale``: every label block write goes through here. At
+    scale 0 the label index (unless ``index`` is false or the instance is not indexed), the
+    max label and the extents follow; with ``downres`` every lower scale up to
+    MaxDownresLevel is recomputed for these blocks. Without ``bookkeeping`` only the blocks
+    are written (``ingest-supervoxels``: the client does the rest)."""
     if not blocks:
         return
-    dt = ctx.datatype
-    settings = ctx.instance.settings
-    volume = dt.volume(ctx.services, ctx.instance, scale)
+    volume = data.volume(scale)
+    if not bookkeeping:
+        volume.write_blocks(blocks)
+        return
     coords = np.array([c for c, _ in blocks], dtype=np.int64).reshape(-1, 3)
-    if scale == 0 and index and settings.get("IndexedLabels", True):
-        old = dict(volume.read_blocks(ctx.repo.dag, ctx.version, True, coords))
-        _update_indices(ctx, [(c, old.get(c), v) for c, v in blocks])
-    volume.write_blocks(ctx.version, blocks)
+    if scale == 0 and index and data.indexed:
+        old = dict(volume.read_blocks(coords))
+        _update_indices(data, [(c, old.get(c), v) for c, v in blocks])
+    volume.write_blocks(blocks)
     if scale == 0:
         largest = int(max(int(v.max()) for _, v in blocks))
-        _raise_max_label(ctx, largest)
+        data.raise_max_label(largest)
         grid = volume.grid
-        box = grid.block_box(tuple(coords.min(axis=0))).union(
-            grid.block_box(tuple(coords.max(axis=0)))
-        )  # type: ignore[arg-type]
-        dt.grow_extents(ctx, box)
-    if downres:
-        downres_blocks(ctx, coords, scale)
-
-
-def _raise_max_label(ctx: InstanceContext, label: int) -> None:
-    dt = ctx.datatype
-    current = dt.max_label(ctx) or 0
-    if label > current:
-        dt.counters(ctx.services, ctx.instance).write(
-            ctx.version.uuid, "maxlabel", str(label).encode()
+        lo, hi = coords.min(axis=0), coords.max(axis=0)
+        box = grid.block_box((int(lo[0]), int(lo[1]), int(lo[2]))).union(
+            grid.block_box((int(hi[0]), int(hi[1]), int(hi[2])))
         )
-    dt.repo_counter(ctx.services, ctx.instance).advance(at_least=label)
+        data.grow_extents(box)
+    if downres:
+        downres_blocks(data, coords, scale)
 
 
 def _update_indices(
-    ctx: InstanceContext, changes: list[tuple[Vec, np.ndarray | None, np.ndarray]]
+    data: Labelmap, changes: list[tuple[Vec, np.ndarray | None, np.ndarray]]
 ) -> None:
     """Rewrite, for every body whose supervoxels a changed block held before or holds now,
     that block's entry of the body's label index."""
-    dt = ctx.datatype
     per_block = []
     all_svs = []
     for coord, old, new in changes:
@@ -78,7 +75,7 @@ def _update_indices(
     svs = np.unique(np.concatenate(all_svs)) if all_svs else np.empty(0, np.uint64)
     if svs.size == 0:
         return
-    bodies = dt.mapping(ctx.services, ctx.instance).lookup(ctx.repo.dag, ctx.version, True, svs)
+    bodies = data.mapping.lookup(svs)
     body_of = dict(zip(svs.tolist(), bodies.tolist(), strict=True))
     new_counts: dict[int, dict[int, dict[int, int]]] = defaultdict(dict)
     touched: dict[int, set[int]] = defaultdict(set)
@@ -89,13 +86,12 @@ def _update_indices(
             body = body_of[sv]
             touched[body].add(key)
             new_counts[body].setdefault(key, {})[sv] = n
-    indices: LabelIndices = dt.indices(ctx.services, ctx.instance)
-    view = dt.index_view(ctx)
+    indices = data.indices()
     stamp = now()
     for body, keys in touched.items():
         if body == 0:
             continue
-        index = indices.get(view, body) or pb.LabelIndex(label=body)
+        index = indices.get(body) or pb.LabelIndex(label=body)
         for key in keys:
             counts = new_counts[body].get(key)
             if counts:
@@ -106,7 +102,7 @@ def _update_indices(
                 del index.blocks[key]
         index.label = body
         index.last_mod_time = stamp
-        indices.put(ctx.version.uuid, index)
+        indices.put(index)
 
 
 def mode_downsample(volume: np.ndarray) -> np.ndarray:
@@ -131,24 +127,23 @@ def mode_downsample(volume: np.ndarray) -> np.ndarray:
     return best.reshape(nz // 2, ny // 2, nx // 2)
 
 
-def downres_blocks(ctx: InstanceContext, coords: np.ndarray, scale: int) -> None:
+def downres_blocks(data: Labelmap, coords: np.ndarray, scale: int) -> None:
     """Recompute, at every scale below ``scale`` up to MaxDownresLevel, the octants of the
     lower-scale blocks whose child blocks (``coords`` at ``scale``) changed; the other
     octants keep their content (DVID's incremental rule)."""
-    dt = ctx.datatype
-    max_level = ctx.instance.settings.get("MaxDownresLevel", 0)
-    size = np.array(ctx.instance.settings["BlockSize"], dtype=np.int64)
+    max_level = data.settings.get("MaxDownresLevel", 0)
+    size = np.array(data.settings["BlockSize"], dtype=np.int64)
     hx, hy, hz = (int(v) for v in size // 2)
     changed = np.unique(np.asarray(coords, dtype=np.int64).reshape(-1, 3), axis=0)
     for level in range(scale + 1, max_level + 1):
-        source = dt.volume(ctx.services, ctx.instance, level - 1)
-        target = dt.volume(ctx.services, ctx.instance, level)
+        source = data.volume(level - 1)
+        target = data.volume(level)
         parents = np.unique(changed // 2, axis=0)
-        current = dict(target.read_blocks(ctx.repo.dag, ctx.version, True, parents))
-        children = dict(source.read_blocks(ctx.repo.dag, ctx.version, True, changed))
+        current = dict(target.read_blocks(parents))
+        children = dict(source.read_blocks(changed))
         blocks = []
         for parent in parents.tolist():
-            key = tuple(parent)
+            key: Vec = (parent[0], parent[1], parent[2])
             block = current.get(key)
             block = np.zeros(tuple(size[::-1]), np.uint64) if block is None else block.copy()
             for child in changed[(changed // 2 == parent).all(axis=1)].tolist():
@@ -160,5 +155,5 @@ def downres_blocks(ctx: InstanceContext, coords: np.ndarray, scale: int) -> None
                     mode_downsample(voxels)
                 )
             blocks.append((key, block))
-        target.write_blocks(ctx.version, blocks)
+        target.write_blocks(blocks)
         changed = parents

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-import lz4.block
 import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from google.protobuf.message import Message
 
 from app.api.common import RawBody, flag, json_response
-from app.api.instances import Ctx
-from app.blocks.geometry import Box, parse_point
-from app.context import InstanceContext
-from app.datatypes import images
-from app.datatypes.labelmap import codecs
+from app.datatypes.base import bound
+from app.datatypes.labelmap import Labelmap, codecs
 from app.datatypes.labelmap.ingest import write_blocks
-from app.datatypes.volume_requests import (
+from app.errors import BadRequest, NotFound
+from app.proto import labelmap_pb2 as pb
+from app.volumes import images
+from app.volumes.geometry import Box, Vec, parse_point
+from app.volumes.requests import (
     array_bytes,
     bounded,
     parse_dims,
@@ -28,45 +28,25 @@ from app.datatypes.volume_requests import (
     plane_of,
     volume_box,
 )
-from app.errors import BadRequest, NotFound
-from app.proto import labelmap_pb2 as pb
 
 router = APIRouter()
+
+LabelmapData = Annotated[Labelmap, Depends(bound(Labelmap))]
 
 OCTET = "application/octet-stream"
 
 
-def _scale(ctx: InstanceContext, scale: int) -> int:
-    top = ctx.instance.settings.get("MaxDownresLevel", 0)
+def _scale(data: Labelmap, scale: int) -> int:
+    top = data.settings.get("MaxDownresLevel", 0)
     if not 0 <= scale <= top:
         raise BadRequest(f"scale {scale} is outside 0..{top} (MaxDownresLevel)")
     return scale
 
 
-def _read(ctx: InstanceContext, box: Box, scale: int, supervoxels: bool) -> np.ndarray:
+def _read(data: Labelmap, box: Box, scale: int, supervoxels: bool) -> np.ndarray:
     """Labels of ``box`` at ``scale``: supervoxels, or mapped to bodies."""
-    volume = ctx.datatype.volume(ctx.services, ctx.instance, scale)
-    data = volume.read(ctx.repo.dag, ctx.version, ctx.mutable, box)
-    return data if supervoxels else _map(ctx, data)
-
-
-def _map(ctx: InstanceContext, data: np.ndarray) -> np.ndarray:
-    """Supervoxels -> bodies. Labels come in long runs along x, so the distinct values
-    are found among run heads and the result is rebuilt run by run (several times
-    cheaper than ``np.unique(..., return_inverse=True)`` over every voxel)."""
-    flat = data.ravel()
-    if flat.size == 0:
-        return data
-    starts = np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))
-    heads = flat[starts]
-    svs = np.unique(heads)
-    bodies = ctx.datatype.mapping(ctx.services, ctx.instance).lookup(
-        ctx.repo.dag, ctx.version, ctx.mutable, svs
-    )
-    if np.array_equal(bodies, svs):
-        return data
-    lengths = np.diff(np.append(starts, flat.size))
-    return np.repeat(bodies[np.searchsorted(svs, heads)], lengths).reshape(data.shape)
+    labels = data.volume(scale).read(box)
+    return labels if supervoxels else data.bodies(labels)
 
 
 def _check_label(label: int) -> int:
@@ -82,7 +62,7 @@ def _check_label(label: int) -> int:
 @router.get("/raw/{dims}/{size}/{offset}/{fmt}")
 @router.get("/isotropic/{dims}/{size}/{offset}")
 def get_raw(
-    ctx: Ctx,
+    data: LabelmapData,
     dims: str,
     size: str,
     offset: str,
@@ -95,30 +75,29 @@ def get_raw(
     slices as images (uint64 as DVID's 16-bit RGBA PNG)."""
     axes = parse_dims(dims)
     if axes is not None:
-        box = bounded(ctx, plane_box(axes, size, offset))
-        plane = plane_of(_read(ctx, box, _scale(ctx, scale), flag(supervoxels)), axes)
+        box = bounded(data, plane_box(axes, size, offset))
+        plane = plane_of(_read(data, box, _scale(data, scale), flag(supervoxels)), axes)
         name, quality = images.parse_format(fmt, "png")
         if name == "raw":
             return Response(array_bytes(np.ascontiguousarray(plane)), media_type=OCTET)
         body = images.encode(plane, name, quality, "labelmap")
         return Response(body, media_type=images.MEDIA_TYPES[name])
-    box = volume_box(ctx, size, offset)
-    data = _read(ctx, box, _scale(ctx, scale), flag(supervoxels))
+    box = volume_box(data, size, offset)
+    labels = _read(data, box, _scale(data, scale), flag(supervoxels))
     mode = (compression or "").lower()
     if mode in ("", "none"):
-        return Response(array_bytes(np.ascontiguousarray(data)), media_type=OCTET)
+        return Response(array_bytes(np.ascontiguousarray(labels)), media_type=OCTET)
     if mode == "lz4":
-        return Response(lz4.block.compress(data.tobytes(), store_size=False), media_type=OCTET)
+        return Response(codecs.lz4_compress(labels), media_type=OCTET)
     if mode == "gzip":
-        return Response(gzip.compress(data.tobytes(), compresslevel=1), media_type=OCTET)
+        return Response(codecs.gzip_compress(labels, 1), media_type=OCTET)
     if mode in ("google", "googlegzip"):
         if any(s % 8 for s in box.size):
             raise BadRequest("compressed_segmentation needs a size that is a multiple of 8")
-        encoded = codecs.encode_google(data)
         if mode == "google":
-            return Response(encoded, media_type=OCTET)
+            return Response(codecs.encode_google(labels), media_type=OCTET)
         return Response(
-            gzip.compress(encoded, compresslevel=6),
+            codecs.encode_googlegzip(labels, 6),
             media_type=OCTET,
             headers={"Content-Encoding": "gzip"},
         )
@@ -127,7 +106,7 @@ def get_raw(
 
 @router.post("/raw/{dims}/{size}/{offset}")
 def post_raw(
-    ctx: Ctx,
+    data: LabelmapData,
     body: RawBody,
     dims: str,
     size: str,
@@ -140,75 +119,65 @@ def post_raw(
         raise BadRequest("only 3-D (0_1_2) label volumes can be POSTed")
     if scale != 0:
         raise BadRequest("POST raw writes scale 0 only; lower scales are computed")
-    box = volume_box(ctx, size, offset)
-    volume = ctx.datatype.volume(ctx.services, ctx.instance, 0)
-    if not volume.grid.is_aligned(box):
-        raise BadRequest(f"POST raw needs a box aligned to blocks of {volume.grid.block_size}")
+    box = volume_box(data, size, offset)
+    grid = data.volume().grid
+    if not grid.is_aligned(box):
+        raise BadRequest(f"POST raw needs a box aligned to blocks of {grid.block_size}")
     expected = box.voxels * 8
     mode = (compression or "").lower()
-    try:
-        if mode == "lz4":
-            body = lz4.block.decompress(body, uncompressed_size=expected)
-        elif mode == "gzip":
-            body = gzip.decompress(body)
-        elif mode not in ("", "none"):
-            raise BadRequest(f"unknown compression {compression!r}: use lz4 or gzip")
-    except (lz4.block.LZ4BlockError, OSError, EOFError) as e:
-        raise BadRequest(f"body does not decompress as {mode}: {e}") from None
+    if mode in ("lz4", "gzip"):
+        try:
+            body = codecs.decompress_volume(body, mode, expected)
+        except codecs.BadBlock as e:
+            raise BadRequest(f"body does not decompress as {mode}: {e}") from None
+    elif mode not in ("", "none"):
+        raise BadRequest(f"unknown compression {compression!r}: use lz4 or gzip")
     if len(body) != expected:
         raise BadRequest(f"body has {len(body)} bytes but {box.size} uint64 voxels need {expected}")
-    data = np.frombuffer(body, dtype="<u8").reshape(box.shape_zyx)
+    labels = np.frombuffer(body, dtype="<u8").reshape(box.shape_zyx)
     blocks = []
-    for x, y, z in volume.grid.iter_blocks(box):
-        part = volume.grid.block_box((x, y, z))
-        blocks.append(((x, y, z), np.ascontiguousarray(data[part.slices_in(box)])))
-    write_blocks(ctx, blocks)
+    for x, y, z in grid.iter_blocks(box):
+        part = grid.block_box((x, y, z))
+        blocks.append(((x, y, z), np.ascontiguousarray(labels[part.slices_in(box)])))
+    write_blocks(data, blocks)
     return Response()
 
 
-def _encode_payload(voxels: np.ndarray, mode: str) -> bytes:
-    if mode == "blocks":
-        return gzip.compress(codecs.encode_block(voxels), compresslevel=1)
-    if mode == "uncompressed":
-        return voxels.tobytes()
-    if mode == "lz4":
-        return lz4.block.compress(voxels.tobytes(), store_size=False)
-    if mode == "gzip":
-        return gzip.compress(voxels.tobytes(), compresslevel=1)
-    raise BadRequest(f"unknown block compression {mode!r}: use blocks, uncompressed, lz4, gzip")
-
-
 def _block_stream(
-    ctx: InstanceContext, coords: np.ndarray, scale: int, supervoxels: bool, mode: str
+    data: Labelmap, coords: np.ndarray, scale: int, supervoxels: bool, mode: str
 ) -> bytes:
-    volume = ctx.datatype.volume(ctx.services, ctx.instance, scale)
+    if mode not in codecs.PAYLOAD_FORMATS:
+        raise BadRequest(
+            f"unknown block compression {mode!r}: use blocks, uncompressed, lz4, gzip"
+        )
     records = []
-    for coord, voxels in volume.read_blocks(ctx.repo.dag, ctx.version, ctx.mutable, coords):
-        labels = voxels if supervoxels else _map(ctx, voxels)
-        records.append((coord, _encode_payload(np.ascontiguousarray(labels), mode)))
+    for coord, voxels in data.volume(scale).read_blocks(coords):
+        labels = voxels if supervoxels else data.bodies(voxels)
+        payload = codecs.encode_block_payload(np.ascontiguousarray(labels), mode, gzip_level=1)
+        records.append((coord, payload))
     return codecs.write_block_stream(records)
 
 
 @router.get("/blocks/{size}/{offset}")
 def get_blocks(
-    ctx: Ctx,
+    data: LabelmapData,
     size: str,
     offset: str,
     scale: int = 0,
     supervoxels: str | None = None,
     compression: str = "lz4",
 ) -> Response:
-    box = volume_box(ctx, size, offset)
-    grid = ctx.datatype.volume(ctx.services, ctx.instance, _scale(ctx, scale)).grid
+    box = volume_box(data, size, offset)
+    grid = data.volume(_scale(data, scale)).grid
     if not grid.is_aligned(box):
         raise BadRequest(f"blocks needs a box aligned to blocks of {grid.block_size}")
-    body = _block_stream(ctx, grid.blocks(box), scale, flag(supervoxels), compression.lower())
+    body = _block_stream(data, grid.blocks(box), scale, flag(supervoxels), compression.lower())
     return Response(body, media_type=OCTET)
 
 
 @router.get("/specificblocks")
 def specificblocks(
-    ctx: Ctx,
+    data: LabelmapData,
     blocks: str = "",
     scale: int = 0,
     supervoxels: str | None = None,
@@ -221,72 +190,61 @@ def specificblocks(
     if len(values) % 3:
         raise BadRequest("blocks must list whole block coordinates (a multiple of 3 numbers)")
     coords = np.array(values, dtype=np.int64).reshape(-1, 3)
-    body = _block_stream(ctx, coords, _scale(ctx, scale), flag(supervoxels), compression.lower())
+    body = _block_stream(data, coords, _scale(data, scale), flag(supervoxels), compression.lower())
     return Response(body, media_type=OCTET)
 
 
 @router.post("/blocks")
 def post_blocks(
-    ctx: Ctx,
+    data: LabelmapData,
     body: RawBody,
     scale: int = 0,
     downres: str | None = None,
     noindexing: str | None = None,
 ) -> Response:
     """DVID's block stream of gzip'd compressed label blocks."""
-    _scale(ctx, scale)
+    _scale(data, scale)
     if flag(downres) and scale != 0:
         raise BadRequest("downres=true is only possible for scale 0 blocks")
-    _ingest_stream(
-        ctx, body, scale, index=scale == 0 and not flag(noindexing), downres=flag(downres)
+    blocks = _parse_stream(data, body)
+    write_blocks(
+        data, blocks, scale, index=scale == 0 and not flag(noindexing), downres=flag(downres)
     )
     return Response()
 
 
 @router.post("/ingest-supervoxels")
-def ingest_supervoxels(ctx: Ctx, body: RawBody, scale: int = 0) -> Response:
+def ingest_supervoxels(data: LabelmapData, body: RawBody, scale: int = 0) -> Response:
     """Blocks only: no indexing, counters, extents or downres (the client does those)."""
-    _scale(ctx, scale)
-    _ingest_stream(ctx, body, scale, index=False, downres=False, bookkeeping=False)
+    _scale(data, scale)
+    write_blocks(data, _parse_stream(data, body), scale, bookkeeping=False)
     return Response()
 
 
-def _ingest_stream(
-    ctx: InstanceContext,
-    body: bytes,
-    scale: int,
-    index: bool,
-    downres: bool,
-    bookkeeping: bool = True,
-) -> None:
-    bx, by, bz = ctx.instance.settings["BlockSize"]
+def _parse_stream(data: Labelmap, body: bytes) -> list[tuple[Vec, np.ndarray]]:
+    """The blocks of a block stream of gzip'd compressed label blocks, each inflated no
+    further than a block of the instance's size can be."""
+    bx, by, bz = data.block_size
     try:
-        records = codecs.read_block_stream(body)
-        blocks = [
-            (coord, codecs.decode_block(gzip.decompress(payload), (bz, by, bx)))
-            for coord, payload in records
+        return [
+            (coord, codecs.decode_block_payload(payload, "blocks", (bz, by, bx)))
+            for coord, payload in codecs.read_block_stream(body)
         ]
-    except (codecs.BadBlock, OSError, EOFError) as e:
+    except codecs.BadBlock as e:
         raise BadRequest(f"bad block stream: {e}") from None
-    if bookkeeping:
-        write_blocks(ctx, blocks, scale, index=index, downres=downres)
-    else:
-        ctx.datatype.volume(ctx.services, ctx.instance, scale).write_blocks(ctx.version, blocks)
 
 
 # --- points ------------------------------------------------------------------------------
 
 
-def _labels_at(
-    ctx: InstanceContext, points: np.ndarray, scale: int, supervoxels: bool
-) -> np.ndarray:
+def _labels_at(data: Labelmap, points: np.ndarray, scale: int, supervoxels: bool) -> np.ndarray:
     """Labels at voxel points (n, 3 x,y,z), reading each block once."""
-    volume = ctx.datatype.volume(ctx.services, ctx.instance, scale)
+    volume = data.volume(scale)
     size = np.array(volume.grid.block_size, dtype=np.int64)
     blocks = np.floor_divide(points, size)
     keys, inverse = np.unique(codecs.encode_block_keys(blocks), return_inverse=True)
     unique = codecs.decode_block_keys(keys)
-    found = dict(volume.read_blocks(ctx.repo.dag, ctx.version, ctx.mutable, unique))
+    found = dict(volume.read_blocks(unique))
     labels = np.zeros(len(points), dtype=np.uint64)
     inner = points - blocks * size
     for i, coord in enumerate(unique.tolist()):
@@ -296,17 +254,17 @@ def _labels_at(
         sel = np.nonzero(inverse.ravel() == i)[0]
         labels[sel] = voxels[inner[sel, 2], inner[sel, 1], inner[sel, 0]]
     if not supervoxels:
-        labels = ctx.datatype.mapping(ctx.services, ctx.instance).lookup(
-            ctx.repo.dag, ctx.version, ctx.mutable, labels
-        )
+        labels = data.mapping.lookup(labels)
         labels[labels == 0] = 0
     return labels
 
 
 @router.get("/label/{point}")
-def get_label(ctx: Ctx, point: str, scale: int = 0, supervoxels: str | None = None) -> Response:
+def get_label(
+    data: LabelmapData, point: str, scale: int = 0, supervoxels: str | None = None
+) -> Response:
     pt = np.array([parse_point(point)], dtype=np.int64)
-    label = _labels_at(ctx, pt, _scale(ctx, scale), flag(supervoxels))
+    label = _labels_at(data, pt, _scale(data, scale), flag(supervoxels))
     return json_response({"Label": int(label[0])})
 
 
@@ -323,13 +281,15 @@ def _json_list(body: bytes, what: str, hash_: str | None = None) -> list:
 
 
 @router.get("/labels")
+@router.post("/labels")
 def get_labels(
-    ctx: Ctx,
+    data: LabelmapData,
     body: RawBody,
     scale: int = 0,
     supervoxels: str | None = None,
     hash: str | None = None,
 ) -> Response:
+    """Labels at the points the body lists (also answered to POST: it only reads)."""
     points = _json_list(body, "[x,y,z] points", hash)
     try:
         array = np.array(points, dtype=np.int64).reshape(-1, 3)
@@ -337,31 +297,26 @@ def get_labels(
         raise BadRequest("body must be a JSON list of [x,y,z] integer points") from None
     if len(points) and array.shape[0] != len(points):
         raise BadRequest("body must be a JSON list of [x,y,z] integer points")
-    labels = _labels_at(ctx, array, _scale(ctx, scale), flag(supervoxels))
+    labels = _labels_at(data, array, _scale(data, scale), flag(supervoxels))
     return json_response(labels.tolist())
 
 
 # --- label index queries -----------------------------------------------------------------
 
 
-def _require_indexed(ctx: InstanceContext) -> None:
-    if not ctx.instance.settings.get("IndexedLabels", True):
-        raise BadRequest(f"instance {ctx.instance.name!r} does not index labels")
+def _require_indexed(data: Labelmap) -> None:
+    if not data.indexed:
+        raise BadRequest(f"instance {data.name!r} does not index labels")
 
 
-def _index(ctx: InstanceContext, label: int, supervoxels: bool) -> pb.LabelIndex:
+def _index(data: Labelmap, label: int, supervoxels: bool) -> pb.LabelIndex:
     """The label's index (or, for a supervoxel, its body's index restricted to it)."""
-    dt = ctx.datatype
-    _require_indexed(ctx)
+    _require_indexed(data)
     _check_label(label)
     body = label
     if supervoxels:
-        body = int(
-            dt.mapping(ctx.services, ctx.instance).lookup(
-                ctx.repo.dag, ctx.version, ctx.mutable, np.array([label], np.uint64)
-            )[0]
-        )
-    index = dt.indices(ctx.services, ctx.instance).get(dt.index_view(ctx), body)
+        body = int(data.mapping.lookup(np.array([label], np.uint64))[0])
+    index = data.indices().get(body)
     if index is None:
         raise NotFound(f"label {label} not found")
     if supervoxels:
@@ -380,35 +335,37 @@ def _voxels(index: pb.LabelIndex) -> int:
 
 
 @router.get("/size/{label}")
-def get_size(ctx: Ctx, label: int, supervoxels: str | None = None) -> Response:
-    return json_response({"voxels": _voxels(_index(ctx, label, flag(supervoxels)))})
+def get_size(data: LabelmapData, label: int, supervoxels: str | None = None) -> Response:
+    return json_response({"voxels": _voxels(_index(data, label, flag(supervoxels)))})
 
 
 @router.get("/sizes")
+@router.post("/sizes")
 def get_sizes(
-    ctx: Ctx, body: RawBody, supervoxels: str | None = None, hash: str | None = None
+    data: LabelmapData, body: RawBody, supervoxels: str | None = None, hash: str | None = None
 ) -> Response:
+    """Sizes of the labels the body lists (also answered to POST: it only reads)."""
     sizes = []
     for label in _json_list(body, "labels", hash):
         if not isinstance(label, int) or label < 0:
             raise BadRequest(f"bad label {label!r}")
         try:
-            sizes.append(_voxels(_index(ctx, label, flag(supervoxels))) if label else 0)
+            sizes.append(_voxels(_index(data, label, flag(supervoxels))) if label else 0)
         except NotFound:
             sizes.append(0)
     return json_response(sizes)
 
 
 @router.get("/supervoxels/{label}")
-def get_supervoxels(ctx: Ctx, label: int) -> Response:
-    index = _index(ctx, label, False)
+def get_supervoxels(data: LabelmapData, label: int) -> Response:
+    index = _index(data, label, False)
     svs = sorted({sv for entry in index.blocks.values() for sv in entry.counts})
     return json_response(svs)
 
 
 @router.get("/supervoxel-sizes/{label}")
-def get_supervoxel_sizes(ctx: Ctx, label: int) -> Response:
-    index = _index(ctx, label, False)
+def get_supervoxel_sizes(data: LabelmapData, label: int) -> Response:
+    index = _index(data, label, False)
     sizes: dict[int, int] = {}
     for entry in index.blocks.values():
         for sv, n in entry.counts.items():
@@ -423,10 +380,10 @@ def _block_coords(index: pb.LabelIndex) -> np.ndarray:
 
 
 @router.get("/sparsevol-size/{label}")
-def sparsevol_size(ctx: Ctx, label: int, supervoxels: str | None = None) -> Response:
-    index = _index(ctx, label, flag(supervoxels))
+def sparsevol_size(data: LabelmapData, label: int, supervoxels: str | None = None) -> Response:
+    index = _index(data, label, flag(supervoxels))
     coords = _block_coords(index)
-    size = np.array(ctx.instance.settings["BlockSize"])
+    size = np.array(data.block_size)
     return json_response(
         {
             "voxels": _voxels(index),
@@ -438,45 +395,43 @@ def sparsevol_size(ctx: Ctx, label: int, supervoxels: str | None = None) -> Resp
 
 
 @router.get("/sparsevol-coarse/{label}")
-def sparsevol_coarse(ctx: Ctx, label: int, supervoxels: str | None = None) -> Response:
-    coords = _block_coords(_index(ctx, label, flag(supervoxels)))
+def sparsevol_coarse(data: LabelmapData, label: int, supervoxels: str | None = None) -> Response:
+    coords = _block_coords(_index(data, label, flag(supervoxels)))
     return Response(codecs.encode_coarse(coords), media_type=OCTET)
 
 
 @router.get("/sparsevols-coarse/{begin}/{end}")
-def sparsevols_coarse(ctx: Ctx, begin: int, end: int) -> Response:
-    dt = ctx.datatype
-    view = dt.index_view(ctx)
-    indices = dt.indices(ctx.services, ctx.instance)
+def sparsevols_coarse(data: LabelmapData, begin: int, end: int) -> Response:
+    indices = data.indices()
     found = {}
-    for label in indices.labels(view, begin, end):
-        index = indices.get(view, label)
+    for label in indices.labels(begin, end):
+        index = indices.get(label)
         if index is not None:
             found[label] = _block_coords(index)
     return Response(codecs.encode_coarse_multi(found), media_type=OCTET)
 
 
 def _sparse_blocks(
-    ctx: InstanceContext, label: int, supervoxels: bool, scale: int, request: Request
-) -> tuple[list[tuple[tuple[int, int, int], np.ndarray]], Box | None]:
+    data: Labelmap, label: int, supervoxels: bool, scale: int, request: Request
+) -> tuple[list[tuple[Vec, np.ndarray]], Box | None]:
     """The label's voxels as (block coord, mask) at ``scale``, and the bounds asked."""
-    index = _index(ctx, label, supervoxels)
+    index = _index(data, label, supervoxels)
     # Each block is tested only against the supervoxels its index entry lists.
-    svs_of: dict[tuple[int, int, int], set[int]] = {}
+    svs_of: dict[Vec, set[int]] = {}
     for key, entry in index.blocks.items():
-        coord = tuple(c // 2**scale for c in codecs.decode_block_key(key))
-        svs_of.setdefault(coord, set()).update(entry.counts)  # type: ignore[arg-type]
+        x, y, z = (c // 2**scale for c in codecs.decode_block_key(key))
+        svs_of.setdefault((x, y, z), set()).update(entry.counts)
     coords = np.array(sorted(svs_of), dtype=np.int64).reshape(-1, 3)
     q = request.query_params
     lo = [int(q.get(f"min{a}", -(2**31))) for a in "xyz"]
     hi = [int(q.get(f"max{a}", 2**31 - 1)) for a in "xyz"]
     bounds = Box.from_bounds(tuple(lo), tuple(h + 1 for h in hi))  # type: ignore[arg-type]
-    volume = ctx.datatype.volume(ctx.services, ctx.instance, scale)
+    volume = data.volume(scale)
     grid = volume.grid
     keep = [c for c in coords.tolist() if grid.block_box(tuple(c)).intersect(bounds) is not None]
     if not keep:
         raise NotFound(f"label {label} has no voxels in the given bounds")
-    found = volume.read_blocks(ctx.repo.dag, ctx.version, ctx.mutable, np.array(keep))
+    found = volume.read_blocks(np.array(keep))
     masks = [
         (coord, _mask_of(voxels, np.fromiter(svs_of[coord], np.uint64))) for coord, voxels in found
     ]
@@ -503,20 +458,21 @@ class SparsevolQuery:
 
 @router.get("/sparsevol/{label}")
 def sparsevol(
-    ctx: Ctx, request: Request, label: int, q: Annotated[SparsevolQuery, Depends()]
+    data: LabelmapData, request: Request, label: int, q: Annotated[SparsevolQuery, Depends()]
 ) -> Response:
-    masks, bounds = _sparse_blocks(ctx, label, flag(q.supervoxels), _scale(ctx, q.scale), request)
-    grid = ctx.datatype.volume(ctx.services, ctx.instance, q.scale).grid
+    masks, bounds = _sparse_blocks(
+        data, label, flag(q.supervoxels), _scale(data, q.scale), request
+    )
+    grid = data.volume(q.scale).grid
     fmt = q.format.lower()
     if fmt == "blocks":
         origin_masks = [(grid.block_box(c).offset, m) for c, m in masks]
         body = codecs.encode_binary_blocks(label, origin_masks, grid.block_size)
         return Response(body, media_type=OCTET)
-    clip = bounds is not None and (q.exact is None or flag(q.exact))
     runs = []
     for coord, mask in masks:
         box = grid.block_box(coord)
-        if clip:
+        if bounds is not None and (q.exact is None or flag(q.exact)):
             inside = box.intersect(bounds)
             if inside is None:
                 continue
@@ -531,9 +487,9 @@ def sparsevol(
     else:
         raise BadRequest(f"unknown sparsevol format {q.format!r}: use rles, srles or blocks")
     if q.compression == "lz4":
-        body = lz4.block.compress(body, store_size=False)
+        body = codecs.lz4_compress(body)
     elif q.compression == "gzip":
-        body = gzip.compress(body)
+        body = codecs.gzip_compress(body, 9)
     elif q.compression is not None:
         raise BadRequest(f"unknown compression {q.compression!r}: use lz4 or gzip")
     return Response(body, media_type=OCTET)
@@ -541,10 +497,10 @@ def sparsevol(
 
 @router.head("/sparsevol/{label}")
 def head_sparsevol(
-    ctx: Ctx, request: Request, label: int, supervoxels: str | None = None
+    data: LabelmapData, request: Request, label: int, supervoxels: str | None = None
 ) -> Response:
     try:
-        _sparse_blocks(ctx, label, flag(supervoxels), 0, request)
+        _sparse_blocks(data, label, flag(supervoxels), 0, request)
     except NotFound:
         return Response(status_code=204)
     return Response()
@@ -552,53 +508,48 @@ def head_sparsevol(
 
 @router.get("/sparsevol-by-point/{point}")
 def sparsevol_by_point(
-    ctx: Ctx, request: Request, point: str, q: Annotated[SparsevolQuery, Depends()]
+    data: LabelmapData, request: Request, point: str, q: Annotated[SparsevolQuery, Depends()]
 ) -> Response:
     pt = np.array([parse_point(point)], dtype=np.int64)
-    label = int(_labels_at(ctx, pt, _scale(ctx, q.scale), flag(q.supervoxels))[0])
+    label = int(_labels_at(data, pt, _scale(data, q.scale), flag(q.supervoxels))[0])
     if label == 0:
         raise BadRequest(f"point {point} is background")
-    return sparsevol(ctx, request, label, q)
+    return sparsevol(data, request, label, q)
 
 
 # --- counters ----------------------------------------------------------------------------
 
 
 @router.get("/maxlabel")
-def get_maxlabel(ctx: Ctx) -> Response:
-    _require_indexed(ctx)
-    label = ctx.datatype.max_label(ctx)
+def get_maxlabel(data: LabelmapData) -> Response:
+    _require_indexed(data)
+    label = data.max_label()
     if label is None:
         raise BadRequest("no max label recorded at this version yet")
     return json_response({"maxlabel": label})
 
 
 @router.post("/maxlabel/{label}")
-def post_maxlabel(ctx: Ctx, label: int) -> Response:
-    _require_indexed(ctx)
+def post_maxlabel(data: LabelmapData, label: int) -> Response:
+    _require_indexed(data)
     if not 0 < label <= 2**48:
         raise BadRequest("max label must be 1 to 2^48")
-    if label > (ctx.datatype.max_label(ctx) or 0):
-        ctx.datatype.counters(ctx.services, ctx.instance).write(
-            ctx.version.uuid, "maxlabel", str(label).encode()
-        )
-    ctx.datatype.repo_counter(ctx.services, ctx.instance).advance(at_least=label)
+    data.raise_max_label(label)
     return Response()
 
 
 @router.get("/nextlabel")
-def get_nextlabel(ctx: Ctx) -> Response:
-    _require_indexed(ctx)
-    current = ctx.datatype.repo_counter(ctx.services, ctx.instance).current()
-    return json_response({"nextlabel": current + 1})
+def get_nextlabel(data: LabelmapData) -> Response:
+    _require_indexed(data)
+    return json_response({"nextlabel": data.repo_counter().current() + 1})
 
 
 @router.post("/nextlabel/{count}")
-def post_nextlabel(ctx: Ctx, count: int) -> Response:
-    _require_indexed(ctx)
+def post_nextlabel(data: LabelmapData, count: int) -> Response:
+    _require_indexed(data)
     if count < 1:
         raise BadRequest("count must be at least 1")
-    previous, new = ctx.datatype.repo_counter(ctx.services, ctx.instance).advance(reserve=count)
+    previous, new = data.repo_counter().advance(reserve=count)
     return json_response({"start": previous + 1, "end": new})
 
 
@@ -607,29 +558,27 @@ def post_nextlabel(ctx: Ctx, count: int) -> Response:
 
 @router.get("/listlabels")
 def listlabels(
-    ctx: Ctx,
+    data: LabelmapData,
     start: int = 0,
     number: int = Query(10_000_000, ge=1, le=10_000_000),
     sizes: str | None = None,
 ) -> Response:
-    dt = ctx.datatype
-    view = dt.index_view(ctx)
-    indices = dt.indices(ctx.services, ctx.instance)
-    labels = indices.labels(view, start)[:number]
+    indices = data.indices()
+    labels = indices.labels(start)[:number]
     if not flag(sizes):
         return Response(np.array(labels, dtype="<u8").tobytes(), media_type=OCTET)
     pairs = []
     for label in labels:
-        index = indices.get(view, label)
+        index = indices.get(label)
         pairs.extend([label, _voxels(index) if index else 0])
     return Response(np.array(pairs, dtype="<u8").tobytes(), media_type=OCTET)
 
 
 @router.get("/index/{label}")
 def get_index(
-    ctx: Ctx, label: int, metadata_only: str | None = Query(None, alias="metadata-only")
+    data: LabelmapData, label: int, metadata_only: str | None = Query(None, alias="metadata-only")
 ) -> Response:
-    index = _index(ctx, label, False)
+    index = _index(data, label, False)
     if flag(metadata_only):
         return json_response(
             {
@@ -643,7 +592,10 @@ def get_index(
     return Response(index.SerializeToString(), media_type=OCTET)
 
 
-def _parse_index(body: bytes, message: type) -> object:
+M = TypeVar("M", bound=Message)
+
+
+def _parse_message(body: bytes, message: type[M]) -> M:
     parsed = message()
     try:
         parsed.ParseFromString(body)
@@ -653,78 +605,68 @@ def _parse_index(body: bytes, message: type) -> object:
 
 
 @router.post("/index/{label}")
-def post_index(ctx: Ctx, body: RawBody, label: int) -> Response:
-    index = _parse_index(body, pb.LabelIndex)
+def post_index(data: LabelmapData, body: RawBody, label: int) -> Response:
+    index = _parse_message(body, pb.LabelIndex)
     if index.label != _check_label(label):
         raise BadRequest(f"index is for label {index.label}, not {label}")
-    ctx.datatype.indices(ctx.services, ctx.instance).put(ctx.version.uuid, index)
+    data.indices().put(index)
     return Response()
 
 
 @router.get("/indices")
-def get_indices(ctx: Ctx, body: RawBody) -> Response:
+def get_indices(data: LabelmapData, body: RawBody) -> Response:
     labels = _json_list(body, "labels")
     if len(labels) > 50_000:
         raise BadRequest("at most 50,000 labels per request")
-    dt = ctx.datatype
-    view = dt.index_view(ctx)
-    indices = dt.indices(ctx.services, ctx.instance)
+    indices = data.indices()
     out = pb.LabelIndices()
     for label in labels:
         if not isinstance(label, int) or label < 0:
             raise BadRequest(f"bad label {label!r}")
-        out.indices.append(indices.get(view, label) or pb.LabelIndex(label=label))
+        out.indices.append(indices.get(label) or pb.LabelIndex(label=label))
     return Response(out.SerializeToString(), media_type=OCTET)
 
 
 @router.post("/indices")
-def post_indices(ctx: Ctx, body: RawBody) -> Response:
-    parsed = _parse_index(body, pb.LabelIndices)
+def post_indices(data: LabelmapData, body: RawBody) -> Response:
+    parsed = _parse_message(body, pb.LabelIndices)
     if any(index.label == 0 for index in parsed.indices):
         raise BadRequest("label 0 cannot have an index")
-    indices = ctx.datatype.indices(ctx.services, ctx.instance)
+    indices = data.indices()
     for index in parsed.indices:
-        indices.put(ctx.version.uuid, index)
+        indices.put(index)
     if parsed.indices:
-        largest = max(index.label for index in parsed.indices)
-        if largest > (ctx.datatype.max_label(ctx) or 0):
-            ctx.datatype.counters(ctx.services, ctx.instance).write(
-                ctx.version.uuid, "maxlabel", str(largest).encode()
-            )
-        ctx.datatype.repo_counter(ctx.services, ctx.instance).advance(at_least=largest)
+        data.raise_max_label(max(index.label for index in parsed.indices))
     return Response()
 
 
 @router.get("/mapping")
+@router.post("/mapping")
 def get_mapping(
-    ctx: Ctx,
+    data: LabelmapData,
     body: RawBody,
     hash: str | None = None,
     nolookup: str | None = None,
 ) -> Response:
+    """Bodies of the supervoxels the body lists (also answered to POST: it only reads)."""
     svs = _json_list(body, "supervoxel ids", hash)
     if not all(isinstance(s, int) and s >= 0 for s in svs):
         raise BadRequest("supervoxel ids must be non-negative integers")
     ids = np.array(svs, dtype=np.uint64)
-    mapping = ctx.datatype.mapping(ctx.services, ctx.instance)
-    bodies, explicit = mapping.lookup(ctx.repo.dag, ctx.version, ctx.mutable, ids, explicit=True)
-    if not flag(nolookup) and ctx.instance.settings.get("IndexedLabels", True):
+    bodies, explicit = data.mapping.lookup_explicit(ids)
+    if not flag(nolookup) and data.indexed:
         # DVID: an id without a mapping entry counts only if its own index holds it.
-        dt = ctx.datatype
-        view = dt.index_view(ctx)
-        indices = dt.indices(ctx.services, ctx.instance)
+        indices = data.indices()
         for i in np.nonzero(~explicit & (ids != 0))[0].tolist():
-            index = indices.get(view, int(ids[i]))
+            index = indices.get(int(ids[i]))
             if index is None or not any(int(ids[i]) in e.counts for e in index.blocks.values()):
                 bodies[i] = 0
     return json_response(bodies.tolist())
 
 
 @router.get("/mappings")
-def get_mappings(ctx: Ctx, format: str | None = None) -> Response:
-    svs, bodies = ctx.datatype.mapping(ctx.services, ctx.instance).entries(
-        ctx.repo.dag, ctx.version, ctx.mutable
-    )
+def get_mappings(data: LabelmapData, format: str | None = None) -> Response:
+    svs, bodies = data.mapping.entries()
     if format == "binary":
         pairs = np.stack([svs, bodies], axis=1).astype("<u8")
         return Response(pairs.tobytes(), media_type=OCTET)
@@ -733,17 +675,15 @@ def get_mappings(ctx: Ctx, format: str | None = None) -> Response:
 
 
 @router.post("/mappings")
-def post_mappings(ctx: Ctx, body: RawBody) -> Response:
+def post_mappings(data: LabelmapData, body: RawBody) -> Response:
     """Bulk mapping load (protobuf ``MappingOps``): every original id maps to ``mapped``."""
-    ops = _parse_index(body, pb.MappingOps)
+    ops = _parse_message(body, pb.MappingOps)
     svs, bodies = [], []
     for op in ops.mappings:
         svs.extend(op.original)
         bodies.extend([op.mapped] * len(op.original))
     if svs:
-        ctx.datatype.mapping(ctx.services, ctx.instance).update(
-            ctx.repo.dag, ctx.version, np.array(svs, np.uint64), np.array(bodies, np.uint64)
-        )
+        data.mapping.update(np.array(svs, np.uint64), np.array(bodies, np.uint64))
     return Response()
 
 

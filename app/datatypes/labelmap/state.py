@@ -12,22 +12,28 @@ All of it is copy-on-write per version node, like the voxels:
 * **Label index**: one DVID ``LabelIndex`` protobuf per body, as a keyed record
   (:class:`VersionedKeys`): per block, voxel counts of each supervoxel.
 * **Counters**: the largest label written per version (keyed record) and the repo-wide
-  largest label handed out (a compare-and-swap object), so new ids never repeat.
+  largest label handed out (a conditionally updated object), so new ids never repeat.
+
+Every helper here is built for one version (:class:`VersionContext`).
 """
 
 from __future__ import annotations
 
 import io
+import uuid
 
 import numpy as np
+from pyroaring import BitMap64
 
-from app.blocks.ownership import ChunkOwnership
 from app.cache import LRUCache
-from app.dag import Node, VersionDAG
-from app.errors import BadRequest
-from app.storage.keyed import KeyView, VersionedKeys
+from app.context import VersionContext
+from app.dag import Node
+from app.datatypes.labelmap import keys
 from app.proto import labelmap_pb2 as pb
-from backends import ObjectStore, PreconditionFailed
+from app.storage import conditional
+from app.storage.keyed import KeyView, VersionedKeys
+from app.volumes.ownership import ChunkOwnership
+from backends import ObjectStore
 
 PARTITION_BITS = 12
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -40,25 +46,26 @@ def partitions(svs: np.ndarray) -> np.ndarray:
 
 
 class Mapping:
-    """The supervoxel -> body mapping of one instance, copy-on-write per node."""
+    """The supervoxel -> body mapping of one instance as seen from one version,
+    copy-on-write per node."""
 
     def __init__(
         self,
         store: ObjectStore,
         base: str,
-        bitmaps: LRUCache,
+        bitmaps: LRUCache[BitMap64],
         arrays: LRUCache[tuple[np.ndarray, np.ndarray]],
+        at: VersionContext,
     ) -> None:
         self.store = store
         self.base = base
-        self.ownership = ChunkOwnership(store, base, bitmaps)
+        self.at = at
+        self.ownership = ChunkOwnership(store, base, bitmaps, at)
         self.arrays = arrays
 
-    def _path(self, node_uuid: str, part: int) -> str:
-        return f"{self.base}/{node_uuid}/{part:03x}.npz"
-
-    def _load(self, node: Node, part: int, mutable: bool) -> tuple[np.ndarray, np.ndarray]:
-        path = self._path(node.uuid, part)
+    def _load(self, node: Node, part: int) -> tuple[np.ndarray, np.ndarray]:
+        mutable = self.at.is_open(node)
+        path = keys.mapping_partition(self.base, node.uuid, part)
         if not mutable:
             cached = self.arrays.get(path)
             if cached is not None:
@@ -73,43 +80,39 @@ class Mapping:
             self.arrays.put(path, loaded)
         return loaded
 
-    def lookup(
-        self,
-        dag: VersionDAG,
-        node: Node,
-        mutable: bool,
-        svs: np.ndarray,
-        explicit: bool = False,
-    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """Bodies of ``svs`` as seen at ``node``; unmapped supervoxels map to themselves.
-        With ``explicit``, also a mask of the ids that have a mapping entry."""
+    def lookup(self, svs: np.ndarray) -> np.ndarray:
+        """Bodies of ``svs``; unmapped supervoxels map to themselves."""
+        return self.lookup_explicit(svs)[0]
+
+    def lookup_explicit(self, svs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Bodies of ``svs``, and a mask of the ids that have a mapping entry."""
         svs = np.asarray(svs, dtype=np.uint64)
         bodies = svs.copy()
         found = np.zeros(svs.size, dtype=bool)
         if svs.size == 0:
-            return (bodies, found) if explicit else bodies
+            return bodies, found
         parts = partitions(svs)
         order = np.argsort(parts, kind="stable")
         sorted_parts = parts[order]
         wanted, starts = np.unique(sorted_parts, return_index=True)
         ends = np.append(starts[1:], sorted_parts.size)
         span = {int(p): (lo, hi) for p, lo, hi in zip(wanted, starts, ends, strict=True)}
-        for version, owned in self.ownership.owners(dag, node, mutable, wanted).items():
-            owner = dag.by_id[version]
+        for version, owned in self.ownership.owners(wanted).items():
+            owner = self.at.owner(version)
             for part in owned.tolist():
-                keys, values = self._load(owner, part, mutable and owner is node)
-                if keys.size == 0:
+                keys_, values = self._load(owner, part)
+                if keys_.size == 0:
                     continue
                 lo, hi = span[part]
                 sel = order[lo:hi]
-                pos = np.minimum(np.searchsorted(keys, svs[sel]), keys.size - 1)
-                hit = keys[pos] == svs[sel]
+                pos = np.minimum(np.searchsorted(keys_, svs[sel]), keys_.size - 1)
+                hit = keys_[pos] == svs[sel]
                 bodies[sel[hit]] = values[pos[hit]]
                 found[sel[hit]] = True
-        return (bodies, found) if explicit else bodies
+        return bodies, found
 
-    def update(self, dag: VersionDAG, node: Node, svs: np.ndarray, bodies: np.ndarray) -> None:
-        """Set ``svs -> bodies`` at the open ``node`` (whole partitions are rewritten;
+    def update(self, svs: np.ndarray, bodies: np.ndarray) -> None:
+        """Set ``svs -> bodies`` at the bound (open) node (whole partitions are rewritten;
         later pairs win over earlier ones and over what the partition held)."""
         svs = np.asarray(svs, dtype=np.uint64)
         bodies = np.asarray(bodies, dtype=np.uint64)
@@ -118,34 +121,34 @@ class Mapping:
         svs, bodies, parts = svs[order], bodies[order], parts[order]
         touched, starts = np.unique(parts, return_index=True)
         ends = np.append(starts[1:], parts.size)
-        owners = self.ownership.owners(dag, node, True, touched)
+        owners = self.ownership.owners(touched)
         owner_of = {int(p): v for v, owned in owners.items() for p in owned}
+        node = self.at.node
         for part, lo, hi in zip(touched.tolist(), starts.tolist(), ends.tolist(), strict=True):
             version = owner_of.get(part)
             if version is None:
-                keys, values = np.empty(0, np.uint64), np.empty(0, np.uint64)
+                keys_, values = np.empty(0, np.uint64), np.empty(0, np.uint64)
             else:
-                owner = dag.by_id[version]
-                keys, values = self._load(owner, part, owner is node)
-            new_keys, new_values = _merge_sorted(keys, values, svs[lo:hi], bodies[lo:hi])
+                keys_, values = self._load(self.at.owner(version), part)
+            new_keys, new_values = _merge_sorted(keys_, values, svs[lo:hi], bodies[lo:hi])
             out = io.BytesIO()
             np.savez(out, sv=new_keys, body=new_values)
-            self.store.put(self._path(node.uuid, part), out.getvalue())
-        self.ownership.add(node.uuid, touched)
+            self.store.put(keys.mapping_partition(self.base, node.uuid, part), out.getvalue())
+        self.ownership.add(touched)
 
-    def entries(self, dag: VersionDAG, node: Node, mutable: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Every explicit mapping entry visible at ``node`` (for ``GET /mappings``)."""
+    def entries(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every explicit mapping entry visible at the bound node (for ``GET /mappings``)."""
         all_parts = np.arange(1 << PARTITION_BITS, dtype=np.uint64)
-        keys, values = [], []
-        for version, owned in self.ownership.owners(dag, node, mutable, all_parts).items():
-            owner = dag.by_id[version]
+        found_keys, found_values = [], []
+        for version, owned in self.ownership.owners(all_parts).items():
+            owner = self.at.owner(version)
             for part in owned:
-                k, v = self._load(owner, int(part), mutable and owner is node)
-                keys.append(k)
-                values.append(v)
-        if not keys:
+                k, v = self._load(owner, int(part))
+                found_keys.append(k)
+                found_values.append(v)
+        if not found_keys:
             return np.empty(0, np.uint64), np.empty(0, np.uint64)
-        k, v = np.concatenate(keys), np.concatenate(values)
+        k, v = np.concatenate(found_keys), np.concatenate(found_values)
         order = np.argsort(k)
         return k[order], v[order]
 
@@ -162,63 +165,64 @@ def _merge_sorted(
     return sorted_keys[last], all_values[order][last]
 
 
-def label_key(label: int) -> str:
-    """Fixed-width hex, so keyed-record order is numeric order."""
-    return f"{label:016x}"
-
-
 class LabelIndices:
-    """Per-body ``LabelIndex`` records of one instance."""
+    """Per-body ``LabelIndex`` records of one instance, as seen from one version."""
 
-    def __init__(self, keys: VersionedKeys) -> None:
-        self.keys = keys
+    def __init__(self, keyed: VersionedKeys, at: VersionContext) -> None:
+        self.keyed = keyed
+        self.at = at
+        self.view: KeyView = at.view(keyed)
 
-    def get(self, view: KeyView, label: int) -> pb.LabelIndex | None:
-        data = view.get(label_key(label))
+    def get(self, label: int) -> pb.LabelIndex | None:
+        data = self.view.get(keys.label_key(label))
         if data is None:
             return None
         index = pb.LabelIndex()
         index.ParseFromString(data)
         return index if index.blocks else None
 
-    def put(self, node_uuid: str, index: pb.LabelIndex) -> None:
+    def put(self, index: pb.LabelIndex) -> None:
+        """Store ``index`` at the bound (open) node; an index without blocks is deleted."""
+        node_uuid = self.at.node.uuid
         if index.blocks:
-            self.keys.write(node_uuid, label_key(index.label), index.SerializeToString())
+            self.keyed.write(node_uuid, keys.label_key(index.label), index.SerializeToString())
         else:
-            self.keys.delete(node_uuid, label_key(index.label))
+            self.keyed.delete(node_uuid, keys.label_key(index.label))
 
-    def labels(self, view: KeyView, start: int = 0, end: int | None = None) -> list[int]:
-        lo = label_key(start)
-        hi = label_key(end) if end is not None else None
-        return [int(k, 16) for k in view.keys_in_range(lo, hi)]
+    def labels(self, start: int = 0, end: int | None = None) -> list[int]:
+        lo = keys.label_key(start)
+        hi = keys.label_key(end) if end is not None else None
+        return [int(k, 16) for k in self.view.keys_in_range(lo, hi)]
 
 
 class LabelCounter:
-    """The repo-wide largest label handed out or written, advanced by compare-and-swap."""
+    """The repo-wide largest label handed out or written, advanced conditionally. The
+    object holds the value and a nonce: two rivals reserving the same range must not
+    mistake each other's write for their own."""
 
     def __init__(self, store: ObjectStore, path: str) -> None:
         self.store = store
         self.path = path
 
+    @staticmethod
+    def _value(data: bytes | None) -> int:
+        return int(data.split()[0]) if data else 0
+
     def current(self) -> int:
         blob = self.store.get(self.path)
-        return int(blob.data) if blob is not None else 0
+        return self._value(blob.data if blob is not None else None)
 
     def advance(self, at_least: int = 0, reserve: int = 0) -> tuple[int, int]:
         """Raise the counter to ``max(current, at_least) + reserve``; returns the
         (previous, new) values. Reserved ids are ``previous+1 .. new``."""
-        for _ in range(64):
-            blob = self.store.get(self.path)
-            previous = int(blob.data) if blob is not None else 0
+        seen = (0, 0)
+
+        def edit(current: bytes | None) -> bytes | None:
+            nonlocal seen
+            previous = self._value(current)
             new = max(previous, at_least) + reserve
-            if new == previous:
-                return previous, new
-            try:
-                if blob is None:
-                    self.store.put(self.path, str(new).encode(), if_absent=True)
-                else:
-                    self.store.put(self.path, str(new).encode(), if_match=blob.token)
-                return previous, new
-            except PreconditionFailed:
-                continue
-        raise BadRequest("too much contention on the label counter")
+            seen = (previous, new)
+            return None if new == previous else f"{new} {uuid.uuid4().hex}".encode()
+
+        conditional.update(self.store, self.path, edit, what="the label counter")
+        return seen

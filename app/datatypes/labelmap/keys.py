@@ -1,0 +1,45 @@
+"""Every object and record key of labelmap's state besides voxels (see docs/format.md).
+
+Under the instance's root ``data/<DataUUID>``:
+
+``index/...``
+    keyed records (:mod:`app.storage.keyed`) of per-body ``LabelIndex`` protobufs, one per
+    label under :func:`label_key`.
+``counters/...``
+    keyed records: under :data:`MAX_LABEL`, the largest label written at a node.
+``maxrepolabel``
+    the repo-wide largest label written or handed out, then a nonce.
+``mapping/<node uuid>/<partition>.npz``
+    a whole mapping partition as of that node; which partitions a node wrote is a bitmap
+    under ``mapping/owned/`` (:func:`app.volumes.keys.owned`).
+"""
+
+from __future__ import annotations
+
+#: The counters record holding the largest label written at a node.
+MAX_LABEL = "maxlabel"
+
+
+def index(root: str) -> str:
+    return f"{root}/index"
+
+
+def counters(root: str) -> str:
+    return f"{root}/counters"
+
+
+def max_repo_label(root: str) -> str:
+    return f"{root}/maxrepolabel"
+
+
+def mapping(root: str) -> str:
+    return f"{root}/mapping"
+
+
+def mapping_partition(base: str, node_uuid: str, part: int) -> str:
+    return f"{base}/{node_uuid}/{part:03x}.npz"
+
+
+def label_key(label: int) -> str:
+    """A label's record key: fixed-width hex, so keyed-record order is numeric order."""
+    return f"{label:016x}"
