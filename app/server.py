@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Mount
@@ -16,8 +21,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
 from app.api import nodes, repos, server
+from app.api.common import json_body, raw_body
 from app.api.instances import InstanceDispatcher, error_response, unavailable_response
 from app.auth import install_auth
+from app.datatypes import load_all
 from app.errors import BadRequest, DVIDError, TooLarge
 from app.metrics import install_metrics
 from app.services import Services
@@ -148,20 +155,265 @@ def create_app(settings: Settings, stores: dict[str, ObjectStore] | None = None)
 
 
 def _openapi(app: FastAPI, dispatcher: InstanceDispatcher) -> dict[str, Any]:
-    """One OpenAPI document: the server's routes plus each datatype's, under its prefix."""
+    """One OpenAPI document: the server's routes plus each datatype's, under its prefix.
+
+    Datatype endpoints are served by per-datatype sub-applications mounted at
+    ``/api/node/{uuid}/{dataname}``; their operations get the two mount parameters, are
+    tagged by every datatype that serves them, and, where several datatypes serve the same
+    method and path (``help``, ``raw``...), are one operation (OpenAPI allows one per path
+    and method) whose parameters are the union, each marked with the datatypes using it."""
     if app.openapi_schema:
         return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    _describe_bodies(schema["paths"], app.routes)
+    served: dict[str, dict[str, list[_Served]]] = {}
     for typename, sub in dispatcher.datatype_apps().items():
         sub_schema = get_openapi(title=typename, version=app.version, routes=sub.routes)
+        _describe_bodies(sub_schema["paths"], sub.routes)
         for path, operations in sub_schema.get("paths", {}).items():
-            full = f"/api/node/{{uuid}}/{{dataname}}{path}"
-            for operation in operations.values():
-                operation["tags"] = [typename]
-                operation["operationId"] = f"{typename}_{operation.get('operationId', '')}"
-            schema["paths"].setdefault(full, {}).update(operations)
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(
-            sub_schema.get("components", {}).get("schemas", {})
-        )
+            shape = _PATH_PARAM.sub("{}", path)
+            for method, operation in operations.items():
+                entry = _Served(typename, path, operation)
+                served.setdefault(shape, {}).setdefault(method, []).append(entry)
+        _merge_components(schema, sub_schema)
+    everyone = set(dispatcher.datatype_apps())
+    for shape, methods in served.items():
+        path, renames = _merged_path(shape, methods)
+        item = schema["paths"].setdefault(INSTANCE_PREFIX + path, {})
+        for method, entries in methods.items():
+            operation = _merged_operation(entries, renames, everyone)
+            operation["operationId"] = f"{operation['operationId']}_{method}_{_slug(path)}"
+            item[method] = operation
+    _unique_operation_ids(schema["paths"])
+    _path_parameters_present(schema["paths"])
+    _plain_text_errors(schema)
+    schema["tags"] = [
+        *schema.get("tags", []),
+        *(
+            {
+                "name": typename,
+                "description": f"Endpoints of {typename} instances: {INSTANCE_PREFIX}/... "
+                f"where dataname names a {typename} instance (see its /help).",
+            }
+            for typename in dispatcher.datatype_apps()
+        ),
+    ]
     app.openapi_schema = schema
     return schema
+
+
+# --- OpenAPI helpers -----------------------------------------------------------------------
+
+INSTANCE_PREFIX = "/api/node/{uuid}/{dataname}"
+_PATH_PARAM = re.compile(r"\{([^}]+)\}")
+INSTANCE_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "uuid",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "title": "Uuid"},
+        "description": "The version node: a unique prefix of its UUID, or "
+        "<prefix>:<branch> for the leaf of that branch.",
+    },
+    {
+        "name": "dataname",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "title": "Dataname"},
+        "description": "The data instance's name; its datatype decides which endpoints exist.",
+    },
+]
+_BODY_SCHEMAS: dict[Any, dict[str, Any]] = {
+    raw_body: {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    json_body: {"application/json": {"schema": {}}},
+}
+_PLAIN_TEXT_ERROR = {
+    "description": "Bad request: DVID's plain-text error, the message then (<path>).",
+    "content": {"text/plain": {"schema": {"type": "string"}}},
+}
+
+
+@dataclass
+class _Served:
+    """One datatype's operation at one (sub-application) path and method."""
+
+    typename: str
+    path: str
+    operation: dict[str, Any]
+
+
+def _describe_bodies(paths: dict[str, Any], routes: list[Any]) -> None:
+    """Declare the bodies that handlers read from the raw request (``RawBody``,
+    ``JsonBody``), which FastAPI cannot see, as optional request bodies."""
+    for path, route in _api_routes(routes):
+        content = _body_content(route.dependant)
+        item = paths.get(path)
+        if content is None or item is None:
+            continue
+        for method in route.methods:
+            operation = item.get(method.lower())
+            if operation is not None and "requestBody" not in operation:
+                operation["requestBody"] = {"required": False, "content": copy.deepcopy(content)}
+
+
+def _api_routes(routes: list[Any]) -> Iterator[tuple[str, APIRoute]]:
+    """(path, route) of every APIRoute, also those of included routers, which newer
+    FastAPI versions keep as router entries instead of copying them into ``app.routes``."""
+    try:
+        from fastapi.routing import iter_route_contexts  # type: ignore[attr-defined]
+    except ImportError:  # older FastAPI: the routes are already flat
+        for route in routes:
+            if isinstance(route, APIRoute):
+                yield route.path_format, route
+        return
+    for context in iter_route_contexts(routes):
+        route = context.original_route
+        if isinstance(route, APIRoute):
+            yield context.path_format or route.path_format, route
+
+
+def _body_content(dependant: Any) -> dict[str, Any] | None:
+    for dependency in dependant.dependencies:
+        content = _BODY_SCHEMAS.get(dependency.call) or _body_content(dependency)
+        if content is not None:
+            return content
+    return None
+
+
+def _merge_components(schema: dict[str, Any], sub_schema: dict[str, Any]) -> None:
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, value in sub_schema.get("components", {}).get("schemas", {}).items():
+        if components.setdefault(name, value) != value:
+            raise ValueError(f"two datatypes define different OpenAPI schemas named {name!r}")
+
+
+def _merged_path(
+    shape: str, methods: dict[str, list[_Served]]
+) -> tuple[str, dict[tuple[str, str], dict[str, str]]]:
+    """One template for paths that differ only in parameter names (OpenAPI allows one):
+    each slot is named after every name the datatypes give it, e.g. ``{coord_or_size}``.
+    Returns the template and, per (typename, path), the renames."""
+    slots: list[list[str]] = [[] for _ in range(shape.count("{}"))]
+    for entries in methods.values():
+        for entry in entries:
+            for i, name in enumerate(_PATH_PARAM.findall(entry.path)):
+                if name not in slots[i]:
+                    slots[i].append(name)
+    merged = ["_or_".join(names) for names in slots]
+    renames = {}
+    for entries in methods.values():
+        for entry in entries:
+            names = _PATH_PARAM.findall(entry.path)
+            renames[entry.typename, entry.path] = dict(zip(names, merged, strict=True))
+    parts = iter(merged)
+    return re.sub(r"\{\}", lambda _: "{" + next(parts) + "}", shape), renames
+
+
+def _merged_operation(
+    entries: list[_Served], renames: dict[tuple[str, str], dict[str, str]], everyone: set[str]
+) -> dict[str, Any]:
+    """One operation for the datatypes in ``entries``; its ``operationId`` is left as the
+    owner (the datatypes' packages, or ``instance`` for endpoints of every instance)."""
+    typenames = sorted({e.typename for e in entries})
+    operation = copy.deepcopy(entries[0].operation)
+    parameters: dict[tuple[str, str], dict[str, Any]] = {}
+    users: dict[tuple[str, str], dict[str, list[str]]] = {}  # key -> own name -> typenames
+    descriptions: dict[str, list[str]] = {}
+    for entry in entries:
+        rename = renames[entry.typename, entry.path]
+        for parameter in entry.operation.get("parameters", []):
+            own = parameter["name"]
+            parameter = copy.deepcopy(parameter)
+            if parameter["in"] == "path":
+                parameter["name"] = rename[own]
+            key = (parameter["in"], parameter["name"])
+            parameters.setdefault(key, parameter)
+            users.setdefault(key, {}).setdefault(own, []).append(entry.typename)
+        text = entry.operation.get("description")
+        if text:
+            descriptions.setdefault(text, []).append(entry.typename)
+    merged = [copy.deepcopy(p) for p in INSTANCE_PARAMETERS]
+    for key, parameter in parameters.items():
+        names = users[key]
+        note = None
+        if len(names) > 1:  # one path slot, named differently by different datatypes
+            note = "; ".join(f"<{own}> for {', '.join(sorted(set(t)))}" for own, t in names.items())
+        elif sorted(set(using := next(iter(names.values())))) != typenames:
+            note = f"Used by {', '.join(sorted(set(using)))} only; the others ignore it."
+            parameter["required"] = False
+        if note:
+            parameter["description"] = " ".join(filter(None, [parameter.get("description"), note]))
+        merged.append(parameter)
+    operation["parameters"] = merged
+    if len(descriptions) > 1:
+        operation["description"] = "\n\n".join(
+            f"{', '.join(sorted(set(names)))}: {text}" for text, names in descriptions.items()
+        )
+    operation["tags"] = typenames
+    operation["operationId"] = (
+        "instance"
+        if set(typenames) == everyone
+        else "_".join(sorted({_family(t) for t in typenames}))
+    )
+    return operation
+
+
+def _family(typename: str) -> str:
+    """The datatype package serving ``typename`` (``imageblk`` for ``uint8blk``...)."""
+    datatype = load_all().get(typename)
+    cls = datatype if isinstance(datatype, type) else type(datatype)
+    parts = cls.__module__.split(".")
+    return parts[2] if parts[:2] == ["app", "datatypes"] and len(parts) > 2 else typename
+
+
+def _slug(path: str) -> str:
+    return re.sub(r"[^0-9A-Za-z]+", "_", path).strip("_")
+
+
+def _unique_operation_ids(paths: dict[str, Any]) -> None:
+    seen: set[str] = set()
+    for item in paths.values():
+        for operation in item.values():
+            base = operation.get("operationId") or "operation"
+            name, n = base, 1
+            while name in seen:
+                n += 1
+                name = f"{base}_{n}"
+            operation["operationId"] = name
+            seen.add(name)
+
+
+def _path_parameters_present(paths: dict[str, Any]) -> None:
+    """A path parameter is a path segment: present, never null (FastAPI documents the
+    optional ``{fmt}`` of a route that also exists without it as string-or-null)."""
+    for item in paths.values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                alternatives = parameter.get("schema", {}).get("anyOf")
+                if parameter["in"] != "path" or not alternatives:
+                    continue
+                kept = [a for a in alternatives if a.get("type") != "null"]
+                if len(kept) == 1:
+                    del parameter["schema"]["anyOf"]
+                    parameter["schema"].update(kept[0])
+
+
+def _plain_text_errors(schema: dict[str, Any]) -> None:
+    """FastAPI documents request validation failures as 422 JSON; this server answers
+    them, as DVID does, with a 400 and a plain-text message."""
+    for item in schema["paths"].values():
+        for operation in item.values():
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None:
+                responses.setdefault("400", copy.deepcopy(_PLAIN_TEXT_ERROR))
+    components = schema.get("components", {}).get("schemas", {})
+    text = str(schema["paths"])
+    for name in ("HTTPValidationError", "ValidationError"):
+        if f"#/components/schemas/{name}" not in text:
+            components.pop(name, None)
+    if "components" in schema and not components:
+        schema["components"].pop("schemas", None)
+        if not schema["components"]:
+            del schema["components"]

@@ -1,0 +1,329 @@
+"""What the server says about itself is true: the OpenAPI document declares every path
+parameter (so OpenAPI tools can call the datatype endpoints), schemathesis finds no 5xx
+through it, and each datatype's help lists exactly the endpoints that datatype serves."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import schemathesis
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from starlette.routing import Mount
+
+from app.datatypes import load_all
+from app.server import create_app
+from app.settings import Settings
+from tests.conftest import Api
+
+INSTANCE_PREFIX = "/api/node/{uuid}/{dataname}"
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
+    return create_app(Settings(data_dir=str(tmp_path_factory.mktemp("data"))))
+
+
+@pytest.fixture(scope="module")
+def schema(app: FastAPI) -> dict[str, Any]:
+    with TestClient(app) as client:
+        r = client.get("/openapi.json")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _operations(schema: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if method in METHODS:
+                yield path, method, operation
+
+
+# --- the OpenAPI document ----------------------------------------------------------------
+
+
+def test_datatype_operations_declare_uuid_and_dataname(schema: dict[str, Any]) -> None:
+    instance_ops = [(p, m, op) for p, m, op in _operations(schema) if p.startswith(INSTANCE_PREFIX)]
+    assert len(instance_ops) > 50
+    for path, method, operation in instance_ops:
+        declared = {(p["name"], p["in"]): p for p in operation.get("parameters", [])}
+        for name in ("uuid", "dataname"):
+            parameter = declared.get((name, "path"))
+            assert parameter is not None, f"{method.upper()} {path} does not declare {name}"
+            assert parameter["required"] is True
+            assert parameter["schema"]["type"] == "string"
+
+
+def test_every_path_parameter_is_declared(schema: dict[str, Any]) -> None:
+    for path, method, operation in _operations(schema):
+        in_path = re.findall(r"\{([^}]+)\}", path)
+        declared = [p["name"] for p in operation.get("parameters", []) if p["in"] == "path"]
+        assert sorted(declared) == sorted(in_path), f"{method.upper()} {path}: {declared}"
+        assert len(set(in_path)) == len(in_path), path
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] == "path":
+                assert parameter["required"] is True, f"{method.upper()} {path}"
+
+
+def test_paths_are_distinct_templates(schema: dict[str, Any]) -> None:
+    """OpenAPI forbids two templates differing only in parameter names."""
+    shapes = [re.sub(r"\{[^}]+\}", "{}", path) for path in schema["paths"]]
+    assert len(shapes) == len(set(shapes))
+
+
+def test_operation_ids_are_unique_and_operations_tagged_by_datatype(
+    schema: dict[str, Any],
+) -> None:
+    ids = [op["operationId"] for _, _, op in _operations(schema)]
+    assert len(ids) == len(set(ids))
+    datatypes = set(load_all())
+    tagged: set[str] = set()
+    for path, method, operation in _operations(schema):
+        if path.startswith(INSTANCE_PREFIX):
+            tags = set(operation["tags"])
+            assert tags and tags <= datatypes, f"{method.upper()} {path}: {tags}"
+            tagged |= tags
+    assert tagged == datatypes
+    assert datatypes <= {tag["name"] for tag in schema["tags"]}
+    assert set(schema["paths"][f"{INSTANCE_PREFIX}/help"]["get"]["tags"]) == datatypes
+    assert schema["paths"][f"{INSTANCE_PREFIX}/key/{{key}}"]["get"]["tags"] == ["keyvalue"]
+
+
+def test_validation_errors_are_documented_as_dvid_400s(schema: dict[str, Any]) -> None:
+    for path, method, operation in _operations(schema):
+        assert "422" not in operation["responses"], f"{method.upper()} {path}"
+
+
+# --- schemathesis ------------------------------------------------------------------------
+
+#: The instances schemathesis calls datatype endpoints on, by datatype.
+FUZZED = {"keyvalue": "kv", "uint8blk": "grayscale", "labelmap": "segmentation"}
+EXAMPLES = 5  # generated cases per operation (per datatype and variant for shared ones)
+SEED = 20261202
+
+#: Operations whose fully generated cases are left out because they trip a known server
+#: error that would also break the repo for every later case (see the xfail test below);
+#: they still run with plausible path segments.
+KNOWN_SERVER_ERRORS = {"POST /api/node/{uuid}/{dataname}/nextlabel/{count}"}
+
+#: Well-formed values for the datatypes' path parameters, by name.
+PLAUSIBLE = {
+    "dims": ["0_1_2", "0_1", "xy", "1_2"],
+    "size": ["32_32_32", "64_64_64", "16_16", "8_8_8"],
+    "offset": ["0_0_0", "32_0_0", "0_0_10"],
+    "fmt": ["png", "jpg:80", "raw", "octet-stream", "lz4"],
+    "label": ["1", "2", "3"],
+    "point": ["1_2_3", "40_1_1", "0_0_0"],
+    "coord_or_size": ["0_0_0", "1_0_0", "64_64_64"],
+    "span_or_offset": ["1", "2", "0_0_0"],
+    "begin": ["0", "1"],
+    "end": ["2", "100"],
+    "first": ["a", "0"],
+    "last": ["z", "b"],
+    "key": ["a", "b"],
+    "filename": ["info", "provenance"],
+    "scale_key": ["s0", "s1"],
+    "chunk": ["0-32_0-32_0-32", "0-64_0-64_0-64", "32-64_0-32_0-32"],
+    "top_left": ["0_0_0", "0.5_0_0"],
+    "top_right": ["31_0_0", "10_0_0"],
+    "bottom_left": ["0_31_0", "0_10_0"],
+    "res": ["1", "0.5"],
+    "count": ["1", "10"],
+}
+
+
+@pytest.fixture
+def fuzz_target(tmp_path: Path) -> Iterator[tuple[FastAPI, str]]:
+    """A server with a repo holding one instance per fuzzed datatype, with a little data."""
+    app = create_app(Settings(data_dir=str(tmp_path / "data")))
+    with TestClient(app) as client:
+        api = Api(client)
+        uuid = api.new_repo(alias="fuzz")
+        for typename, name in FUZZED.items():
+            api.new_instance(uuid, typename, name)
+        api.put(uuid, "kv", "a", b'{"x": 1}')
+        gray = np.arange(32**3, dtype=np.uint8).tobytes()
+        r = client.post(f"/api/node/{uuid}/grayscale/raw/0_1_2/32_32_32/0_0_0", content=gray)
+        assert r.status_code == 200, r.text
+        labels = np.ones((64, 64, 64), dtype="<u8")
+        labels[:, :, 32:] = 2
+        r = client.post(
+            f"/api/node/{uuid}/segmentation/raw/0_1_2/64_64_64/0_0_0", content=labels.tobytes()
+        )
+        assert r.status_code == 200, r.text
+        yield app, uuid
+
+
+def test_schemathesis_finds_no_server_errors(fuzz_target: tuple[FastAPI, str]) -> None:
+    """Every operation, called with generated parameters and bodies on real instances,
+    answers below 500. Datatype operations run first, on the instance of each datatype
+    that serves them (shared ones once per datatype), each twice: with every parameter
+    generated, and with plausible path segments (so that requests get past parsing); then
+    the server's own operations, on the same repo (so commit and delete come last)."""
+    app, uuid = fuzz_target
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    started = time.monotonic()
+    calls: dict[str, int] = {}
+    failures: list[str] = []
+    for typename, dataname in FUZZED.items():
+        for result in schema.include(tag=typename).get_all_operations():
+            operation = result.ok()
+            bound = {"uuid": uuid, "dataname": dataname}
+            label = f"{typename} {operation.label}"
+            if operation.label not in KNOWN_SERVER_ERRORS:
+                strategy = operation.as_strategy(path_parameters=bound)
+                _fuzz(strategy, label, calls, failures)
+            plausible = _plausible_path(operation, bound)
+            if plausible is not None:
+                _fuzz(plausible, f"{label} (plausible path)", calls, failures)
+    own = schema.exclude(path_regex=r"^/api/node/\{uuid\}/\{dataname\}/")
+    for result in own.get_all_operations():
+        operation = result.ok()
+        names = {p.name for p in operation.path_parameters}
+        bound = {k: v for k, v in {"uuid": uuid, "dataname": "kv"}.items() if k in names}
+        _fuzz(operation.as_strategy(path_parameters=bound), operation.label, calls, failures)
+    elapsed = time.monotonic() - started
+    print(
+        f"\nschemathesis: {len(calls)} operation runs, {sum(calls.values())} cases, {elapsed:.1f} s"
+    )
+    assert not failures, "\n\n".join(failures)
+    assert len(calls) > 100
+
+
+def _plausible_path(operation: Any, bound: dict[str, str]) -> Any:
+    """Cases whose path segments are drawn from :data:`PLAUSIBLE` (the rest generated);
+    None for operations without other path parameters."""
+    names = [p.name for p in operation.path_parameters if p.name not in bound]
+    if not names:
+        return None
+    missing = set(names) - set(PLAUSIBLE)
+    assert not missing, f"add plausible values for {missing} ({operation.label})"
+    segments = st.fixed_dictionaries({n: st.sampled_from(PLAUSIBLE[n]) for n in names})
+    return segments.flatmap(
+        lambda values: operation.as_strategy(path_parameters={**bound, **values})
+    )
+
+
+def _fuzz(strategy: Any, label: str, calls: dict[str, int], failures: list[str]) -> None:
+    """:data:`EXAMPLES` cases from ``strategy``; every answer of 500 or more (or an
+    exception out of the app, which a real server answers with 500) is a failure."""
+    calls.setdefault(label, 0)
+    seen: set[str] = set()
+
+    @seed(SEED)
+    @settings(
+        max_examples=EXAMPLES,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=strategy)
+    def run(case: schemathesis.Case) -> None:
+        calls[label] += 1
+        try:
+            response = case.call()
+        except Exception as e:
+            problem = f"500 (raised {type(e).__name__}: {e})"
+        else:
+            try:
+                case.validate_response(response, checks=[not_a_server_error])
+                return
+            except Exception:
+                problem = f"{response.status_code} {response.text[:300]}"
+        request = case.as_curl_command()
+        if request not in seen:
+            seen.add(request)
+            failures.append(f"{label}: {problem}\n{request}")
+
+    run()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="labelmap POST nextlabel/{count} takes any count: past 2^64 the answer fails to "
+    "encode (500), and the repo-wide counter, now past uint64, breaks every later "
+    "nextlabel, the instance info and GET /api/repos/info (500)",
+)
+def test_nextlabel_beyond_uint64_is_refused(fuzz_target: tuple[FastAPI, str]) -> None:
+    app, uuid = fuzz_target
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.post(f"/api/node/{uuid}/segmentation/nextlabel/{2**70}")
+        assert r.status_code < 500, r.text
+        assert client.get("/api/repos/info").status_code == 200
+
+
+# --- help texts --------------------------------------------------------------------------
+
+#: An endpoint line of a help text: method, then the path after the instance.
+HELP_ENDPOINT = re.compile(
+    r"^\s*(GET|POST|PUT|DEL|DELETE|HEAD)\s+<api URL>/node/<UUID>/<data name>/([A-Za-z0-9_-]+)",
+    re.MULTILINE,
+)
+
+
+def _datatype_apps(app: FastAPI) -> dict[str, FastAPI]:
+    mounts = [r for r in app.routes if isinstance(r, Mount) and r.path == INSTANCE_PREFIX]
+    assert len(mounts) == 1
+    return mounts[0].app.datatype_apps()  # type: ignore[attr-defined]
+
+
+def _served(sub: FastAPI) -> set[tuple[str, str]]:
+    """(method, first path keyword) of every route of a datatype's sub-application."""
+    paths = get_openapi(title="served", version="0", routes=sub.routes)["paths"]
+    return {
+        (method.upper(), path.strip("/").split("/")[0])
+        for path, item in paths.items()
+        for method in item
+    }
+
+
+def _advertised(help_text: str) -> set[tuple[str, str]]:
+    return {
+        ("DELETE" if method == "DEL" else method, keyword)
+        for method, keyword in HELP_ENDPOINT.findall(help_text)
+    }
+
+
+@pytest.mark.parametrize("typename", sorted(load_all()))
+def test_help_lists_exactly_the_served_endpoints(app: FastAPI, typename: str) -> None:
+    served = _served(_datatype_apps(app)[typename])
+    with TestClient(app) as client:
+        r = client.get(f"/api/help/{typename}")
+    assert r.status_code == 200, r.text
+    advertised = _advertised(r.text)
+    assert advertised, f"no endpoint lines parsed from the {typename} help"
+    not_served = sorted(advertised - served)
+    assert not not_served, f"{typename} help lists endpoints it does not serve: {not_served}"
+    undocumented = sorted(served - advertised)
+    assert not undocumented, f"{typename} serves endpoints its help omits: {undocumented}"
+    keywords = {keyword for _, keyword in served}
+    assert keywords == {keyword for _, keyword in advertised}
+
+
+def test_help_parser_reads_dvid_endpoint_lines() -> None:
+    text = """
+GET  <api URL>/node/<UUID>/<data name>/raw/<dims>/<size>/<offset>[/<format>][?queryopts]
+ GET <api URL>/node/<UUID>/<data name>/blocks/<block coord>/<spanX>
+DEL  <api URL>/node/<UUID>/<data name>/key/<key>
+POST <api URL>/node/<UUID>/<data name>/sync?<options>
+    GET <api URL>/node/3f8c/grayscale/raw/0_1/512_256/0_0_100/jpg:80
+POST <api URL>/repo/<UUID>/instance
+"""
+    assert _advertised(text) == {
+        ("GET", "raw"),
+        ("GET", "blocks"),
+        ("DELETE", "key"),
+        ("POST", "sync"),
+    }
