@@ -30,6 +30,7 @@ from app.metrics import install_metrics
 from app.services import Services
 from app.settings import Settings
 from backends import ObjectStore, StoreUnavailable
+from backends.tensorstore_errors import as_store_unavailable, is_store_failure
 
 log = logging.getLogger("dvid_cloud")
 
@@ -46,6 +47,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
         return unavailable_response(exc, request.url.path)
+
+    @app.exception_handler(ValueError)
+    @app.exception_handler(TimeoutError)
+    async def chunk_store_failure(request: Request, exc: Exception) -> Response:
+        # tensorstore (chunk I/O) reports a failing store as ValueError("ABORTED: ...") etc.
+        if not is_store_failure(exc):
+            raise exc  # a genuine error: 500 as before
+        return unavailable_response(as_store_unavailable(exc), request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
