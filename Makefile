@@ -24,11 +24,13 @@ chromium:
 
 test: $(STAMP) chromium  ## install, lint, then run the whole behavioural suite
 	$(BIN)/ruff check app backends tests bench
+	$(BIN)/mypy app backends
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check app backends tests bench
 	$(BIN)/ruff format --check app backends tests bench
+	$(BIN)/mypy app backends
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.versioned_reads

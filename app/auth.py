@@ -62,8 +62,8 @@ to say (:meth:`app.datatypes.base.Data.is_mutation`, :meth:`~app.datatypes.base.
 The repo of ``{uuid}`` and the datatype of ``{data}`` are found through the catalog only after
 the caller is identified (an anonymous caller gets 401 without learning whether the UUID exists);
 a UUID the catalog cannot resolve goes on to the endpoint, which answers its usual 400 (and a
-request to an instance that cannot be resolved needs what any write needs). ``GET /api/repos/info`` lists only
-the repos the caller may read.
+request to an instance that cannot be resolved needs what any write needs).
+``GET /api/repos/info`` lists only the repos the caller may read.
 
 Missing or invalid credentials answer 401 with ``WWW-Authenticate: Bearer``; an identified caller
 without the needed right gets 403. Both use DVID's plain-text error form.
@@ -424,7 +424,7 @@ class AuthMiddleware:
         if principal.admin:
             return principal
         target = data_target(method, path)
-        datatype = await instance_type(scope, *target) if target is not None else None
+        root, datatype = await instance_of(scope, *target) if target else (None, None)
         need = need_for(method, path, datatype)
         if need.ref is None:
             if need.level > Level.READ:
@@ -432,7 +432,7 @@ class AuthMiddleware:
             return principal
         if principal.everywhere() >= need.level:
             return principal
-        root = await repo_root(scope, need.ref)
+        root = root or await repo_root(scope, need.ref)
         if root is not None and principal.level(root) < need.level:
             raise Forbidden(
                 f"user {principal.user!r} lacks {need.level.name.lower()} access to repo {root}"
@@ -461,15 +461,21 @@ class AuthMiddleware:
         return response
 
 
-async def instance_type(scope: Scope, ref: str, dataname: str) -> type[Data] | None:
-    """The datatype class of instance ``dataname`` in the repo ``ref`` names; None when the
-    catalog cannot tell."""
+async def instance_of(
+    scope: Scope, ref: str, dataname: str
+) -> tuple[str | None, type[Data] | None]:
+    """The root UUID of the repo ``ref`` names and the datatype class of its instance
+    ``dataname``; None for what the catalog cannot tell."""
     catalog = scope["app"].state.services.catalog
     try:
         repo, _ = await anyio.to_thread.run_sync(catalog.resolve, ref)
-        return datatype_of(repo.instance(dataname).typename)
     except (DVIDError, StoreUnavailable):
-        return None
+        return None, None
+    inst = repo.instances.get(dataname)
+    try:
+        return repo.root, datatype_of(inst.typename) if inst is not None else None
+    except DVIDError:  # a type this server does not serve
+        return repo.root, None
 
 
 async def repo_root(scope: Scope, ref: str) -> str | None:

@@ -414,7 +414,7 @@ def blocks_figure(
     chunk_s = median_s(
         lambda: store[z : z + BLOCK, y : y + BLOCK, x : x + BLOCK].read().result(), 200, warm=5
     )
-    from app.datatypes.images import jpeg_volume
+    from app.volumes.images import jpeg_volume
 
     jpeg_s = median_s(lambda: jpeg_volume(block), 200, warm=5)
     print(
@@ -481,7 +481,7 @@ def post_figure(
     body = data.tobytes()
     aligned_path = raw_path(node, "writes", (EDGE,) * 3, (0, 0, 0))
     unaligned_path = raw_path(node, "writes", (EDGE,) * 3, (5, 5, 5))
-    from app.blocks.volume import VolumeSpec
+    from app.volumes.arrays import VolumeSpec
 
     spec = VolumeSpec(np.dtype("uint8"), (BLOCK,) * 3, 0, "lz4")
     kvstore = {"driver": "file", "path": str(folder / "ts-write") + "/"}

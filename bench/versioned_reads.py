@@ -19,8 +19,8 @@ import time
 
 from fastapi.testclient import TestClient
 
-from app.api.instances import make_context
-from app.datatypes import get
+from app.api.instances import resolve
+from app.datatypes.keyvalue import KeyValue
 from app.server import create_app
 from app.settings import Settings
 from backends.local import LocalStore
@@ -65,12 +65,11 @@ def main() -> None:
         baseline = time_ms(lambda: store.get(obj), args.reads)
         print(f"baseline: store.get of the stored record          {baseline:8.3f} ms")
         services = client.app.state.services
-        datatype = get("keyvalue")
 
         def service_read(node: str) -> None:
-            repo, version = services.catalog.resolve(node)
-            ctx = make_context(services, repo, version.uuid, repo.instance("kv"))
-            assert len(datatype.view(ctx).get("target")) == 4096
+            data = resolve(services, node, "kv")
+            assert isinstance(data, KeyValue)
+            assert len(data.view().get("target") or b"") == 4096
 
         service = {}
         for depth in sorted({1, 10, args.depth}):

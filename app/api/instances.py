@@ -138,9 +138,7 @@ class InstanceDispatcher:
             return
         try:
             try:
-                fresh = await anyio.to_thread.run_sync(
-                    resolve, services, data.node.uuid, data.name
-                )
+                fresh = await anyio.to_thread.run_sync(resolve, services, data.node.uuid, data.name)
                 fresh.require_writable()
             except DVIDError as e:
                 await error_response(e, scope["path"])(scope, receive, send)

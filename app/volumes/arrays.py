@@ -19,7 +19,7 @@ import numpy as np
 import tensorstore as ts
 
 from app.volumes import keys
-from app.volumes.geometry import COORD_LIMIT, BlockGrid, Box, Vec, pack, unpack
+from app.volumes.geometry import COORD_LIMIT, BlockGrid, Box, Vec, pack, unpack, vec
 from app.volumes.ownership import ChunkOwnership
 from backends import ObjectStore
 
@@ -79,7 +79,7 @@ class VolumeSpec:
         """Index of voxel 0 along z, y, x: a block multiple at least 2^30, so that signed
         voxel coordinates map to non-negative array indices on block boundaries."""
         bx, by, bz = self.block_size
-        return tuple(-(-COORD_LIMIT // b) * b for b in (bz, by, bx))  # type: ignore[return-value]
+        return vec(-(-COORD_LIMIT // b) * b for b in (bz, by, bx))
 
 
 class ArrayHandles:
@@ -169,7 +169,7 @@ class VersionedVolume:
             for version, ids in owners.items():
                 array = self._owner_array(version)
                 for block in unpack(ids):
-                    part = self.grid.block_box(_vec(block)).intersect(box)
+                    part = self.grid.block_box(block).intersect(box)
                     if part is not None:
                         pending.append((part, array[_zyx(part)].read(batch=batch)))
         for part, future in pending:
@@ -188,7 +188,7 @@ class VersionedVolume:
                 version = owner_of.get(int(chunk))
                 if version is None:
                     continue
-                coord = _vec(block)
+                coord = vec(block)
                 array = self._owner_array(version)
                 pending.append((coord, array[_zyx(self.grid.block_box(coord))].read(batch=batch)))
         return [(coord, future.result()) for coord, future in pending]
@@ -211,7 +211,3 @@ class VersionedVolume:
             future.result()
         coords = np.array([c for c, _ in blocks], dtype=np.int64).reshape(-1, 3)
         self.ownership.add(pack(coords))
-
-
-def _vec(block: np.ndarray) -> Vec:
-    return int(block[0]), int(block[1]), int(block[2])

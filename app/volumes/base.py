@@ -231,7 +231,7 @@ class VolumeData(Data):
 
 
 def _bounds(lo: list[int], hi_inclusive: list[int]) -> Box:
-    return Box.from_bounds(tuple(lo), tuple(h + 1 for h in hi_inclusive))  # type: ignore[arg-type]
+    return Box.from_bounds(lo, (h + 1 for h in hi_inclusive))
 
 
 def _parse_extents(record: bytes) -> Box:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +19,12 @@ _MASK = (1 << _BITS) - 1
 COORD_LIMIT = 1 << 30
 
 Vec = tuple[int, int, int]
+
+
+def vec(values: Iterable[int]) -> Vec:
+    """Three integers (x, y, z) as a :data:`Vec`."""
+    x, y, z = values
+    return int(x), int(y), int(z)
 
 
 def parse_ints(text: str, what: str, n: int = 3, sep: str = "_") -> tuple[int, ...]:
@@ -44,7 +50,12 @@ def parse_point(text: str) -> Vec:
     point = parse_ints(text, "offset")
     if any(abs(p) >= COORD_LIMIT for p in point):
         raise BadRequest(f"offset {text!r} is outside the addressable volume (±2^30)")
-    return point  # type: ignore[return-value]
+    return vec(point)
+
+
+def parse_box(size: str, offset: str) -> Box:
+    """The box of ``nx_ny_nz`` voxels at ``x_y_z``."""
+    return Box(parse_point(offset), vec(parse_size(size)))
 
 
 @dataclass(frozen=True)
@@ -56,7 +67,7 @@ class Box:
 
     @property
     def end(self) -> Vec:
-        return tuple(o + s for o, s in zip(self.offset, self.size, strict=True))  # type: ignore[return-value]
+        return vec(o + s for o, s in zip(self.offset, self.size, strict=True))
 
     @property
     def voxels(self) -> int:
@@ -72,11 +83,11 @@ class Box:
         return self
 
     def intersect(self, other: Box) -> Box | None:
-        lo = tuple(max(a, b) for a, b in zip(self.offset, other.offset, strict=True))
-        hi = tuple(min(a, b) for a, b in zip(self.end, other.end, strict=True))
+        lo = vec(max(a, b) for a, b in zip(self.offset, other.offset, strict=True))
+        hi = vec(min(a, b) for a, b in zip(self.end, other.end, strict=True))
         if any(h <= a for a, h in zip(lo, hi, strict=True)):
             return None
-        return Box(lo, tuple(h - a for a, h in zip(lo, hi, strict=True)))  # type: ignore[arg-type]
+        return Box.from_bounds(lo, hi)
 
     def slices_in(self, outer: Box) -> tuple[slice, slice, slice]:
         """This box as ZYX slices of an array holding ``outer``."""
@@ -88,13 +99,15 @@ class Box:
         )
 
     def union(self, other: Box) -> Box:
-        lo = tuple(min(a, b) for a, b in zip(self.offset, other.offset, strict=True))
-        hi = tuple(max(a, b) for a, b in zip(self.end, other.end, strict=True))
-        return Box(lo, tuple(h - a for a, h in zip(lo, hi, strict=True)))  # type: ignore[arg-type]
+        lo = (min(a, b) for a, b in zip(self.offset, other.offset, strict=True))
+        hi = (max(a, b) for a, b in zip(self.end, other.end, strict=True))
+        return Box.from_bounds(lo, hi)
 
     @classmethod
-    def from_bounds(cls, lo: Vec, hi_exclusive: Vec) -> Box:
-        return cls(lo, tuple(h - a for a, h in zip(lo, hi_exclusive, strict=True)))  # type: ignore[arg-type]
+    def from_bounds(cls, lo: Iterable[int], hi_exclusive: Iterable[int]) -> Box:
+        """The box from corner ``lo`` (inclusive) to ``hi_exclusive``."""
+        low, high = vec(lo), vec(hi_exclusive)
+        return cls(low, vec(h - a for a, h in zip(low, high, strict=True)))
 
 
 @dataclass(frozen=True)
@@ -105,26 +118,26 @@ class BlockGrid:
 
     def block_range(self, box: Box) -> tuple[Vec, Vec]:
         """Inclusive-exclusive block coordinates covering ``box``."""
-        lo = tuple(o // b for o, b in zip(box.offset, self.block_size, strict=True))
-        hi = tuple(-(-e // b) for e, b in zip(box.end, self.block_size, strict=True))
-        return lo, hi  # type: ignore[return-value]
+        lo = vec(o // b for o, b in zip(box.offset, self.block_size, strict=True))
+        hi = vec(-(-e // b) for e, b in zip(box.end, self.block_size, strict=True))
+        return lo, hi
 
     def aligned(self, box: Box) -> Box:
         """The smallest block-aligned box containing ``box``."""
         lo, hi = self.block_range(box)
         bs = self.block_size
         return Box.from_bounds(
-            tuple(a * b for a, b in zip(lo, bs, strict=True)),  # type: ignore[arg-type]
-            tuple(h * b for h, b in zip(hi, bs, strict=True)),  # type: ignore[arg-type]
+            (a * b for a, b in zip(lo, bs, strict=True)),
+            (h * b for h, b in zip(hi, bs, strict=True)),
         )
 
     def is_aligned(self, box: Box) -> bool:
         return self.aligned(box) == box
 
-    def block_box(self, block: Vec) -> Box:
-        return Box(
-            tuple(c * b for c, b in zip(block, self.block_size, strict=True)), self.block_size
-        )  # type: ignore[arg-type]
+    def block_box(self, block: Iterable[int]) -> Box:
+        """The voxels of the block at block coordinates ``block``."""
+        origin = vec(c * b for c, b in zip(block, self.block_size, strict=True))
+        return Box(origin, self.block_size)
 
     def blocks(self, box: Box) -> np.ndarray:
         """Block coordinates (n, 3) covering ``box`` in z, then y, then x order."""

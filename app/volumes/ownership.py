@@ -9,6 +9,8 @@ ancestry in memory, intersecting bitmaps: the store is never probed ancestor by 
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from pyroaring import BitMap64
 
@@ -95,7 +97,7 @@ class ChunkOwnership:
             return chunk in bitmaps[version]
 
         for chunk in remaining:
-            winners = self.at.dag.nearest_records(merge.parents, lambda v, c=chunk: holds(v, c))
+            winners = self.at.dag.nearest_records(merge.parents, partial(holds, chunk=chunk))
             if len(winners) > 1:
                 raise Conflict(
                     f"block {chunk} was written on more than one path into merged node "

@@ -120,7 +120,7 @@ def _downscaled(box: Box, level: int) -> Box:
     f = 2**level
     lo = tuple(o // f for o in box.offset)
     hi = tuple(-(-e // f) for e in box.end)
-    return Box.from_bounds(lo, hi)  # type: ignore[arg-type]
+    return Box.from_bounds(lo, hi)
 
 
 def scales(data: VolumeData) -> list[Scale]:
@@ -190,7 +190,7 @@ def parse_chunk_name(name: str) -> Box:
         raise BadRequest(f"chunk {name!r} is empty: each end must exceed its start")
     if any(abs(v) > COORD_LIMIT for v in (*lo, *hi)):
         raise BadRequest(f"chunk {name!r} is outside the addressable volume (±2^30)")
-    return Box.from_bounds(lo, hi)  # type: ignore[arg-type]
+    return Box.from_bounds(lo, hi)
 
 
 def _level(data: VolumeData, key: str) -> tuple[VolumeData, int]:

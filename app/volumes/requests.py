@@ -6,7 +6,7 @@ import numpy as np
 
 from app.datatypes.base import Data
 from app.errors import BadRequest, TooLarge
-from app.volumes.geometry import Box, parse_point, parse_size
+from app.volumes.geometry import Box, parse_box, parse_point, parse_size, vec
 
 _PLANES = {"xy": (0, 1), "0_1": (0, 1), "xz": (0, 2), "0_2": (0, 2), "yz": (1, 2), "1_2": (1, 2)}
 _VOLUME = ("0_1_2", "vol")
@@ -32,7 +32,7 @@ def bounded(data: Data, box: Box) -> Box:
 
 def volume_box(data: Data, size: str, offset: str) -> Box:
     """A bounded 3-D box from ``nx_ny_nz`` and ``x_y_z`` path segments."""
-    return bounded(data, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+    return bounded(data, parse_box(size, offset))
 
 
 def plane_box(axes: tuple[int, int], size: str, offset: str) -> Box:
@@ -40,7 +40,7 @@ def plane_box(axes: tuple[int, int], size: str, offset: str) -> Box:
     w, h = parse_size(size, 2)
     dims = [1, 1, 1]
     dims[axes[0]], dims[axes[1]] = w, h
-    return Box(parse_point(offset), tuple(dims))  # type: ignore[arg-type]
+    return Box(parse_point(offset), vec(dims))
 
 
 def plane_of(volume: np.ndarray, axes: tuple[int, int]) -> np.ndarray:
@@ -55,4 +55,4 @@ def plane_of(volume: np.ndarray, axes: tuple[int, int]) -> np.ndarray:
 def array_bytes(array: np.ndarray) -> memoryview | bytes:
     """The array's bytes without a copy when it is contiguous (a 16 MB copy costs as much
     as reading the chunks)."""
-    return memoryview(array).cast("B") if array.flags.c_contiguous else array.tobytes()
+    return array.data.cast("B") if array.flags.c_contiguous else array.tobytes()

@@ -58,7 +58,7 @@ def post_extents(data: AnyVolume, body: JsonBody) -> Response:
     lo, hi = points
     if any(h < a for a, h in zip(lo, hi, strict=True)):
         raise BadRequest("MaxPoint must not be below MinPoint")
-    data.set_extents(Box.from_bounds(lo, tuple(h + 1 for h in hi)))  # type: ignore[arg-type]
+    data.set_extents(Box.from_bounds(lo, (h + 1 for h in hi)))
     return Response()
 
 

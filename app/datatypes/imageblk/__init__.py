@@ -27,6 +27,10 @@ def _values(dtype: str) -> list[dict[str, str]]:
     return [{"DataType": dtype, "Label": dtype}]
 
 
+def _channels(*labels: str) -> list[dict[str, str]]:
+    return [{"DataType": "uint8", "Label": label} for label in labels]
+
+
 class ImageBlock(VolumeData):
     """One imageblk voxel type; the six share routes and storage and differ in class
     variables (and rgba8blk in how its voxels are averaged and presented)."""
@@ -136,7 +140,7 @@ class Rgba8Blk(ImageBlock):
 
     typename = "rgba8blk"
     dtype = np.dtype("<u4")
-    values = [{"DataType": "uint8", "Label": c} for c in ("red", "green", "blue", "alpha")]
+    values = _channels("red", "green", "blue", "alpha")
 
     def downsample(self, volume: np.ndarray) -> np.ndarray:
         return downsample_mean(volume, channels=4)

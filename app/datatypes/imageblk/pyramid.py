@@ -71,10 +71,10 @@ def build_pyramid(data: ImageBlock, box: Box, levels: int) -> int:
     source, region = data, box
     for level in range(1, levels + 1):
         target = data.sibling(_level_instance(data, level))
-        lo = tuple(o // 2 for o in region.offset)
-        hi = tuple(-(-e // 2) for e in region.end)
-        target_box = Box.from_bounds(lo, hi)  # type: ignore[arg-type]
-        source_box = Box.from_bounds(tuple(2 * v for v in lo), tuple(2 * v for v in hi))  # type: ignore[arg-type]
+        lo = [o // 2 for o in region.offset]
+        hi = [-(-e // 2) for e in region.end]
+        target_box = Box.from_bounds(lo, hi)
+        source_box = Box.from_bounds((2 * v for v in lo), (2 * v for v in hi))
         voxels = source.volume().read(source_box)
         target.write(target_box, data.downsample(voxels))
         source, region = target, target_box

@@ -16,13 +16,14 @@ from app.datatypes.imageblk import ImageBlock
 from app.datatypes.imageblk.pyramid import build_pyramid
 from app.errors import BadRequest, TooLarge
 from app.volumes import images
-from app.volumes.geometry import Box, parse_point, parse_size
+from app.volumes.geometry import Box, parse_point, vec
 from app.volumes.requests import (
     array_bytes,
     bounded,
     parse_dims,
     plane_box,
     plane_of,
+    volume_box,
 )
 
 router = APIRouter()
@@ -47,7 +48,7 @@ def _get_voxels(
 ) -> Response:
     axes = parse_dims(dims)
     if axes is None:
-        box = bounded(data, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+        box = volume_box(data, size, offset)
         volume = _read(data, box)
         if fmt is None or fmt.lower() in ("", "raw", "octet-stream"):
             return Response(array_bytes(volume), media_type="application/octet-stream")
@@ -72,7 +73,7 @@ def _isotropic(data: ImageBlock, axes: tuple[int, int], box: Box, fmt: str | Non
         src[axes[1]] = max(1, round(h * rw / rh))
     elif rh < rw:
         src[axes[0]] = max(1, round(w * rh / rw))
-    plane = plane_of(_read(data, bounded(data, Box(box.offset, tuple(src)))), axes)  # type: ignore[arg-type]
+    plane = plane_of(_read(data, bounded(data, Box(box.offset, vec(src)))), axes)
     if plane.shape != (h, w):
         image = images.to_image(plane, data.typename).resize((w, h), Image.Resampling.BILINEAR)
         if image.mode not in ("L", "I;16"):
@@ -89,7 +90,9 @@ def get_raw(data: ImageData, dims: str, size: str, offset: str, fmt: str | None 
 
 @router.get("/isotropic/{dims}/{size}/{offset}")
 @router.get("/isotropic/{dims}/{size}/{offset}/{fmt}")
-def get_isotropic(data: ImageData, dims: str, size: str, offset: str, fmt: str | None = None) -> Response:
+def get_isotropic(
+    data: ImageData, dims: str, size: str, offset: str, fmt: str | None = None
+) -> Response:
     return _get_voxels(data, dims, size, offset, fmt, iso=True)
 
 
@@ -111,12 +114,11 @@ def post_raw(
         raise BadRequest("only 3-D (0_1_2) subvolumes can be POSTed")
     if fmt is not None and fmt.lower() not in ("raw", "octet-stream"):
         raise BadRequest(f"POSTed voxels must be raw bytes, not {fmt!r}")
-    box = bounded(data, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+    box = volume_box(data, size, offset)
     expected = box.voxels * data.dtype.itemsize
     if len(body) != expected:
         raise BadRequest(
-            f"body has {len(body)} bytes but {box.size} {data.typename} voxels "
-            f"need {expected}"
+            f"body has {len(body)} bytes but {box.size} {data.typename} voxels need {expected}"
         )
     data.write(box, np.frombuffer(body, dtype=data.dtype).reshape(box.shape_zyx))
     if flag(downres):
@@ -125,10 +127,12 @@ def post_raw(
 
 
 @router.post("/pyramid/{size}/{offset}")
-def post_pyramid(data: ImageData, size: str, offset: str, levels: int = Query(1, ge=1, le=10)) -> Response:
+def post_pyramid(
+    data: ImageData, size: str, offset: str, levels: int = Query(1, ge=1, le=10)
+) -> Response:
     """dvid-cloud extension: (re)build ``<name>_1`` .. ``<name>_<levels>`` for a region by
     2x2x2 mean downsampling, creating those instances if needed."""
-    box = bounded(data, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+    box = volume_box(data, size, offset)
     written = build_pyramid(data, box, levels)
     return json_response({"levels": written})
 
@@ -150,8 +154,10 @@ def _block_records(data: ImageBlock, blocks: np.ndarray, compression: str | None
 
 
 @router.get("/subvolblocks/{size}/{offset}")
-def subvolblocks(data: ImageData, size: str, offset: str, compression: str | None = None) -> Response:
-    box = bounded(data, Box(parse_point(offset), parse_size(size)))  # type: ignore[arg-type]
+def subvolblocks(
+    data: ImageData, size: str, offset: str, compression: str | None = None
+) -> Response:
+    box = volume_box(data, size, offset)
     grid = data.volume().grid
     if not grid.is_aligned(box):
         raise BadRequest(f"subvolblocks needs a box aligned to blocks of {grid.block_size}")
@@ -217,7 +223,12 @@ def post_blocks(data: ImageData, body: RawBody, coord: str, span: str) -> Respon
 @router.get("/arb/{top_left}/{top_right}/{bottom_left}/{res}")
 @router.get("/arb/{top_left}/{top_right}/{bottom_left}/{res}/{fmt}")
 def arb(
-    data: ImageData, top_left: str, top_right: str, bottom_left: str, res: str, fmt: str | None = None
+    data: ImageData,
+    top_left: str,
+    top_right: str,
+    bottom_left: str,
+    res: str,
+    fmt: str | None = None,
 ) -> Response:
     """An arbitrary planar slice, sampled with nearest-voxel lookup (voxel coordinates)."""
     tl, tr, bl = (_float_point(p) for p in (top_left, top_right, bottom_left))
@@ -237,7 +248,7 @@ def arb(
     voxels = np.floor(points + 0.5).astype(np.int64)  # (h, w, 3) x, y, z
     lo = voxels.reshape(-1, 3).min(axis=0)
     hi = voxels.reshape(-1, 3).max(axis=0) + 1
-    box = bounded(data, Box(tuple(int(v) for v in lo), tuple(int(v) for v in hi - lo)))  # type: ignore[arg-type]
+    box = bounded(data, Box.from_bounds(lo.tolist(), hi.tolist()))
     volume = _read(data, box)
     rel = voxels - lo
     plane = volume[rel[..., 2], rel[..., 1], rel[..., 0]]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request

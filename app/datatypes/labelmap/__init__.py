@@ -68,9 +68,7 @@ class Labelmap(VolumeData):
         return bool(self.settings.get("IndexedLabels", True))
 
     def _keyed(self, base: str) -> VersionedKeys:
-        return VersionedKeys(
-            self.store, base, self.services.index_cache, self.services.value_cache
-        )
+        return VersionedKeys(self.store, base, self.services.index_cache, self.services.value_cache)
 
     def indices(self) -> LabelIndices:
         """The per-body label indices at the bound version."""

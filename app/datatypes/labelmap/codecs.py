@@ -204,10 +204,10 @@ def _pack_values(local: np.ndarray, bits: int) -> np.ndarray:
         return np.packbits(local.astype(np.uint8), axis=1)
     if bits in (2, 4):
         per = 8 // bits
-        v = local.astype(np.uint8).reshape(m, 512 // per, per)
-        out = v[:, :, 0] << np.uint8(8 - bits)
+        v8 = local.astype(np.uint8).reshape(m, 512 // per, per)
+        out = v8[:, :, 0] << np.uint8(8 - bits)
         for j in range(1, per):
-            out |= v[:, :, j] << np.uint8(8 - bits * (j + 1))
+            out |= v8[:, :, j] << np.uint8(8 - bits * (j + 1))
         return out
     v = local.astype(np.uint64).reshape(m, 64, 8)
     if bits < 8:
@@ -236,10 +236,10 @@ def _unpack_values(packed: np.ndarray, bits: int) -> np.ndarray:
         return np.unpackbits(packed, axis=1).astype(np.uint16)
     if bits in (2, 4):
         per = 8 // bits
-        mask = np.uint8((1 << bits) - 1)
+        mask8 = np.uint8((1 << bits) - 1)
         out = np.empty((m, 512 // per, per), dtype=np.uint16)
         for j in range(per):
-            out[:, :, j] = (packed >> np.uint8(8 - bits * (j + 1))) & mask
+            out[:, :, j] = (packed >> np.uint8(8 - bits * (j + 1))) & mask8
         return out.reshape(m, _SB_VOXELS)
     groups = packed.reshape(m, 64, bits)
     wide = np.zeros((m, 64, 8), dtype=np.uint8)
@@ -285,8 +285,8 @@ def encode_block(labels: np.ndarray) -> bytes:
     # Sub-block level: renumber (sub-block, block index) pairs by first appearance in the same
     # scan. Pairs of sub-block i get consecutive numbers starting at off_i (its first voxel is
     # always a first appearance), in order of first appearance within the sub-block.
-    key_dtype = np.uint32 if nsb * n < 2**32 else np.uint64
-    key = np.arange(nsb, dtype=key_dtype)[:, None] * key_dtype(n) + blk.astype(key_dtype)
+    key_dtype = np.dtype(np.uint32 if nsb * n < 2**32 else np.uint64)
+    key = np.arange(nsb, dtype=key_dtype)[:, None] * np.array(n, key_dtype) + blk.astype(key_dtype)
     g, _ = _first_appearance(key)  # narrowest unsigned dtype (or int64)
     off = g[:, 0].astype(np.int64)
     ns = g.max(axis=1).astype(np.int64) - off + 1

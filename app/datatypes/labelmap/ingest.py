@@ -93,11 +93,11 @@ def _update_indices(
             continue
         index = indices.get(body) or pb.LabelIndex(label=body)
         for key in keys:
-            counts = new_counts[body].get(key)
-            if counts:
+            block_counts = new_counts[body].get(key)
+            if block_counts:
                 entry = index.blocks[key]
                 entry.counts.clear()
-                entry.counts.update(counts)
+                entry.counts.update(block_counts)
             elif key in index.blocks:
                 del index.blocks[key]
         index.label = body

@@ -147,9 +147,7 @@ def _block_stream(
     data: Labelmap, coords: np.ndarray, scale: int, supervoxels: bool, mode: str
 ) -> bytes:
     if mode not in codecs.PAYLOAD_FORMATS:
-        raise BadRequest(
-            f"unknown block compression {mode!r}: use blocks, uncompressed, lz4, gzip"
-        )
+        raise BadRequest(f"unknown block compression {mode!r}: use blocks, uncompressed, lz4, gzip")
     records = []
     for coord, voxels in data.volume(scale).read_blocks(coords):
         labels = voxels if supervoxels else data.bodies(voxels)
@@ -425,10 +423,10 @@ def _sparse_blocks(
     q = request.query_params
     lo = [int(q.get(f"min{a}", -(2**31))) for a in "xyz"]
     hi = [int(q.get(f"max{a}", 2**31 - 1)) for a in "xyz"]
-    bounds = Box.from_bounds(tuple(lo), tuple(h + 1 for h in hi))  # type: ignore[arg-type]
+    bounds = Box.from_bounds(lo, (h + 1 for h in hi))
     volume = data.volume(scale)
     grid = volume.grid
-    keep = [c for c in coords.tolist() if grid.block_box(tuple(c)).intersect(bounds) is not None]
+    keep = [c for c in coords.tolist() if grid.block_box(c).intersect(bounds) is not None]
     if not keep:
         raise NotFound(f"label {label} has no voxels in the given bounds")
     found = volume.read_blocks(np.array(keep))
@@ -460,9 +458,7 @@ class SparsevolQuery:
 def sparsevol(
     data: LabelmapData, request: Request, label: int, q: Annotated[SparsevolQuery, Depends()]
 ) -> Response:
-    masks, bounds = _sparse_blocks(
-        data, label, flag(q.supervoxels), _scale(data, q.scale), request
-    )
+    masks, bounds = _sparse_blocks(data, label, flag(q.supervoxels), _scale(data, q.scale), request)
     grid = data.volume(q.scale).grid
     fmt = q.format.lower()
     if fmt == "blocks":
