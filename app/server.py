@@ -24,7 +24,7 @@ from app.api import nodes, repos, server
 from app.api.common import json_body, raw_body
 from app.api.instances import InstanceDispatcher, error_response, unavailable_response
 from app.auth import install_auth
-from app.datatypes import load_all
+from app.datatypes import load_all, load_plugins
 from app.errors import BadRequest, DVIDError, TooLarge
 from app.metrics import install_metrics
 from app.services import Services
@@ -136,6 +136,7 @@ class BoundedRequests:
 
 def create_app(settings: Settings, stores: dict[str, ObjectStore] | None = None) -> FastAPI:
     """The dvid-cloud application for ``settings`` (tests may pass ready-made stores)."""
+    load_plugins(settings.plugins)
     services = Services.from_settings(settings, stores)
     app = FastAPI(
         title="dvid-cloud",
