@@ -34,7 +34,6 @@ from backends import ObjectStore, PreconditionFailed
 T = TypeVar("T")
 
 
-
 class Catalog:
     """Reads, creates and updates repos; resolves UUID references to nodes."""
 

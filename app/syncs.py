@@ -83,7 +83,7 @@ def catch_up(data: Data) -> int:
         blob = data.store.get(cursor_key)
         if not any(True for _ in journal.entries(after=int(blob.data) if blob else 0)):
             continue
-        with data.journal().transaction() as txn:
+        with data.transaction() as txn:
             stored = txn.store.get(cursor_key)  # re-read under the subscriber's lock
             cursor = int(stored.data) if stored else 0
             for seq, events in journal.entries(after=cursor):

@@ -17,7 +17,7 @@ import gzip
 import os
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,8 +82,10 @@ def _box_values(client: httpx.Client, base: str, uuid: str, kind: str) -> set[in
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> DvidServer:
-    return DvidServer(tmp_path / "server.log", isolated_server_env(tmp_path), data_dir=tmp_path)
+def server(tmp_path: Path) -> Iterator[DvidServer]:
+    server = DvidServer(tmp_path / "server.log", isolated_server_env(tmp_path), data_dir=tmp_path)
+    yield server
+    server.stop()
 
 
 def test_killed_writes_are_all_or_nothing_and_records_agree(server: DvidServer) -> None:

@@ -122,9 +122,9 @@ def test_delivery_survives_sigkill(tmp_path: Path) -> None:
     afterwards every block's count equals the number of logged events naming it, and
     every acknowledged write is logged."""
     env = {**isolated_server_env(tmp_path), "DVID_CLOUD_PLUGINS": PLUGIN, "PYTHONPATH": str(ROOT)}
-    server = DvidServer(tmp_path / "server.log", env, data_dir=tmp_path / "store").start()
     rng = random.Random(3)
-    with httpx.Client(timeout=60) as c:
+    with DvidServer(tmp_path / "server.log", env, data_dir=tmp_path / "store") as server, \
+            httpx.Client(timeout=60) as c:  # fmt: skip
 
         def post(path: str, body: dict) -> dict:
             r = c.post(server.url + path, json=body)
@@ -163,7 +163,6 @@ def test_delivery_survives_sigkill(tmp_path: Path) -> None:
             acknowledged += outcome["ok"]
             server.start()
         counts = c.get(node_url(server.url, uuid, "counts", "counts")).json()
-        server.stop()
     logged, entries = _logged_blocks(tmp_path / "store", data_uuid, uuid)
     assert entries >= acknowledged > 0
     assert counts == dict(logged)

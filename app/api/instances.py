@@ -16,14 +16,15 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import PlainTextResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from app.api.common import JsonBody, json_object, json_response
 from app.datatypes import bind, load_all
 from app.datatypes.base import SCOPE_KEY, Data, bound
-from app.errors import Contention, DVIDError, Unavailable
+from app.errors import BadRequest, Contention, DVIDError, Unavailable
 from app.repo import Repo
 from app.services import Services
+from app.syncs import deliver, set_syncs
 from backends import StoreUnavailable
 
 log = logging.getLogger("dvid_cloud")
@@ -70,6 +71,16 @@ def post_tags(
         repo.touch()
 
     data.services.catalog.update(data.repo.root, edit)
+    return Response()
+
+
+@common.post("/sync")
+def post_sync(body: JsonBody, data: AnyData, replace: bool = False) -> Response:
+    """Subscribe this instance to the named instances' events (``{"sync": "a,b"}``)."""
+    names = json_object(body, "sync").get("sync")
+    if not isinstance(names, str):
+        raise BadRequest('sync needs a JSON object {"sync": "<names, comma-separated>"}')
+    set_syncs(data.services, data.repo, data.instance, names, replace)
     return Response()
 
 
@@ -121,6 +132,14 @@ class InstanceDispatcher:
             await unavailable_response(e, scope["path"])(scope, receive, send)
             return
         if not writes:
+            try:
+                await anyio.to_thread.run_sync(data.prepare_read)
+            except DVIDError as e:
+                await error_response(e, scope["path"])(scope, receive, send)
+                return
+            except StoreUnavailable as e:
+                await unavailable_response(e, scope["path"])(scope, receive, send)
+                return
             scope[SCOPE_KEY] = data
             await self.apps[data.typename](scope, receive, send)
             return
@@ -147,9 +166,65 @@ class InstanceDispatcher:
                 await unavailable_response(e, scope["path"])(scope, receive, send)
                 return
             scope[SCOPE_KEY] = fresh
-            await self.apps[fresh.typename](scope, receive, send)
+            app = self.apps[fresh.typename]
+            if fresh.transactional:
+                await _transaction(fresh, app, scope, receive, send)
+            else:
+                await app(scope, receive, send)
         finally:
             await anyio.to_thread.run_sync(marker.__exit__, None, None, None)
+
+
+class _Refused(Exception):
+    """The handler answered with an error: its transaction publishes nothing."""
+
+
+async def _transaction(
+    data: Data, app: FastAPI, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Run a mutating request as one transaction: the response is held back until the
+    transaction has committed (an acknowledged write is durable), and a handler that
+    answers 4xx or 5xx publishes nothing. Synced instances get the events afterwards."""
+    path = scope["path"]
+    transaction = data.transaction()
+    try:
+        txn = await anyio.to_thread.run_sync(transaction.__enter__)
+    except DVIDError as e:
+        await error_response(e, path)(scope, receive, send)
+        return
+    except StoreUnavailable as e:
+        await unavailable_response(e, path)(scope, receive, send)
+        return
+    held: list[Message] = []
+    status = 500
+
+    async def hold(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        held.append(message)
+
+    try:
+        await app(scope, receive, hold)
+    except BaseException as e:
+        await anyio.to_thread.run_sync(transaction.__exit__, type(e), e, e.__traceback__)
+        raise
+    try:
+        if status < 400:
+            await anyio.to_thread.run_sync(transaction.__exit__, None, None, None)
+        else:
+            refused = _Refused()
+            await anyio.to_thread.run_sync(transaction.__exit__, _Refused, refused, None)
+    except DVIDError as e:
+        await error_response(e, path)(scope, receive, send)
+        return
+    except StoreUnavailable as e:
+        await unavailable_response(e, path)(scope, receive, send)
+        return
+    for message in held:
+        await send(message)
+    if status < 400 and txn.events:
+        await anyio.to_thread.run_sync(deliver, data)
 
 
 def resolve(services: Services, ref: str, dataname: str) -> Data:

@@ -13,7 +13,8 @@ Each datatype is a package under ``app/datatypes/`` that registers its class(es)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 from fastapi import APIRouter, Request
@@ -21,7 +22,7 @@ from fastapi import APIRouter, Request
 from app.context import VersionContext
 from app.dag import Node, VersionDAG
 from app.errors import BadRequest, LockedNode
-from app.repo import Instance, Repo
+from app.repo import Instance, Repo, now
 from app.storage.journal import Journal, Transaction
 from backends import ObjectStore
 
@@ -87,13 +88,17 @@ class Data:
     default_compression: ClassVar[str] = "lz4"
     #: Keywords whose POSTs change instance metadata rather than versioned data, and so
     #: are allowed at locked nodes.
-    unversioned_keywords: ClassVar[frozenset[str]] = frozenset({"tags"})
+    unversioned_keywords: ClassVar[frozenset[str]] = frozenset({"tags", "sync"})
     #: Keywords whose POSTs only read (DVID's ``IsMutationRequest`` answers false).
     read_posts: ClassVar[frozenset[str]] = frozenset()
     #: Keywords whose POSTs DVID reserves to admins.
     admin_posts: ClassVar[frozenset[str]] = frozenset()
     #: Typenames whose instances this type may subscribe to (``POST .../sync``).
     accepts_syncs_from: ClassVar[frozenset[str]] = frozenset()
+    #: Whether every mutating request runs as one transaction (app.storage.journal):
+    #: serialized per version, all-or-nothing, completed after a crash. Types whose every
+    #: write is a single object put do without.
+    transactional: ClassVar[bool] = False
 
     def __init__(self, services: Services, repo: Repo, node: Node, instance: Instance) -> None:
         self.services = services
@@ -101,7 +106,9 @@ class Data:
         #: The node the request named.
         self.node = node
         self.instance = instance
-        self.store: ObjectStore = services.store(instance.store)
+        #: The instance's store itself, also inside a transaction.
+        self.base_store: ObjectStore = services.store(instance.store)
+        self._txn: Transaction | None = None
         #: The node data is read and written at: unversioned instances use the root.
         self.version: Node = node if instance.versioned else repo.dag.root
         #: Whether the data at :attr:`version` can still change.
@@ -164,9 +171,64 @@ class Data:
         """Another instance of this type in the same repo, at the same node."""
         return type(self)(self.services, self.repo, self.node, instance)
 
+    @property
+    def store(self) -> ObjectStore:
+        """Where records are read and written: inside a transaction, its buffered view
+        (reads see the transaction's own writes, writes publish at its commit)."""
+        return self._txn.store if self._txn is not None else self.base_store
+
+    @property
+    def txn(self) -> Transaction | None:
+        """The transaction this object writes in, if any."""
+        return self._txn
+
     def journal(self) -> Journal:
         """The transactions of this instance at :attr:`version`."""
-        return Journal(self.store, self.instance.data_uuid, self.version.uuid)
+        lease = self.services.settings.max_request_seconds
+        return Journal(
+            self.base_store, self.instance.data_uuid, self.version.uuid, lease=lease, wait=lease
+        )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Run the body's writes as one transaction (nested calls join the open one)."""
+        if self._txn is not None:
+            yield self._txn
+            return
+        with self.journal().transaction() as txn:
+            self._txn = txn
+            try:
+                yield txn
+            finally:
+                self._txn = None
+
+    def event(self, action: str, **fields: Any) -> None:
+        """Log an event of the running transaction (DVID's mutation record shape) for the
+        mutation log and the instances synced to this one."""
+        if self._txn is not None:
+            self._txn.event(
+                {"Action": action, "UUID": self.version.uuid, "Timestamp": now(), **fields}
+            )
+
+    def prepare_read(self) -> None:
+        """Before a request at an open version is served: complete a transaction whose
+        writer died, and apply the events of synced sources not yet applied."""
+        if not self.mutable:
+            return
+        if self.transactional:
+            self.journal().recover()
+        if self.instance.syncs:
+            from app.syncs import catch_up  # syncs binds instances: imports the registry
+
+            catch_up(self)
+
+    def for_commit(self) -> Self:
+        """This instance at its (just locked) node, still writable: a commit completes
+        interrupted transactions and delivers synced events before sealing."""
+        bound = type(self)(self.services, self.repo, self.node, self.instance)
+        bound.mutable = True
+        bound.at = VersionContext(self.repo.dag, self.version, True)
+        return bound
 
     def apply_events(
         self, txn: Transaction, source: Instance, events: list[dict[str, Any]]

@@ -274,6 +274,8 @@ class Transaction:
         self.id = txn_id
         self.store = BufferedStore(journal.store)
         self.events: list[dict[str, Any]] = []
+        #: Per staged array path, the ids of the chunks staged so far (for reads).
+        self.staged: dict[str, set[int]] = {}
 
     def stage_path(self, path: str) -> str:
         """Where chunk arrays bound for ``path`` are written during this transaction."""

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
+from app.storage.journal import Transaction
 from app.volumes import keys
 from app.volumes.geometry import COORD_LIMIT, BlockGrid, Box, Vec, pack, unpack, vec
 from app.volumes.ownership import ChunkOwnership
@@ -92,8 +93,16 @@ class ArrayHandles:
         self._lock = threading.Lock()
 
     def open(
-        self, kvstore: dict[str, Any], spec: VolumeSpec, create: bool, context: Any = None
+        self,
+        kvstore: dict[str, Any],
+        spec: VolumeSpec,
+        create: bool,
+        context: Any = None,
+        staging: bool = False,
     ) -> ts.TensorStore:
+        """A handle on the array at ``kvstore``. A ``staging`` array (a transaction's,
+        used once) is not kept, and stores chunks equal to the background too: its
+        chunks replace whatever the final array holds."""
         context = context or self.context
         key = repr((sorted(kvstore.items()), spec, id(context)))
         with self._lock:
@@ -102,13 +111,20 @@ class ArrayHandles:
                 self._handles.move_to_end(key)
                 return handle
         opened = ts.open(
-            {"driver": "zarr3", "kvstore": kvstore, "metadata": spec.zarr_metadata()},
+            {
+                "driver": "zarr3",
+                "kvstore": kvstore,
+                "metadata": spec.zarr_metadata(),
+                "store_data_equal_to_fill_value": staging,
+            },
             context=context,
             open=True,
             create=create,
         ).result()
         oz, oy, ox = spec.offsets()
         handle = opened[ts.d[:].translate_by[-oz, -oy, -ox]]
+        if staging:
+            return handle
         with self._lock:
             self._handles[key] = handle
             while len(self._handles) > self.capacity:
@@ -121,9 +137,16 @@ def _zyx(box: Box) -> tuple[slice, slice, slice]:
     return slice(z0, z1), slice(y0, y1), slice(x0, x1)
 
 
+#: The pseudo-version of chunks staged by the running transaction (never a VersionID).
+STAGED = -1
+
+
 class VersionedVolume:
     """One instance's voxels at one scale, copy-on-write per version node, as seen from
-    the version it is bound to."""
+    the version it is bound to.
+
+    Inside a transaction, writes go to the transaction's stage (published whole at its
+    commit) and reads see the chunks staged so far (read-your-writes)."""
 
     def __init__(
         self,
@@ -132,6 +155,7 @@ class VersionedVolume:
         spec: VolumeSpec,
         ownership: ChunkOwnership,
         arrays: ArrayHandles,
+        txn: Transaction | None = None,
     ) -> None:
         self.store = store
         self.base = base
@@ -140,17 +164,53 @@ class VersionedVolume:
         self.ownership = ownership
         self.at = ownership.at
         self.arrays = arrays
+        self.txn = txn
+        self._path = keys.node_array(base, self.at.node.uuid)
+        self._stage: ts.TensorStore | None = None
 
-    def _array(self, node_uuid: str, create: bool = False) -> ts.TensorStore:
+    def _array(self, node_uuid: str) -> ts.TensorStore:
         kvstore = self.store.tensorstore_kvstore(keys.node_array(self.base, node_uuid))
-        return self.arrays.open(kvstore, self.spec, create, self.store.tensorstore_context())
+        return self.arrays.open(kvstore, self.spec, False, self.store.tensorstore_context())
+
+    def _write_array(self) -> ts.TensorStore:
+        """Where this request writes: its transaction's stage, else the node's array."""
+        if self.txn is None:
+            kvstore = self.store.tensorstore_kvstore(self._path)
+            return self.arrays.open(kvstore, self.spec, True, self.store.tensorstore_context())
+        if self._stage is None:
+            kvstore = self.store.tensorstore_kvstore(self.txn.stage_path(self._path))
+            context = self.store.tensorstore_context()
+            self._stage = self.arrays.open(kvstore, self.spec, True, context, staging=True)
+        return self._stage
 
     def _owner_array(self, version: int) -> ts.TensorStore:
+        if version == STAGED:
+            return self._write_array()
         return self._array(self.at.owner(version).uuid)
+
+    def _staged(self) -> set[int]:
+        """Chunk ids the running transaction staged in this array."""
+        return self.txn.staged.setdefault(self._path, set()) if self.txn is not None else set()
+
+    def _owners(self, ids: np.ndarray) -> dict[int, np.ndarray]:
+        owners = self.ownership.owners(ids)
+        staged = self._staged()
+        if not staged:
+            return owners
+        mine = np.fromiter(staged, dtype=np.uint64, count=len(staged))
+        found = {}
+        for version, owned in owners.items():
+            rest = owned[~np.isin(owned, mine)]
+            if rest.size:
+                found[version] = rest
+        hits = ids.astype(np.uint64)[np.isin(ids.astype(np.uint64), mine)]
+        if hits.size:
+            found[STAGED] = np.unique(hits)
+        return found
 
     def owners(self, box: Box) -> dict[int, np.ndarray]:
         """Chunk ids covering ``box`` grouped by the version holding them."""
-        return self.ownership.owners(pack(self.grid.blocks(box)))
+        return self._owners(pack(self.grid.blocks(box)))
 
     def read(self, box: Box) -> np.ndarray:
         """The voxels of ``box`` (ZYX array) as seen at the bound version."""
@@ -180,7 +240,7 @@ class VersionedVolume:
         """Existing blocks among ``blocks`` (n, 3), each as (coordinate, ZYX voxels), in
         the order given; blocks no version wrote are left out."""
         ids = pack(blocks)
-        owners = self.ownership.owners(ids)
+        owners = self._owners(ids)
         owner_of = {int(i): v for v, owned in owners.items() for i in owned}
         pending = []
         with ts.Batch() as batch:
@@ -200,14 +260,19 @@ class VersionedVolume:
             merged = self.read(aligned)
             merged[box.slices_in(aligned)] = data
             data = merged
-        self._array(self.at.node.uuid, create=True)[_zyx(aligned)].write(data).result()
-        self.ownership.add(pack(self.grid.blocks(aligned)))
+        self._write_array()[_zyx(aligned)].write(data).result()
+        self._record(pack(self.grid.blocks(aligned)))
 
     def write_blocks(self, blocks: list[tuple[Vec, np.ndarray]]) -> None:
         """Write whole blocks at the bound (open) version."""
-        array = self._array(self.at.node.uuid, create=True)
+        array = self._write_array()
         futures = [array[_zyx(self.grid.block_box(c))].write(v) for c, v in blocks]
         for future in futures:
             future.result()
         coords = np.array([c for c, _ in blocks], dtype=np.int64).reshape(-1, 3)
-        self.ownership.add(pack(coords))
+        self._record(pack(coords))
+
+    def _record(self, ids: np.ndarray) -> None:
+        """Count written chunks as the node's own (in a transaction: once it commits)."""
+        self._staged().update(int(i) for i in ids)
+        self.ownership.add(ids)

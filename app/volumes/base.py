@@ -63,6 +63,7 @@ class VolumeData(Data):
     values: ClassVar[list[dict[str, str]]]
     default_block_size: ClassVar[str] = "32,32,32"
     interpolable: ClassVar[bool] = True
+    transactional: ClassVar[bool] = True
 
     @classmethod
     def routes(cls) -> APIRouter:
@@ -130,13 +131,17 @@ class VolumeData(Data):
         """The chunk array at ``scale``, as seen from the bound version."""
         base = keys.chunk_array(self.root, scale)
         ownership = ChunkOwnership(self.store, base, self.services.bitmap_cache, self.at)
-        return VersionedVolume(self.store, base, self.spec(), ownership, self.services.arrays)
+        return VersionedVolume(
+            self.store, base, self.spec(), ownership, self.services.arrays, self.txn
+        )
 
     def write(self, box: Box, data: np.ndarray) -> None:
         """Write ``data`` (ZYX, shaped like ``box``) at scale 0 and grow the extents: every
         image voxel write goes through here."""
-        self.volume().write(box, data)
+        volume = self.volume()
+        volume.write(box, data)
         self.grow_extents(box)
+        self.event("mutate-blocks", Scale=0, Blocks=volume.grid.blocks(box).tolist())
 
     def _extents_keys(self) -> VersionedKeys:
         return VersionedKeys(

@@ -76,6 +76,7 @@ def build_pyramid(data: ImageBlock, box: Box, levels: int) -> int:
         target_box = Box.from_bounds(lo, hi)
         source_box = Box.from_bounds((2 * v for v in lo), (2 * v for v in hi))
         voxels = source.volume().read(source_box)
-        target.write(target_box, data.downsample(voxels))
+        with target.transaction():  # each level publishes whole, before the next reads it
+            target.write(target_box, data.downsample(voxels))
         source, region = target, target_box
     return levels

@@ -78,7 +78,8 @@ class Labelmap(VolumeData):
         return self._keyed(keys.counters(self.root))
 
     def repo_counter(self) -> LabelCounter:
-        return LabelCounter(self.store, keys.max_repo_label(self.root))
+        # Shared by every version: raised by conditional update, never in a transaction.
+        return LabelCounter(self.base_store, keys.max_repo_label(self.root))
 
     @property
     def mapping(self) -> Mapping:

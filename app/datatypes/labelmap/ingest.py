@@ -54,6 +54,7 @@ def write_blocks(
             grid.block_box((int(hi[0]), int(hi[1]), int(hi[2])))
         )
         data.grow_extents(box)
+        data.event("mutate-blocks", Scale=0, Blocks=coords.tolist())
     if downres:
         downres_blocks(data, coords, scale)
 

@@ -681,8 +681,3 @@ def post_mappings(data: LabelmapData, body: RawBody) -> Response:
     if svs:
         data.mapping.update(np.array(svs, np.uint64), np.array(bodies, np.uint64))
     return Response()
-
-
-@router.post("/sync")
-def post_sync() -> Response:
-    raise BadRequest("labelmap instances are not syncable")
