@@ -89,7 +89,7 @@ def _writer(base: str, uuid: str, seed: int, until: float, tally: dict[str, int]
             else:
                 coord = tuple(rng.choice((0, 1, 2, 3)) for _ in range(3))
                 block = _labels_box(rng, (BLOCK, BLOCK, BLOCK))
-                path = "blocks"
+                path = "blocks?downres=true"
                 body = codecs.write_block_stream(
                     [(coord, gzip.compress(codecs.encode_block(block), 1))]
                 )

@@ -103,9 +103,9 @@ def test_auth_asks_the_datatype() -> None:
 
 
 def test_bound_checks_the_class() -> None:
-    services_less = type("Fake", (), {})()
+    not_a_labelmap = object()
     dependency = bound(Labelmap)
-    scope = {"type": "http", SCOPE_KEY: services_less}
+    scope = {"type": "http", SCOPE_KEY: not_a_labelmap}
     with pytest.raises(TypeError):
         dependency(Request(scope))
     assert bound(Data).__name__ == "bound_Data"

@@ -59,7 +59,8 @@ def _block_stream(value: int) -> bytes:
 
 def _blocks(uuid: str, value: int, name: str, endpoint: str) -> Callable:
     body = _block_stream(value)
-    return lambda c, base: c.post(node_url(base, uuid, name, endpoint), content=body)
+    params = {"downres": "true"} if endpoint == "blocks" else {}
+    return lambda c, base: c.post(node_url(base, uuid, name, endpoint), content=body, params=params)
 
 
 def _raw_gray(uuid: str, value: int) -> Callable[[httpx.Client, str], httpx.Response]:
