@@ -30,8 +30,9 @@ if TYPE_CHECKING:
     from app.services import Services
 
 TYPE_URL_BASE = "github.com/janelia-flyem/dvid/datatype/"
-#: The request-scope key under which the dispatcher leaves the bound instance.
-SCOPE_KEY = "dvid.data"
+#: The request-scope key under which the dispatcher leaves the bound instance (metrics
+#: also read it: its presence marks a request served by a datatype route).
+SCOPE_KEY = "dvid.context"
 WRITE_METHODS = frozenset({"POST", "PUT", "DELETE"})
 
 #: DVID's storage compression settings and how ``Base.Compression`` spells them.
