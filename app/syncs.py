@@ -27,7 +27,6 @@ from app.storage import keys
 from app.storage.journal import Journal
 
 if TYPE_CHECKING:
-    from app.dag import Node
     from app.datatypes.base import Data
     from app.services import Services
 
@@ -71,7 +70,7 @@ def subscribers(repo: Repo, source: Instance) -> list[Instance]:
 def catch_up(data: Data) -> int:
     """Apply, at ``data``'s version, every logged event of its sources it has not applied
     yet; returns how many log entries were applied."""
-    if not data.instance.syncs or not data.instance.versioned:
+    if not data.instance.syncs or not data.instance.versioned or not data.mutable:
         return 0
     applied = 0
     for name in data.instance.syncs:
@@ -106,10 +105,3 @@ def deliver(source: Data) -> None:
                 "sync delivery deferred",
                 extra={"source": source.instance.name, "subscriber": inst.name, "error": str(e)},
             )
-
-
-def drain(services: Services, repo: Repo, node: Node) -> None:
-    """Deliver everything logged at ``node`` to every subscriber (before a commit)."""
-    for inst in repo.instances.values():
-        if inst.syncs:
-            catch_up(bind(services, repo, node.uuid, inst))

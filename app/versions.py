@@ -15,6 +15,7 @@ from app.datatypes import bind
 from app.errors import BadRequest, DVIDError
 from app.repo import Repo, new_uuid, stamp
 from app.services import Services
+from app.syncs import catch_up
 
 BranchRule = Callable[[Repo, list[Node]], str]
 
@@ -65,7 +66,21 @@ def commit(services: Services, root: str, uuid: str, note: str, log: list[str]) 
 
     services.catalog.update(root, edit)
     services.inflight.wait(uuid)
-    seal(services, services.catalog.repo(root), uuid)
+    repo = services.catalog.repo(root)
+    finish_writes(services, repo, uuid)
+    seal(services, repo, uuid)
+
+
+def finish_writes(services: Services, repo: Repo, uuid: str) -> None:
+    """Before sealing a locked node: complete transactions whose writers died, then
+    deliver every event logged at the node to the instances synced to its source."""
+    instances = [bind(services, repo, uuid, inst).for_commit() for inst in repo.instances.values()]
+    for data in instances:
+        if data.instance.versioned and data.transactional:
+            data.journal().recover()
+    for data in instances:
+        if data.instance.versioned and data.instance.syncs:
+            catch_up(data)
 
 
 def seal(services: Services, repo: Repo, uuid: str) -> None:

@@ -118,10 +118,16 @@ def test_events_follow_versions(client: TestClient) -> None:
 
 
 def test_delivery_survives_sigkill(tmp_path: Path) -> None:
-    """Writes (1-3 random blocks each) while the server is killed at random moments:
-    afterwards every block's count equals the number of logged events naming it, and
-    every acknowledged write is logged."""
-    env = {**isolated_server_env(tmp_path), "DVID_CLOUD_PLUGINS": PLUGIN, "PYTHONPATH": str(ROOT)}
+    """Writes (1-3 random blocks each) while the server is killed at random moments, then
+    a commit: every block's count at the committed node equals the number of logged events
+    naming it, and every acknowledged write is logged."""
+    env = {
+        **isolated_server_env(tmp_path),
+        "DVID_CLOUD_PLUGINS": PLUGIN,
+        "PYTHONPATH": str(ROOT),
+        # Killed writers leave in-flight markers: the commit waits this long for them.
+        "DVID_CLOUD_MAX_REQUEST_SECONDS": "3",
+    }
     rng = random.Random(3)
     with DvidServer(tmp_path / "server.log", env, data_dir=tmp_path / "store") as server, \
             httpx.Client(timeout=60) as c:  # fmt: skip
@@ -162,6 +168,9 @@ def test_delivery_survives_sigkill(tmp_path: Path) -> None:
             sender.join(timeout=30)
             acknowledged += outcome["ok"]
             server.start()
+        # The commit completes what the kills interrupted and delivers what is pending
+        # before the node is sealed (a locked subscriber never catches up by itself).
+        post(f"/api/node/{uuid}/commit", {"note": "after the kills"})
         counts = c.get(node_url(server.url, uuid, "counts", "counts")).json()
     logged, entries = _logged_blocks(tmp_path / "store", data_uuid, uuid)
     assert entries >= acknowledged > 0
