@@ -47,6 +47,7 @@ from starlette.routing import Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
+from app.cache import LRUCache
 from app.logs import install_request_ids, request_id
 from app.services import Services
 from backends import Blob, ObjectInfo, ObjectStore, PreconditionFailed, StoreUnavailable
@@ -126,7 +127,7 @@ class _ServiceCollector:
 
     def collect(self) -> Iterable[Metric]:
         svc = self.services
-        caches = {
+        caches: dict[str, LRUCache[Any]] = {
             "value": svc.value_cache,
             "index": svc.index_cache,
             "bitmap": svc.bitmap_cache,
@@ -202,8 +203,8 @@ class InstrumentedStore(ObjectStore):
             raise AttributeError(attr)
         return getattr(self.inner, attr)
 
-    @property  # type: ignore[override]
-    def description(self) -> str:
+    @property
+    def description(self) -> str:  # type: ignore[override]
         return self.inner.description
 
     def _record(self, op: str, seconds: float, outcome: str) -> None:

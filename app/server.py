@@ -262,7 +262,7 @@ def _describe_bodies(paths: dict[str, Any], routes: list[Any]) -> None:
         item = paths.get(path)
         if content is None or item is None:
             continue
-        for method in route.methods:
+        for method in route.methods or ():
             operation = item.get(method.lower())
             if operation is not None and "requestBody" not in operation:
                 operation["requestBody"] = {"required": False, "content": copy.deepcopy(content)}
@@ -272,7 +272,7 @@ def _api_routes(routes: list[Any]) -> Iterator[tuple[str, APIRoute]]:
     """(path, route) of every APIRoute, also those of included routers, which newer
     FastAPI versions keep as router entries instead of copying them into ``app.routes``."""
     try:
-        from fastapi.routing import iter_route_contexts  # type: ignore[attr-defined]
+        from fastapi.routing import iter_route_contexts
     except ImportError:  # older FastAPI: the routes are already flat
         for route in routes:
             if isinstance(route, APIRoute):

@@ -53,7 +53,7 @@ EMULATOR_PROJECT = "test"
 
 #: Errors other than google.api_core's: the network or auth transport failed, or the media
 #: layer rejected a response (a bad status it did not convert, a checksum mismatch).
-_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
     InvalidResponse,
     DataCorruption,
     requests.exceptions.RequestException,
@@ -61,6 +61,8 @@ _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
 )
+#: Everything a call may raise that :meth:`GCSStore._call` translates.
+_FAILURES: tuple[type[Exception], ...] = (gexc.GoogleAPIError, *_TRANSPORT_ERRORS)
 
 
 def parse_gs_url(url: str) -> tuple[str, str]:
@@ -139,7 +141,7 @@ class GCSStore(ObjectStore):
             return fn()
         except gexc.RetryError as error:
             raise StoreUnavailable(f"GCS {what}: gave up retrying: {error.cause}") from error
-        except (gexc.GoogleAPIError, *_TRANSPORT_ERRORS) as error:
+        except _FAILURES as error:
             if _is_transient(error):
                 raise StoreUnavailable(f"GCS {what}: {error}") from error
             raise StoreError(f"GCS {what}: {error}") from error

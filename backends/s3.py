@@ -99,7 +99,7 @@ def _is_transient(error: botocore.exceptions.ClientError) -> bool:
     return _code(error) in _TRANSIENT_CODES or _status(error) >= 500 or _status(error) == 429
 
 
-def _translate(error: Exception, what: str) -> StoreError:
+def _translate(error: BaseException, what: str) -> StoreError:
     """Map a boto/urllib3 failure to our error types (the caller raises it ``from`` error)."""
     if isinstance(error, botocore.exceptions.ClientError):
         if _is_transient(error):

@@ -29,7 +29,13 @@ from app.errors import BadRequest, Conflict
 from backends import ObjectStore, PreconditionFailed
 
 VALUE_TAG = b"\x01"
-TOMBSTONE = memoryview(b"")  # a sentinel distinct from an empty value
+
+
+class Tombstone:
+    """The type of :data:`TOMBSTONE`: a deleted record, distinct from an empty value."""
+
+
+TOMBSTONE = Tombstone()
 MAX_KEY_BYTES = 480  # hex doubles it; object stores cap keys at 1024 bytes
 
 
@@ -108,8 +114,10 @@ class VersionedKeys:
             index = self._scan(node_uuid)
             try:
                 self.store.put(path, index.to_bytes(), if_absent=True)
-            except PreconditionFailed:
-                index = NodeIndex.from_bytes(self.store.get(path).data)
+            except PreconditionFailed:  # a concurrent reader stored it first
+                stored = self.store.get(path)
+                if stored is not None:
+                    index = NodeIndex.from_bytes(stored.data)
         self.indices.put(path, index)
         return index
 
@@ -193,7 +201,7 @@ class KeyView:
         hexkey = encode_key(key)
         own = self._own_record(hexkey)
         if own is not None:
-            return None if own is TOMBSTONE else own
+            return None if isinstance(own, Tombstone) else own
         return self._read_winner(hexkey, self._ancestor_winners(hexkey))
 
     def values(self, key: str) -> list[bytes]:
@@ -202,13 +210,13 @@ class KeyView:
         hexkey = encode_key(key)
         own = self._own_record(hexkey)
         if own is not None:
-            return [] if own is TOMBSTONE else [own]
+            return [] if isinstance(own, Tombstone) else [own]
         winners = self._ancestor_winners(hexkey)
         holders = [v for v in winners if not self._records_of(v).records[hexkey]]
         found = (self.keys.locked_value(self.dag.by_id[v].uuid, hexkey) for v in holders)
         return [value for value in found if value is not None]
 
-    def _own_record(self, hexkey: str) -> bytes | None:
+    def _own_record(self, hexkey: str) -> bytes | Tombstone | None:
         """At an open node, its own record probed directly: the value, TOMBSTONE, or
         None if the node holds none."""
         if not self.mutable:
