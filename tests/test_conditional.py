@@ -1,0 +1,75 @@
+"""The one conditional-update helper: edits apply on fresh data, lost responses settle by
+reading back, and contention past the retry budget is a 503 with Retry-After."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from app.api.instances import error_response
+from app.errors import Contention
+from app.storage import conditional
+from backends import ObjectStore, PreconditionFailed, StoreUnavailable
+from backends.memory import MemoryStore
+
+
+def _increment(current: bytes | None) -> bytes:
+    return str(int(current or b"0") + 1).encode()
+
+
+def test_concurrent_increments_are_all_kept() -> None:
+    store = MemoryStore()
+
+    def work() -> None:
+        for _ in range(50):
+            conditional.update(store, "counter", _increment)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.get("counter").data == b"400"
+
+
+def test_no_change_writes_nothing() -> None:
+    store = MemoryStore()
+    store.put("k", b"v")
+    token = store.get("k").token
+    assert conditional.update(store, "k", lambda current: None) == b"v"
+    assert store.get("k").token == token
+
+
+class LostResponses(MemoryStore):
+    """Performs every put, then reports it failed (the response was lost)."""
+
+    def put(self, key: str, data: bytes, **kw) -> str:  # type: ignore[override]
+        super().put(key, data, **kw)
+        raise StoreUnavailable("response lost")
+
+
+def test_lost_response_is_settled_by_reading_back() -> None:
+    store = LostResponses()
+    assert conditional.update(store, "counter", _increment) == b"1"
+    assert store.get("counter").data == b"1"  # applied once, not retried into 2
+
+
+class AlwaysRaced(MemoryStore):
+    """Every conditional put loses to a rival that wrote something else."""
+
+    def put(self, key: str, data: bytes, **kw) -> str:  # type: ignore[override]
+        super().put(key, b"rival " + data)
+        raise PreconditionFailed("raced")
+
+
+def test_contention_past_the_budget_is_503_with_retry_after(monkeypatch) -> None:
+    monkeypatch.setattr(conditional, "MAX_ATTEMPTS", 5)
+    monkeypatch.setattr(conditional, "MAX_DELAY", 0.001)
+    store: ObjectStore = AlwaysRaced()
+    with pytest.raises(Contention) as caught:
+        conditional.update(store, "hot", _increment, what="the hot object")
+    response = error_response(caught.value, "/api/x")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert b"the hot object is too busy" in response.body
