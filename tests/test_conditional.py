@@ -59,7 +59,7 @@ class AlwaysRaced(MemoryStore):
     """Every conditional put loses to a rival that wrote something else."""
 
     def put(self, key: str, data: bytes, **kw) -> str:  # type: ignore[override]
-        super().put(key, b"rival " + data)
+        super().put(key, str(int(data) + 1000).encode())
         raise PreconditionFailed("raced")
 
 
