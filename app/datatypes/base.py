@@ -23,6 +23,7 @@ from app.context import VersionContext
 from app.dag import Node, VersionDAG
 from app.errors import BadRequest, LockedNode
 from app.repo import Instance, Repo, now
+from app.storage import keys
 from app.storage.journal import Journal, Transaction
 from backends import ObjectStore
 
@@ -76,7 +77,7 @@ def parse_compression(value: str) -> str:
 
 def data_root(instance: Instance) -> str:
     """Where an instance keeps everything it stores: ``data/<DataUUID>`` (no slash)."""
-    return f"data/{instance.data_uuid}"
+    return keys.instance_root(instance.data_uuid)
 
 
 class Data:

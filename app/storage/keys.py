@@ -38,9 +38,9 @@ def inflight(node_uuid: str, stamp_ns: int, tag: str) -> str:
     return f"{inflight_prefix(node_uuid)}{stamp_ns:020d}-{tag}"
 
 
-def instance_prefix(data_uuid: str) -> str:
-    """Everything an instance stores lives under this prefix."""
-    return f"data/{data_uuid}/"
+def instance_root(data_uuid: str) -> str:
+    """Everything an instance stores lives under ``<root>/``."""
+    return f"data/{data_uuid}"
 
 
 # --- transactions, mutation log and syncs (app.storage.journal, app.storage.events) ------
@@ -48,25 +48,25 @@ def instance_prefix(data_uuid: str) -> str:
 
 def txn_head(data_uuid: str, node_uuid: str) -> str:
     """The (instance, version) transaction head: lock holder and last applied sequence."""
-    return f"data/{data_uuid}/txn/{node_uuid}/head"
+    return f"{instance_root(data_uuid)}/txn/{node_uuid}/head"
 
 
 def txn_redo(data_uuid: str, node_uuid: str, seq: int) -> str:
     """The operations of transaction ``seq``, removed once applied."""
-    return f"data/{data_uuid}/txn/{node_uuid}/redo-{seq:012d}"
+    return f"{instance_root(data_uuid)}/txn/{node_uuid}/redo-{seq:012d}"
 
 
 def txn_stage(data_uuid: str, txn_id: str) -> str:
     """Prefix under which a transaction stages objects before it commits."""
-    return f"data/{data_uuid}/stage/{txn_id}/"
+    return f"{instance_root(data_uuid)}/stage/{txn_id}/"
 
 
 def stage_root(data_uuid: str) -> str:
-    return f"data/{data_uuid}/stage/"
+    return f"{instance_root(data_uuid)}/stage/"
 
 
 def log_prefix(data_uuid: str, node_uuid: str) -> str:
-    return f"data/{data_uuid}/log/{node_uuid}/"
+    return f"{instance_root(data_uuid)}/log/{node_uuid}/"
 
 
 def log_entry(data_uuid: str, node_uuid: str, seq: int) -> str:
@@ -76,4 +76,4 @@ def log_entry(data_uuid: str, node_uuid: str, seq: int) -> str:
 
 def sync_cursor(subscriber_uuid: str, source_uuid: str, node_uuid: str) -> str:
     """How far a subscriber has applied a source's mutation log at a version."""
-    return f"data/{subscriber_uuid}/synced/{source_uuid}/{node_uuid}"
+    return f"{instance_root(subscriber_uuid)}/synced/{source_uuid}/{node_uuid}"
