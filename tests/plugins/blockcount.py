@@ -20,7 +20,16 @@ from app.storage.journal import Transaction
 @register
 class BlockCount(KeyedData):
     typename = "blockcount"
-    help_text = "blockcount: GET counts (a test datatype)"
+    help_text = """blockcount: a test datatype counting the block events of its synced sources.
+
+GET  <api URL>/node/<UUID>/<data name>/help
+GET  <api URL>/node/<UUID>/<data name>/info
+POST <api URL>/node/<UUID>/<data name>/info
+GET  <api URL>/node/<UUID>/<data name>/tags
+POST <api URL>/node/<UUID>/<data name>/tags
+POST <api URL>/node/<UUID>/<data name>/sync
+GET  <api URL>/node/<UUID>/<data name>/counts
+"""
     accepts_syncs_from: ClassVar[frozenset[str]] = frozenset({"labelmap", "uint8blk"})
 
     @classmethod
