@@ -83,11 +83,11 @@ class Holder:
         if self.pid == os.getpid():
             return self.boot == BOOT
         try:
-            os.kill(self.pid, 0)
+            os.kill(self.pid, 0)  # PermissionError: alive, another user's
         except ProcessLookupError:
             return False
         except PermissionError:
-            return True
+            pass
         return True
 
 
@@ -276,6 +276,8 @@ class Transaction:
         self.events: list[dict[str, Any]] = []
         #: Per staged array path, the ids of the chunks staged so far (for reads).
         self.staged: dict[str, set[int]] = {}
+        #: Between the start of the commit-point write and the head's advance.
+        self.committing = False
 
     def stage_path(self, path: str) -> str:
         """Where chunk arrays bound for ``path`` are written during this transaction."""
@@ -354,11 +356,13 @@ class Journal:
             time.sleep(conditional.backoff(min(attempt, 7)))
             attempt += 1
 
-    def _release(self, head: Head, token: str) -> None:
-        """Free the lock; if a redo record past the head is still unapplied (the apply
-        failed), leave an expired holder, so the next reader or writer completes it."""
+    def _release(self, head: Head, token: str, committing: bool) -> None:
+        """Free the lock; if a redo record past the head may be unapplied (a commit failed
+        after its commit point, or without knowing whether it passed it), leave an expired
+        holder, so the next reader or writer completes it."""
         released = Head(head.seq)
-        if self.store.exists(keys.txn_redo(self.data_uuid, self.node_uuid, head.seq + 1)):
+        pending = keys.txn_redo(self.data_uuid, self.node_uuid, head.seq + 1)
+        if committing and self.store.exists(pending):
             assert head.holder is not None
             released.holder = Holder(**{**head.holder.__dict__, "expires": 0.0})
         try:
@@ -410,6 +414,7 @@ class Journal:
         try:
             txn_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
             head, token, dead = self._acquire(txn_id)
+            txn: Transaction | None = None
             try:
                 token = self._recover(head, token)
                 if dead is not None:  # what it staged without reaching its commit point
@@ -425,7 +430,7 @@ class Journal:
                 else:
                     self._discard(txn.id)
             finally:
-                self._release(head, token)
+                self._release(head, token, txn is not None and txn.committing)
         finally:
             lock.release()
 
@@ -442,9 +447,11 @@ class Journal:
         if current is None or current.token != token:
             raise Contention(f"lost the lock of {self.head_key}: its lease ran out")
         redo_key = keys.txn_redo(self.data_uuid, self.node_uuid, redo.seq)
+        txn.committing = True
         self.store.put(redo_key, redo.dump())  # the commit point
         self._apply(redo)
         token = self._advance(head, token, redo.seq)
+        txn.committing = False
         self._forget(redo)
         return token
 
