@@ -1,9 +1,13 @@
-"""Voxel boxes, block grids and the packing of block coordinates into chunk ids."""
+"""Voxel boxes, block grids and the packing of block coordinates into chunk ids; and the
+one place requests' coordinates, sizes and block coordinates are parsed and bounded."""
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -15,10 +19,17 @@ from app.errors import BadRequest
 _BITS = 21
 _BIAS = 1 << (_BITS - 1)
 _MASK = (1 << _BITS) - 1
-#: Voxel coordinates must stay inside the range the chunk arrays address.
+#: Voxel coordinates must stay inside the range the chunk arrays address: |c| < 2^30.
 COORD_LIMIT = 1 << 30
+#: Block coordinates a request may name: |c| < 2^20, what both chunk ids (biased 21-bit
+#: fields) and DVID's label-index keys (21-bit sign-magnitude fields) hold.
+BLOCK_LIMIT = 1 << 20
 
 Vec = tuple[int, int, int]
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+#: Longer decimal texts are out of every range here (and not worth converting).
+_MAX_DIGITS = 24
 
 
 def vec(values: Iterable[int]) -> Vec:
@@ -27,30 +38,127 @@ def vec(values: Iterable[int]) -> Vec:
     return int(x), int(y), int(z)
 
 
+# --- parsing -----------------------------------------------------------------------------
+#
+# Every integer a request names (path segment, query parameter or JSON number) goes through
+# :func:`parse_int`; coordinates, sizes and block coordinates through the helpers below it
+# (labels: :func:`app.volumes.requests.parse_label`). Each raises BadRequest (400) with a
+# message naming the value, so no bad number reaches numpy (overflow) or the stores.
+
+
+def parse_int(value: Any, what: str) -> int:
+    """``value`` — decimal text, or an integer (from FastAPI or JSON) — as an int; 400
+    otherwise. Floats and booleans (also ``1.0``, ``true``) are refused, as DVID's Go
+    decoding into integer fields does."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise BadRequest(f"{what} {_shown(value)} must be an integer")
+    if isinstance(value, str):
+        text = value.strip()
+        if not _INTEGER.fullmatch(text):
+            raise BadRequest(f"{what} {value!r} must be an integer")
+        if len(text.lstrip("+-")) > _MAX_DIGITS:
+            raise BadRequest(f"{what} {value} is out of range")
+        number = int(text)
+    else:
+        number = value
+    return number
+
+
+def json_int(value: Any, what: str) -> int:
+    """A number from a JSON body, if it is an integer (not a float, boolean or string)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{what} {_shown(value)} must be an integer")
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def coordinate(value: Any, what: str = "coordinate") -> int:
+    """A voxel coordinate (text or JSON integer) inside the addressable volume."""
+    number = parse_int(value, what)
+    if abs(number) >= COORD_LIMIT:
+        raise BadRequest(f"{what} {number} is outside the addressable volume (±2^30)")
+    return number
+
+
+def block_coordinate(value: Any, what: str = "block coordinate") -> int:
+    """A block coordinate (text or JSON integer) within ±2^20."""
+    number = parse_int(value, what)
+    if abs(number) >= BLOCK_LIMIT:
+        raise BadRequest(f"{what} {number} is outside ±2^20")
+    return number
+
+
 def parse_ints(text: str, what: str, n: int = 3, sep: str = "_") -> tuple[int, ...]:
+    """``n`` integers joined by ``sep`` (``_`` also accepts commas)."""
     parts = text.replace(",", sep).split(sep) if sep == "_" else text.split(sep)
-    if len(parts) != n:
+    if len(parts) != n or not all(_INTEGER.fullmatch(p.strip()) for p in parts):
         raise BadRequest(f"{what} {text!r} must be {n} integers separated by '{sep}'")
-    try:
-        return tuple(int(p) for p in parts)
-    except ValueError:
-        raise BadRequest(f"{what} {text!r} must be {n} integers separated by '{sep}'") from None
+    return tuple(parse_int(p, what) for p in parts)
 
 
-def parse_size(text: str, n: int = 3) -> tuple[int, ...]:
-    size = parse_ints(text, "size", n)
+def parse_size(text: str, n: int = 3, what: str = "size") -> tuple[int, ...]:
+    """``n`` positive extents (``nx_ny_nz``), each at most 2^30."""
+    size = parse_ints(text, what, n)
     if any(s <= 0 for s in size):
-        raise BadRequest(f"size {text!r} must be positive integers")
+        raise BadRequest(f"{what} {text!r} must be positive integers")
     if any(s > COORD_LIMIT for s in size):
-        raise BadRequest(f"size {text!r} is too large")
+        raise BadRequest(f"{what} {text!r} is too large")
     return size
 
 
-def parse_point(text: str) -> Vec:
-    point = parse_ints(text, "offset")
-    if any(abs(p) >= COORD_LIMIT for p in point):
-        raise BadRequest(f"offset {text!r} is outside the addressable volume (±2^30)")
-    return vec(point)
+def parse_point(text: str, what: str = "offset") -> Vec:
+    """A voxel point ``x_y_z`` inside the addressable volume."""
+    return vec(coordinate(p, what) for p in parse_ints(text, what))
+
+
+def parse_float_point(text: str, what: str = "point") -> tuple[float, float, float]:
+    """A voxel point ``x_y_z`` of finite numbers inside the addressable volume."""
+    try:
+        values = [float(p) for p in text.split("_")]
+    except ValueError:
+        values = []
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise BadRequest(f"{what} {text!r} must be three numbers x_y_z")
+    if any(abs(v) >= COORD_LIMIT for v in values):
+        raise BadRequest(f"{what} {text!r} is outside the addressable volume (±2^30)")
+    x, y, z = values
+    return x, y, z
+
+
+def parse_points(value: Any, what: str = "point") -> np.ndarray:
+    """A JSON list of ``[x, y, z]`` integer voxel points as an (n, 3) int64 array."""
+    if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 3 for p in value):
+        raise BadRequest(f"body must be a JSON list of [x,y,z] integer {what}s")
+    what = f"{what} coordinate"
+    coords = [coordinate(json_int(c, what), what) for p in value for c in p]
+    return np.array(coords, dtype=np.int64).reshape(-1, 3)
+
+
+def parse_block(text: str, what: str = "block coordinate") -> Vec:
+    """A block coordinate ``bx_by_bz`` within ±2^20."""
+    return vec(block_coordinate(c, what) for c in parse_ints(text, what))
+
+
+def parse_block_list(text: str, what: str = "blocks") -> np.ndarray:
+    """Comma-separated block coordinates ``x1,y1,z1,x2,...`` as an (n, 3) int64 array."""
+    parts = [p for p in text.split(",") if p.strip()]
+    if len(parts) % 3:
+        raise BadRequest(f"{what} must list whole block coordinates (a multiple of 3 numbers)")
+    coords = [block_coordinate(p, f"{what} coordinate") for p in parts]
+    return np.array(coords, dtype=np.int64).reshape(-1, 3)
+
+
+def check_blocks(coords: np.ndarray, what: str = "block coordinate") -> np.ndarray:
+    """``coords`` (n, 3), if every block coordinate is within ±2^20; 400 else."""
+    coords = np.asarray(coords, dtype=np.int64).reshape(-1, 3)
+    if coords.size and np.abs(coords).max() >= BLOCK_LIMIT:
+        bad = coords[(np.abs(coords) >= BLOCK_LIMIT).any(axis=1)][0]
+        raise BadRequest(f"{what} {tuple(bad.tolist())} is outside ±2^20")
+    return coords
 
 
 def parse_box(size: str, offset: str) -> Box:
@@ -117,10 +225,20 @@ class BlockGrid:
     block_size: Vec
 
     def block_range(self, box: Box) -> tuple[Vec, Vec]:
-        """Inclusive-exclusive block coordinates covering ``box``."""
+        """Inclusive-exclusive block coordinates covering ``box``; 400 if they reach past
+        the ±2^20 blocks a request may name."""
         lo = vec(o // b for o, b in zip(box.offset, self.block_size, strict=True))
         hi = vec(-(-e // b) for e, b in zip(box.end, self.block_size, strict=True))
+        if any(abs(c) >= BLOCK_LIMIT for c in (*lo, *(h - 1 for h in hi))):
+            raise BadRequest(f"box {box} reaches blocks outside ±2^20 (of {self.block_size})")
         return lo, hi
+
+    def blocks_of(self, points: np.ndarray) -> np.ndarray:
+        """The block coordinates (n, 3) holding voxel ``points`` (n, 3); 400 if any lies
+        past the ±2^20 blocks a request may name."""
+        size = np.array(self.block_size, dtype=np.int64)
+        blocks = np.floor_divide(np.asarray(points, dtype=np.int64).reshape(-1, 3), size)
+        return check_blocks(blocks, f"block (of {self.block_size} voxels) of a point")
 
     def aligned(self, box: Box) -> Box:
         """The smallest block-aligned box containing ``box``."""

@@ -1,15 +1,47 @@
-"""Request helpers shared by the volume datatypes: shapes, bounded boxes, 2-D planes."""
+"""Request helpers shared by the volume datatypes: labels, shapes, bounded boxes, 2-D
+planes (coordinates, sizes and block coordinates: :mod:`app.volumes.geometry`)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 from app.datatypes.base import Data
 from app.errors import BadRequest, TooLarge
-from app.volumes.geometry import Box, parse_box, parse_point, parse_size, vec
+from app.volumes.geometry import (
+    Box,
+    json_int,
+    parse_box,
+    parse_int,
+    parse_point,
+    parse_size,
+    vec,
+)
+
+#: Labels are uint64.
+MAX_LABEL = 2**64 - 1
 
 _PLANES = {"xy": (0, 1), "0_1": (0, 1), "xz": (0, 2), "0_2": (0, 2), "yz": (1, 2), "1_2": (1, 2)}
 _VOLUME = ("0_1_2", "vol")
+
+
+def parse_label(value: Any, what: str = "label", zero_ok: bool = False) -> int:
+    """A label — path or query text, or a JSON integer — within uint64; label 0 (the
+    background) only where ``zero_ok``. 400 otherwise, as DVID's ``ParseUint`` gives."""
+    label = parse_int(value, what)
+    if not 0 <= label <= MAX_LABEL:
+        raise BadRequest(f"{what} {label} is outside the uint64 range 0..2^64-1")
+    if label == 0 and not zero_ok:
+        raise BadRequest(f"{what} 0 is the background label and cannot be used here")
+    return label
+
+
+def parse_labels(values: Any, what: str = "label") -> list[int]:
+    """A JSON list of labels (0 allowed) as ints within uint64; 400 otherwise."""
+    if not isinstance(values, list):
+        raise BadRequest(f"body must be a JSON list of {what}s")
+    return [parse_label(json_int(v, what), what, zero_ok=True) for v in values]
 
 
 def parse_dims(text: str) -> tuple[int, int] | None:

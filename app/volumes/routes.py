@@ -14,7 +14,7 @@ from app.errors import BadRequest, NotFound
 from app.repo import Repo
 from app.volumes import precomputed
 from app.volumes.base import VolumeData
-from app.volumes.geometry import Box
+from app.volumes.geometry import Box, coordinate, json_int
 
 router = APIRouter()
 
@@ -50,11 +50,10 @@ def post_extents(data: AnyVolume, body: JsonBody) -> Response:
     points = []
     for key in ("MinPoint", "MaxPoint"):
         value = body.get(key)
-        if not (
-            isinstance(value, list) and len(value) == 3 and all(isinstance(v, int) for v in value)
-        ):
+        if not (isinstance(value, list) and len(value) == 3):
             raise BadRequest(f"extents need {key} as three integers")
-        points.append(tuple(value))
+        what = f"{key} coordinate"
+        points.append(tuple(coordinate(json_int(v, what), what) for v in value))
     lo, hi = points
     if any(h < a for a, h in zip(lo, hi, strict=True)):
         raise BadRequest("MaxPoint must not be below MinPoint")
@@ -67,7 +66,7 @@ def post_resolution(data: AnyVolume, body: JsonBody) -> Response:
     if not (
         isinstance(body, list)
         and len(body) == 3
-        and all(isinstance(v, int | float) and v > 0 for v in body)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in body)
     ):
         raise BadRequest("resolution body must be [rx, ry, rz] of positive numbers")
     name = data.name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Annotated
 
@@ -16,7 +17,15 @@ from app.datatypes.imageblk import ImageBlock
 from app.datatypes.imageblk.pyramid import build_pyramid
 from app.errors import BadRequest, TooLarge
 from app.volumes import images
-from app.volumes.geometry import Box, parse_point, vec
+from app.volumes.geometry import (
+    BLOCK_LIMIT,
+    Box,
+    parse_block,
+    parse_block_list,
+    parse_float_point,
+    parse_size,
+    vec,
+)
 from app.volumes.requests import (
     array_bytes,
     bounded,
@@ -169,31 +178,23 @@ def subvolblocks(
 def specificblocks(
     data: ImageData, blocks: str = "", compression: str | None = None, prefetch: str | None = None
 ) -> Response:
-    try:
-        coords = [int(v) for v in blocks.split(",") if v.strip()]
-    except ValueError:
-        raise BadRequest("blocks must be comma-separated integers x1,y1,z1,x2,...") from None
-    if len(coords) % 3:
-        raise BadRequest("blocks must list whole block coordinates (a multiple of 3 numbers)")
-    array = np.array(coords, dtype=np.int64).reshape(-1, 3)
-    body = _block_records(data, array, compression)
+    body = _block_records(data, parse_block_list(blocks), compression)
     if flag(prefetch):
         return Response()
     return Response(body, media_type="application/octet-stream")
 
 
 def _span(data: ImageBlock, coord: str, span: str) -> tuple[Box, list[tuple[int, int, int]]]:
-    start = parse_point(coord)
-    try:
-        count = int(span)
-    except ValueError:
-        raise BadRequest(f"block span {span!r} must be a positive integer") from None
-    if count <= 0:
-        raise BadRequest(f"block span {span!r} must be a positive integer")
+    """The voxels of ``span`` blocks along x from block ``coord``, and their coordinates
+    (bounded before they are listed)."""
+    start = parse_block(coord)
+    (count,) = parse_size(span, 1, "block span")
+    last = (start[0] + count - 1, start[1], start[2])
+    if last[0] >= BLOCK_LIMIT:
+        raise BadRequest(f"a span of {count} blocks from {start} reaches past block x 2^20")
     grid = data.volume().grid
-    coords = [(start[0] + i, start[1], start[2]) for i in range(count)]
-    box = grid.block_box(coords[0]).union(grid.block_box(coords[-1]))
-    return bounded(data, box), coords
+    box = bounded(data, grid.block_box(start).union(grid.block_box(last)))
+    return box, [(start[0] + i, start[1], start[2]) for i in range(count)]
 
 
 @router.get("/blocks/{coord}/{span}")
@@ -231,17 +232,18 @@ def arb(
     fmt: str | None = None,
 ) -> Response:
     """An arbitrary planar slice, sampled with nearest-voxel lookup (voxel coordinates)."""
-    tl, tr, bl = (_float_point(p) for p in (top_left, top_right, bottom_left))
+    tl, tr, bl = (np.array(parse_float_point(p)) for p in (top_left, top_right, bottom_left))
     try:
         step = float(res)
     except ValueError:
         raise BadRequest(f"resolution {res!r} must be a number") from None
-    if step <= 0:
-        raise BadRequest("resolution must be positive")
-    width = int(np.floor(np.linalg.norm(tr - tl) / step)) + 1
-    height = int(np.floor(np.linalg.norm(bl - tl) / step)) + 1
-    if width * height > data.services.settings.max_voxels:
-        raise TooLarge(f"arb image of {width}x{height} pixels is too large")
+    if not (math.isfinite(step) and step > 0):
+        raise BadRequest(f"resolution {res!r} must be a positive number")
+    across = float(np.linalg.norm(tr - tl)) / step  # may be inf for a tiny step
+    down = float(np.linalg.norm(bl - tl)) / step
+    if (across + 1) * (down + 1) > data.services.settings.max_voxels:
+        raise TooLarge(f"arb image of {across + 1:.0f}x{down + 1:.0f} pixels is too large")
+    width, height = math.floor(across) + 1, math.floor(down) + 1
     i = np.arange(width) / max(width - 1, 1)
     j = np.arange(height) / max(height - 1, 1)
     points = tl + j[:, None, None] * (bl - tl) + i[None, :, None] * (tr - tl)
@@ -253,14 +255,3 @@ def arb(
     rel = voxels - lo
     plane = volume[rel[..., 2], rel[..., 1], rel[..., 0]]
     return _image_response(data, plane, fmt)
-
-
-def _float_point(text: str) -> np.ndarray:
-    parts = text.split("_")
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) != 3:
-        raise BadRequest(f"point {text!r} must be three numbers x_y_z")
-    return np.array(values)

@@ -8,7 +8,7 @@ from typing import Annotated, TypeVar
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from google.protobuf.message import Message
 
@@ -19,11 +19,23 @@ from app.datatypes.labelmap.ingest import write_blocks
 from app.errors import BadRequest, NotFound
 from app.proto import labelmap_pb2 as pb
 from app.volumes import images
-from app.volumes.geometry import Box, Vec, parse_point
+from app.volumes.geometry import (
+    COORD_LIMIT,
+    Box,
+    Vec,
+    check_blocks,
+    coordinate,
+    parse_block_list,
+    parse_point,
+    parse_points,
+)
 from app.volumes.requests import (
+    MAX_LABEL,
     array_bytes,
     bounded,
     parse_dims,
+    parse_label,
+    parse_labels,
     plane_box,
     plane_of,
     volume_box,
@@ -34,6 +46,9 @@ router = APIRouter()
 LabelmapData = Annotated[Labelmap, Depends(bound(Labelmap))]
 
 OCTET = "application/octet-stream"
+
+#: The largest label ``POST maxlabel`` records and ``POST nextlabel`` hands out.
+MAX_COUNTED_LABEL = 2**48
 
 
 def _scale(data: Labelmap, scale: int) -> int:
@@ -47,12 +62,6 @@ def _read(data: Labelmap, box: Box, scale: int, supervoxels: bool) -> np.ndarray
     """Labels of ``box`` at ``scale``: supervoxels, or mapped to bodies."""
     labels = data.volume(scale).read(box)
     return labels if supervoxels else data.bodies(labels)
-
-
-def _check_label(label: int) -> int:
-    if label == 0:
-        raise BadRequest("label 0 is background and cannot be queried")
-    return label
 
 
 # --- voxels ------------------------------------------------------------------------------
@@ -181,13 +190,7 @@ def specificblocks(
     supervoxels: str | None = None,
     compression: str = "blocks",
 ) -> Response:
-    try:
-        values = [int(v) for v in blocks.split(",") if v.strip()]
-    except ValueError:
-        raise BadRequest("blocks must be comma-separated integers x1,y1,z1,...") from None
-    if len(values) % 3:
-        raise BadRequest("blocks must list whole block coordinates (a multiple of 3 numbers)")
-    coords = np.array(values, dtype=np.int64).reshape(-1, 3)
+    coords = parse_block_list(blocks)
     body = _block_stream(data, coords, _scale(data, scale), flag(supervoxels), compression.lower())
     return Response(body, media_type=OCTET)
 
@@ -224,9 +227,11 @@ def _parse_stream(data: Labelmap, body: bytes) -> list[tuple[Vec, np.ndarray]]:
     further than a block of the instance's size can be."""
     bx, by, bz = data.block_size
     try:
+        records = codecs.read_block_stream(body)
+        check_blocks(np.array([coord for coord, _ in records]), "block stream coordinate")
         return [
             (coord, codecs.decode_block_payload(payload, "blocks", (bz, by, bx)))
-            for coord, payload in codecs.read_block_stream(body)
+            for coord, payload in records
         ]
     except codecs.BadBlock as e:
         raise BadRequest(f"bad block stream: {e}") from None
@@ -239,7 +244,7 @@ def _labels_at(data: Labelmap, points: np.ndarray, scale: int, supervoxels: bool
     """Labels at voxel points (n, 3 x,y,z), reading each block once."""
     volume = data.volume(scale)
     size = np.array(volume.grid.block_size, dtype=np.int64)
-    blocks = np.floor_divide(points, size)
+    blocks = volume.grid.blocks_of(points)
     keys, inverse = np.unique(codecs.encode_block_keys(blocks), return_inverse=True)
     unique = codecs.decode_block_keys(keys)
     found = dict(volume.read_blocks(unique))
@@ -288,13 +293,7 @@ def get_labels(
     hash: str | None = None,
 ) -> Response:
     """Labels at the points the body lists (also answered to POST: it only reads)."""
-    points = _json_list(body, "[x,y,z] points", hash)
-    try:
-        array = np.array(points, dtype=np.int64).reshape(-1, 3)
-    except (ValueError, TypeError):
-        raise BadRequest("body must be a JSON list of [x,y,z] integer points") from None
-    if len(points) and array.shape[0] != len(points):
-        raise BadRequest("body must be a JSON list of [x,y,z] integer points")
+    array = parse_points(_json_list(body, "[x,y,z] points", hash))
     labels = _labels_at(data, array, _scale(data, scale), flag(supervoxels))
     return json_response(labels.tolist())
 
@@ -310,7 +309,7 @@ def _require_indexed(data: Labelmap) -> None:
 def _index(data: Labelmap, label: int, supervoxels: bool) -> pb.LabelIndex:
     """The label's index (or, for a supervoxel, its body's index restricted to it)."""
     _require_indexed(data)
-    _check_label(label)
+    label = parse_label(label)
     body = label
     if supervoxels:
         body = int(data.mapping.lookup(np.array([label], np.uint64))[0])
@@ -344,9 +343,7 @@ def get_sizes(
 ) -> Response:
     """Sizes of the labels the body lists (also answered to POST: it only reads)."""
     sizes = []
-    for label in _json_list(body, "labels", hash):
-        if not isinstance(label, int) or label < 0:
-            raise BadRequest(f"bad label {label!r}")
+    for label in parse_labels(_json_list(body, "labels", hash)):
         try:
             sizes.append(_voxels(_index(data, label, flag(supervoxels))) if label else 0)
         except NotFound:
@@ -400,19 +397,43 @@ def sparsevol_coarse(data: LabelmapData, label: int, supervoxels: str | None = N
 
 @router.get("/sparsevols-coarse/{begin}/{end}")
 def sparsevols_coarse(data: LabelmapData, begin: int, end: int) -> Response:
+    first = parse_label(begin, "begin label", zero_ok=True)
+    last = parse_label(end, "end label", zero_ok=True)
     indices = data.indices()
     found = {}
-    for label in indices.labels(begin, end):
+    for label in indices.labels(first, last):
         index = indices.get(label)
         if index is not None:
             found[label] = _block_coords(index)
     return Response(codecs.encode_coarse_multi(found), media_type=OCTET)
 
 
+@dataclass
+class SparsevolBounds:
+    """Query parameters limiting a sparse volume to voxels within (inclusive) bounds."""
+
+    minx: int | None = None
+    miny: int | None = None
+    minz: int | None = None
+    maxx: int | None = None
+    maxy: int | None = None
+    maxz: int | None = None
+
+    def box(self) -> Box | None:
+        """The bounds as a box (empty when a min exceeds its max), or None when unbounded."""
+        given = {f"{end}{a}": getattr(self, f"{end}{a}") for end in ("min", "max") for a in "xyz"}
+        if all(v is None for v in given.values()):
+            return None
+        edge = {"min": -COORD_LIMIT + 1, "max": COORD_LIMIT - 1}
+        at = {k: edge[k[:3]] if v is None else coordinate(v, k) for k, v in given.items()}
+        lo = (at["minx"], at["miny"], at["minz"])
+        return Box.from_bounds(lo, (at["maxx"] + 1, at["maxy"] + 1, at["maxz"] + 1))
+
+
 def _sparse_blocks(
-    data: Labelmap, label: int, supervoxels: bool, scale: int, request: Request
-) -> tuple[list[tuple[Vec, np.ndarray]], Box | None]:
-    """The label's voxels as (block coord, mask) at ``scale``, and the bounds asked."""
+    data: Labelmap, label: int, supervoxels: bool, scale: int, bounds: Box | None
+) -> list[tuple[Vec, np.ndarray]]:
+    """The label's voxels as (block coord, mask) at ``scale`` in blocks meeting ``bounds``."""
     index = _index(data, label, supervoxels)
     # Each block is tested only against the supervoxels its index entry lists.
     svs_of: dict[Vec, set[int]] = {}
@@ -420,21 +441,19 @@ def _sparse_blocks(
         x, y, z = (c // 2**scale for c in codecs.decode_block_key(key))
         svs_of.setdefault((x, y, z), set()).update(entry.counts)
     coords = np.array(sorted(svs_of), dtype=np.int64).reshape(-1, 3)
-    q = request.query_params
-    lo = [int(q.get(f"min{a}", -(2**31))) for a in "xyz"]
-    hi = [int(q.get(f"max{a}", 2**31 - 1)) for a in "xyz"]
-    bounds = Box.from_bounds(lo, (h + 1 for h in hi))
     volume = data.volume(scale)
     grid = volume.grid
-    keep = [c for c in coords.tolist() if grid.block_box(c).intersect(bounds) is not None]
+    keep = [
+        c
+        for c in coords.tolist()
+        if bounds is None or grid.block_box(c).intersect(bounds) is not None
+    ]
     if not keep:
         raise NotFound(f"label {label} has no voxels in the given bounds")
     found = volume.read_blocks(np.array(keep))
-    masks = [
+    return [
         (coord, _mask_of(voxels, np.fromiter(svs_of[coord], np.uint64))) for coord, voxels in found
     ]
-    limited = any(f"min{a}" in q or f"max{a}" in q for a in "xyz")
-    return masks, bounds if limited else None
 
 
 def _mask_of(voxels: np.ndarray, svs: np.ndarray) -> np.ndarray:
@@ -444,7 +463,7 @@ def _mask_of(voxels: np.ndarray, svs: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class SparsevolQuery:
+class SparsevolQuery(SparsevolBounds):
     """Query parameters of ``sparsevol`` and ``sparsevol-by-point``."""
 
     format: str = "rles"
@@ -455,10 +474,9 @@ class SparsevolQuery:
 
 
 @router.get("/sparsevol/{label}")
-def sparsevol(
-    data: LabelmapData, request: Request, label: int, q: Annotated[SparsevolQuery, Depends()]
-) -> Response:
-    masks, bounds = _sparse_blocks(data, label, flag(q.supervoxels), _scale(data, q.scale), request)
+def sparsevol(data: LabelmapData, label: int, q: Annotated[SparsevolQuery, Depends()]) -> Response:
+    bounds = q.box()
+    masks = _sparse_blocks(data, label, flag(q.supervoxels), _scale(data, q.scale), bounds)
     grid = data.volume(q.scale).grid
     fmt = q.format.lower()
     if fmt == "blocks":
@@ -493,10 +511,14 @@ def sparsevol(
 
 @router.head("/sparsevol/{label}")
 def head_sparsevol(
-    data: LabelmapData, request: Request, label: int, supervoxels: str | None = None
+    data: LabelmapData,
+    label: int,
+    bounds: Annotated[SparsevolBounds, Depends()],
+    supervoxels: str | None = None,
 ) -> Response:
+    box = bounds.box()
     try:
-        _sparse_blocks(data, label, flag(supervoxels), 0, request)
+        _sparse_blocks(data, label, flag(supervoxels), 0, box)
     except NotFound:
         return Response(status_code=204)
     return Response()
@@ -504,13 +526,13 @@ def head_sparsevol(
 
 @router.get("/sparsevol-by-point/{point}")
 def sparsevol_by_point(
-    data: LabelmapData, request: Request, point: str, q: Annotated[SparsevolQuery, Depends()]
+    data: LabelmapData, point: str, q: Annotated[SparsevolQuery, Depends()]
 ) -> Response:
     pt = np.array([parse_point(point)], dtype=np.int64)
     label = int(_labels_at(data, pt, _scale(data, q.scale), flag(q.supervoxels))[0])
     if label == 0:
         raise BadRequest(f"point {point} is background")
-    return sparsevol(data, request, label, q)
+    return sparsevol(data, label, q)
 
 
 # --- counters ----------------------------------------------------------------------------
@@ -528,7 +550,7 @@ def get_maxlabel(data: LabelmapData) -> Response:
 @router.post("/maxlabel/{label}")
 def post_maxlabel(data: LabelmapData, label: int) -> Response:
     _require_indexed(data)
-    if not 0 < label <= 2**48:
+    if not 0 < parse_label(label, "max label") <= MAX_COUNTED_LABEL:
         raise BadRequest("max label must be 1 to 2^48")
     data.raise_max_label(label)
     return Response()
@@ -537,15 +559,29 @@ def post_maxlabel(data: LabelmapData, label: int) -> Response:
 @router.get("/nextlabel")
 def get_nextlabel(data: LabelmapData) -> Response:
     _require_indexed(data)
-    return json_response({"nextlabel": data.repo_counter().current() + 1})
+    current = data.repo_counter().current()
+    if current >= MAX_LABEL:
+        raise BadRequest(f"the label counter is at {current}: no uint64 label follows it")
+    return json_response({"nextlabel": current + 1})
 
 
 @router.post("/nextlabel/{count}")
 def post_nextlabel(data: LabelmapData, count: int) -> Response:
+    """Reserve ``count`` new labels; refused (before anything is stored) when they would
+    take the repo-wide counter past 2^48, the largest label ``maxlabel`` records."""
     _require_indexed(data)
     if count < 1:
         raise BadRequest("count must be at least 1")
-    previous, new = data.repo_counter().advance(reserve=count)
+    counter = data.repo_counter()
+    current = counter.current()
+    # Rivals reserving at once may each pass this check; the counter still stays far
+    # inside uint64 (each adds at most 2^48).
+    if count > MAX_COUNTED_LABEL - current:
+        raise BadRequest(
+            f"cannot reserve {count} labels: the label counter is at {current} "
+            f"and new labels stop at 2^48"
+        )
+    previous, new = counter.advance(reserve=count)
     return json_response({"start": previous + 1, "end": new})
 
 
@@ -560,7 +596,7 @@ def listlabels(
     sizes: str | None = None,
 ) -> Response:
     indices = data.indices()
-    labels = indices.labels(start)[:number]
+    labels = indices.labels(parse_label(start, "start label", zero_ok=True))[:number]
     if not flag(sizes):
         return Response(np.array(labels, dtype="<u8").tobytes(), media_type=OCTET)
     pairs = []
@@ -603,7 +639,7 @@ def _parse_message(body: bytes, message: type[M]) -> M:
 @router.post("/index/{label}")
 def post_index(data: LabelmapData, body: RawBody, label: int) -> Response:
     index = _parse_message(body, pb.LabelIndex)
-    if index.label != _check_label(label):
+    if index.label != parse_label(label):
         raise BadRequest(f"index is for label {index.label}, not {label}")
     data.indices().put(index)
     return Response()
@@ -616,9 +652,7 @@ def get_indices(data: LabelmapData, body: RawBody) -> Response:
         raise BadRequest("at most 50,000 labels per request")
     indices = data.indices()
     out = pb.LabelIndices()
-    for label in labels:
-        if not isinstance(label, int) or label < 0:
-            raise BadRequest(f"bad label {label!r}")
+    for label in parse_labels(labels):
         out.indices.append(indices.get(label) or pb.LabelIndex(label=label))
     return Response(out.SerializeToString(), media_type=OCTET)
 
@@ -645,9 +679,7 @@ def get_mapping(
     nolookup: str | None = None,
 ) -> Response:
     """Bodies of the supervoxels the body lists (also answered to POST: it only reads)."""
-    svs = _json_list(body, "supervoxel ids", hash)
-    if not all(isinstance(s, int) and s >= 0 for s in svs):
-        raise BadRequest("supervoxel ids must be non-negative integers")
+    svs = parse_labels(_json_list(body, "supervoxel ids", hash), "supervoxel id")
     ids = np.array(svs, dtype=np.uint64)
     bodies, explicit = data.mapping.lookup_explicit(ids)
     if not flag(nolookup) and data.indexed:
