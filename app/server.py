@@ -311,7 +311,7 @@ def _merged_path(
             for i, name in enumerate(_PATH_PARAM.findall(entry.path)):
                 if name not in slots[i]:
                     slots[i].append(name)
-    merged = ["_or_".join(names) for names in slots]
+    merged = ["_or_".join(sorted(names)) for names in slots]  # independent of import order
     renames = {}
     for entries in methods.values():
         for entry in entries:

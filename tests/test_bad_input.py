@@ -224,12 +224,6 @@ def test_edges_of_the_ranges_are_accepted(repo: tuple[TestClient, str]) -> None:
     assert client.get(f"{base}/{G}/metadata").status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/datatypes/labelmap/__init__.py Labelmap.extended_json reports NextLabel as the "
-    "repo counter + 1: once label 2^64-1 is written that is 2^64, which fails to encode (500) "
-    "in the instance info and GET /api/repos/info",
-)
 def test_writing_the_largest_label_keeps_info_readable(repo: tuple[TestClient, str]) -> None:
     client, uuid = repo
     top = np.full((64, 64, 64), 2**64 - 1, dtype="<u8").tobytes()

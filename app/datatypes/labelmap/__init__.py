@@ -22,6 +22,7 @@ from app.datatypes.labelmap.state import LabelCounter, LabelIndices, Mapping
 from app.errors import BadRequest
 from app.storage.keyed import VersionedKeys
 from app.volumes.base import Layout, VolumeData
+from app.volumes.requests import MAX_LABEL as LARGEST_LABEL
 
 HELP_FILE = Path(__file__).parent / "help.txt"
 
@@ -116,7 +117,8 @@ class Labelmap(VolumeData):
             {
                 "MaxLabel": {str(self.version.version_id): max_label} if max_label else {},
                 "MaxRepoLabel": repo_max,
-                "NextLabel": repo_max + 1,
+                # The largest label a uint64 holds has no successor (DVID wraps to 0).
+                "NextLabel": min(repo_max + 1, LARGEST_LABEL),
                 "IndexedLabels": self.indexed,
                 "CountLabels": self.settings.get("CountLabels", True),
             }

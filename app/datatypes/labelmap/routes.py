@@ -572,16 +572,9 @@ def post_nextlabel(data: LabelmapData, count: int) -> Response:
     _require_indexed(data)
     if count < 1:
         raise BadRequest("count must be at least 1")
-    counter = data.repo_counter()
-    current = counter.current()
-    # Rivals reserving at once may each pass this check; the counter still stays far
-    # inside uint64 (each adds at most 2^48).
-    if count > MAX_COUNTED_LABEL - current:
-        raise BadRequest(
-            f"cannot reserve {count} labels: the label counter is at {current} "
-            f"and new labels stop at 2^48"
-        )
-    previous, new = counter.advance(reserve=count)
+    if count > MAX_COUNTED_LABEL:
+        raise BadRequest(f"cannot reserve {count} labels: new labels stop at 2^48")
+    previous, new = data.repo_counter().advance(reserve=count, ceiling=MAX_COUNTED_LABEL)
     return json_response({"start": previous + 1, "end": new})
 
 

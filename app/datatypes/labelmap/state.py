@@ -29,6 +29,7 @@ from app.cache import LRUCache
 from app.context import VersionContext
 from app.dag import Node
 from app.datatypes.labelmap import keys
+from app.errors import BadRequest
 from app.proto import labelmap_pb2 as pb
 from app.storage import conditional
 from app.storage.keyed import KeyView, VersionedKeys
@@ -212,15 +213,23 @@ class LabelCounter:
         blob = self.store.get(self.path)
         return self._value(blob.data if blob is not None else None)
 
-    def advance(self, at_least: int = 0, reserve: int = 0) -> tuple[int, int]:
+    def advance(
+        self, at_least: int = 0, reserve: int = 0, ceiling: int | None = None
+    ) -> tuple[int, int]:
         """Raise the counter to ``max(current, at_least) + reserve``; returns the
-        (previous, new) values. Reserved ids are ``previous+1 .. new``."""
+        (previous, new) values. Reserved ids are ``previous+1 .. new``. A reservation that
+        would pass ``ceiling`` is refused (400), checked on the value it replaces."""
         seen = (0, 0)
 
         def edit(current: bytes | None) -> bytes | None:
             nonlocal seen
             previous = self._value(current)
             new = max(previous, at_least) + reserve
+            if ceiling is not None and reserve and new > ceiling:
+                raise BadRequest(
+                    f"cannot reserve {reserve} labels: the label counter is at {previous} "
+                    f"and new labels stop at {ceiling}"
+                )
             seen = (previous, new)
             return None if new == previous else f"{new} {uuid.uuid4().hex}".encode()
 
