@@ -5,6 +5,9 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 DATA_DIR ?= data
 PORT    ?= 8000
+# Test processes: most tests wait on fake cloud servers and real server processes, so
+# more workers than cores still shortens the run.
+TEST_WORKERS ?= 4
 
 .PHONY: serve test lint bench proto clean chromium
 
@@ -25,7 +28,7 @@ chromium:
 test: $(STAMP) chromium  ## install, lint, then run the whole behavioural suite
 	$(BIN)/ruff check app backends tests bench
 	$(BIN)/mypy app backends
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check app backends tests bench
