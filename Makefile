@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed
 DATA_DIR ?= data
 PORT    ?= 8000
 # Test processes: most tests wait on fake cloud servers and real server processes, so
-# more workers than cores still shortens the run.
+# more workers than cores still shortens the run; idle workers steal queued tests.
 TEST_WORKERS ?= 4
 
 .PHONY: serve test lint bench proto clean chromium
@@ -28,7 +28,7 @@ chromium:
 test: $(STAMP) chromium  ## install, lint, then run the whole behavioural suite
 	$(BIN)/ruff check app backends tests bench
 	$(BIN)/mypy app backends
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check app backends tests bench
