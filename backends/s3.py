@@ -45,7 +45,7 @@ from backends.base import (
     StoreUnavailable,
     validate_key,
 )
-from backends.tensorstore_errors import bound_stalled_requests, request_retries
+from backends.tensorstore_errors import bound_stalled_requests, bounded_context
 
 #: Error codes that mean "try again later" rather than "you asked for something wrong".
 #: botocore's standard retry mode already retries these; seeing one here means it gave up.
@@ -338,15 +338,9 @@ class S3Store(ObjectStore):
         return spec
 
     def tensorstore_context(self) -> Any:
-        """The tensorstore context for this store's specs: ``s3_request_retries`` bounded
-        (:func:`~backends.tensorstore_errors.request_retries`; tensorstore's default is 32
-        retries with delays up to 32 s) and stalled transfers aborted, so chunk I/O on a
-        failing store ends within seconds in an error the HTTP layer answers with 503.
-        One context per store, made on first use (array handles are cached by context)."""
+        """This store's tensorstore context (:func:`bounded_context`), made on first use:
+        one per store, as array handles are cached by context."""
         context = getattr(self, "_ts_context", None)
         if context is None:
-            import tensorstore as ts
-
-            bound_stalled_requests()
-            context = self._ts_context = ts.Context({"s3_request_retries": request_retries()})
+            context = self._ts_context = bounded_context("s3_request_retries")
         return context

@@ -132,6 +132,17 @@ def request_retries() -> dict[str, Any]:
     }
 
 
+def bounded_context(retries_resource: str) -> Any:
+    """A tensorstore ``Context`` whose ``retries_resource`` (``s3_request_retries``,
+    ``gcs_request_retries``) is bounded by :func:`request_retries` (tensorstore's default
+    is 32 retries with delays up to 32 s), with stalled transfers aborted: chunk I/O on a
+    failing store then ends within seconds in an error the HTTP layer answers with 503."""
+    import tensorstore as ts
+
+    bound_stalled_requests()
+    return ts.Context({retries_resource: request_retries()})
+
+
 def bound_stalled_requests() -> None:
     """Make tensorstore abort transfers that stall (unless the deployment chose a value).
 

@@ -9,9 +9,10 @@ included in each of those apps.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI
@@ -28,6 +29,8 @@ from app.syncs import deliver, set_syncs
 from backends import StoreUnavailable
 
 log = logging.getLogger("dvid_cloud")
+
+T = TypeVar("T")
 
 AnyData = Annotated[Data, Depends(bound(Data))]
 
@@ -118,27 +121,20 @@ class InstanceDispatcher:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         services: Services = scope["app"].state.services
         params = scope["path_params"]
-        try:
-            data = await anyio.to_thread.run_sync(
-                resolve, services, params["uuid"], params["dataname"]
-            )
+
+        def bind_request() -> tuple[Data, bool]:
+            data = resolve(services, params["uuid"], params["dataname"])
             writes = writes_versioned_data(data, scope["method"], keyword_of(scope))
             if writes:
                 data.require_writable()
-        except DVIDError as e:
-            await error_response(e, scope["path"])(scope, receive, send)
+            return data, writes
+
+        bound_request = await _blocking(bind_request, scope, receive, send)
+        if isinstance(bound_request, Answered):
             return
-        except StoreUnavailable as e:
-            await unavailable_response(e, scope["path"])(scope, receive, send)
-            return
+        data, writes = bound_request
         if not writes:
-            try:
-                await anyio.to_thread.run_sync(data.prepare_read)
-            except DVIDError as e:
-                await error_response(e, scope["path"])(scope, receive, send)
-                return
-            except StoreUnavailable as e:
-                await unavailable_response(e, scope["path"])(scope, receive, send)
+            if isinstance(await _blocking(data.prepare_read, scope, receive, send), Answered):
                 return
             scope[SCOPE_KEY] = data
             await self.apps[data.typename](scope, receive, send)
@@ -150,20 +146,17 @@ class InstanceDispatcher:
         admitted only if the node is still open once the marker is in place."""
         services = data.services
         marker = services.inflight.writing(data.node.uuid)
-        try:
-            await anyio.to_thread.run_sync(marker.__enter__)
-        except StoreUnavailable as e:
-            await unavailable_response(e, scope["path"])(scope, receive, send)
+        if isinstance(await _blocking(marker.__enter__, scope, receive, send), Answered):
             return
         try:
-            try:
-                fresh = await anyio.to_thread.run_sync(resolve, services, data.node.uuid, data.name)
+
+            def rebind_writable() -> Data:
+                fresh = resolve(services, data.node.uuid, data.name)
                 fresh.require_writable()
-            except DVIDError as e:
-                await error_response(e, scope["path"])(scope, receive, send)
-                return
-            except StoreUnavailable as e:
-                await unavailable_response(e, scope["path"])(scope, receive, send)
+                return fresh
+
+            fresh = await _blocking(rebind_writable, scope, receive, send)
+            if isinstance(fresh, Answered):
                 return
             scope[SCOPE_KEY] = fresh
             app = self.apps[fresh.typename]
@@ -173,6 +166,25 @@ class InstanceDispatcher:
                 await app(scope, receive, send)
         finally:
             await anyio.to_thread.run_sync(marker.__exit__, None, None, None)
+
+
+class Answered:
+    """What :func:`_blocking` returns when it has answered the request with an error."""
+
+
+async def _blocking(
+    fn: Callable[[], T], scope: Scope, receive: Receive, send: Send
+) -> T | Answered:
+    """Run blocking ``fn`` off the event loop. A DVID error or an unavailable store is
+    answered right here (DVID's plain-text form) and :class:`Answered` returned."""
+    try:
+        return await anyio.to_thread.run_sync(fn)
+    except DVIDError as e:
+        response = error_response(e, scope["path"])
+    except StoreUnavailable as e:
+        response = unavailable_response(e, scope["path"])
+    await response(scope, receive, send)
+    return Answered()
 
 
 class _Refused(Exception):
@@ -185,15 +197,9 @@ async def _transaction(
     """Run a mutating request as one transaction: the response is held back until the
     transaction has committed (an acknowledged write is durable), and a handler that
     answers 4xx or 5xx publishes nothing. Synced instances get the events afterwards."""
-    path = scope["path"]
     transaction = data.transaction()
-    try:
-        txn = await anyio.to_thread.run_sync(transaction.__enter__)
-    except DVIDError as e:
-        await error_response(e, path)(scope, receive, send)
-        return
-    except StoreUnavailable as e:
-        await unavailable_response(e, path)(scope, receive, send)
+    txn = await _blocking(transaction.__enter__, scope, receive, send)
+    if isinstance(txn, Answered):
         return
     held: list[Message] = []
     status = 500
@@ -209,17 +215,11 @@ async def _transaction(
     except BaseException as e:
         await anyio.to_thread.run_sync(transaction.__exit__, type(e), e, e.__traceback__)
         raise
-    try:
-        if status < 400:
-            await anyio.to_thread.run_sync(transaction.__exit__, None, None, None)
-        else:
-            refused = _Refused()
-            await anyio.to_thread.run_sync(transaction.__exit__, _Refused, refused, None)
-    except DVIDError as e:
-        await error_response(e, path)(scope, receive, send)
-        return
-    except StoreUnavailable as e:
-        await unavailable_response(e, path)(scope, receive, send)
+    if status < 400:
+        finish = functools.partial(transaction.__exit__, None, None, None)
+    else:
+        finish = functools.partial(transaction.__exit__, _Refused, _Refused(), None)
+    if isinstance(await _blocking(finish, scope, receive, send), Answered):
         return
     for message in held:
         await send(message)
