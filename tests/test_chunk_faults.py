@@ -22,9 +22,6 @@ variable read once per process) and its retry bounds can be set short for the te
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +38,13 @@ from backends.tensorstore_errors import (
     STALL_ENV,
 )
 from tests import fixtures_stores
+from tests.dvid_process import DvidServer
 from tests.fault_proxy import KINDS, FaultProxy
 from tests.fixtures_stores import AWS_TEST_REGION, isolated_server_env, make_s3_store
-from tests.servers import free_port, wait_for_heartbeat
 
 # The shared moto fixture, bound here so this module also runs without a conftest.
 s3_endpoint = fixtures_stores.s3_endpoint
 
-CLI = shutil.which("dvid-cloud", path=str(Path(sys.executable).parent)) or "dvid-cloud"
 #: zarr v3 chunk keys (default chunk key encoding), wherever the array lives.
 CHUNK_KEY = r"/c/\d+/\d+/\d+$"
 #: The proxy holds a stalled connection this long; tensorstore gives up on a silent
@@ -83,37 +79,6 @@ class Rig:
         return text[-3000:]
 
 
-def _start_server(config: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
-    """Start ``dvid-cloud serve`` and wait for its heartbeat; retry on a fresh port if the
-    chosen one was taken meanwhile."""
-    for _ in range(3):
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        command = [CLI, "serve", "--config", str(config), "--port", str(port)]
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                [*command, "--log-level", "warning"],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        if wait_for_heartbeat(url, proc):
-            return proc, url
-        _stop(proc)
-    raise RuntimeError(f"dvid-cloud serve did not start:\n{log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
 @pytest.fixture(scope="module")
 def rig(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     tmp = tmp_path_factory.mktemp("chunk-faults")
@@ -135,13 +100,13 @@ def rig(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             }
         )
         log = tmp / "server.log"
-        proc, url = _start_server(config, env, log)
+        server = DvidServer(log, env, config=config).start()
         try:
-            with httpx.Client(base_url=url, timeout=CLIENT_TIMEOUT) as client:
-                yield Rig(url, proxy, client, log)
+            with httpx.Client(base_url=server.url, timeout=CLIENT_TIMEOUT) as client:
+                yield Rig(server.url, proxy, client, log)
         finally:
             proxy.heal()
-            _stop(proc)
+            server.stop()
             store.close()
 
 
