@@ -20,9 +20,6 @@ server commits the node is held back on purpose until the commit has been answer
 from __future__ import annotations
 
 import itertools
-import shutil
-import subprocess
-import sys
 import threading
 import time
 import uuid as uuidlib
@@ -37,17 +34,16 @@ import orjson
 import pytest
 
 from tests import fixtures_stores
+from tests.dvid_process import DvidServer
 from tests.fixtures_stores import (
     AWS_TEST_REGION,
     isolated_server_env,
     make_s3_store,
 )
-from tests.servers import free_port, wait_for_heartbeat
 
 # The shared fixture, bound here so this module also runs without a conftest.
 s3_endpoint = fixtures_stores.s3_endpoint
 
-CLI = shutil.which("dvid-cloud", path=str(Path(sys.executable).parent)) or "dvid-cloud"
 PREFIX = "dvid/"
 THREADS = 4
 ROUNDS = 3
@@ -79,45 +75,6 @@ class Replicas:
         return "\n".join(parts)
 
 
-def _start_server(config: Path, env: dict[str, str], log_path: Path) -> tuple[Any, str]:
-    """Start ``dvid-cloud serve`` and wait for its heartbeat; retry on a fresh port if
-    the chosen one was taken meanwhile (the process then exits early)."""
-    for _ in range(3):
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                [
-                    CLI,
-                    "serve",
-                    "--config",
-                    str(config),
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                ],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        if wait_for_heartbeat(url, proc):
-            return proc, url
-        _stop(proc)
-    raise RuntimeError(f"dvid-cloud serve did not start:\n{log_path.read_text()[-3000:]}")
-
-
-def _stop(proc: Any) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
 @pytest.fixture(scope="module")
 def replicas(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     tmp = tmp_path_factory.mktemp("replicas")
@@ -132,18 +89,14 @@ def replicas(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         '[backend]\ndefault = "main"\n'
     )
     env = isolated_server_env(tmp)
-    procs = []
     logs = [tmp / "server-a.log", tmp / "server-b.log"]
+    servers = [DvidServer(log, env, config=config) for log in logs]
     try:
-        urls = []
-        for log in logs:
-            proc, url = _start_server(config, env, log)
-            procs.append(proc)
-            urls.append(url)
+        urls = [server.start().url for server in servers]
         yield Replicas(urls, store.bucket, store.client, logs)
     finally:
-        for proc in procs:
-            _stop(proc)
+        for server in servers:
+            server.stop()
         store.close()
 
 
