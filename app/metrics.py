@@ -189,6 +189,7 @@ class InstrumentedStore(ObjectStore):
 
     def __init__(self, inner: ObjectStore, name: str, metrics: Metrics) -> None:
         self.inner = inner
+        self.description = inner.description
         self.name = name
         self._metrics = metrics
         self._ops: dict[tuple[str, str], Any] = {}
@@ -202,10 +203,6 @@ class InstrumentedStore(ObjectStore):
         if attr == "inner":
             raise AttributeError(attr)
         return getattr(self.inner, attr)
-
-    @property
-    def description(self) -> str:  # type: ignore[override]
-        return self.inner.description
 
     def _record(self, op: str, seconds: float, outcome: str) -> None:
         counter = self._ops.get((op, outcome))
