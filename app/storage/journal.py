@@ -425,8 +425,9 @@ class Journal:
                 except BaseException:
                     self._discard(txn.id)
                     raise
-                if txn.store.puts or txn.store.deletes or txn.events or self._staged(txn.id):
-                    token = self._commit(txn, head, token)
+                redo = txn.redo()  # lists the stage once
+                if redo.puts or redo.deletes or redo.chunks or redo.events:
+                    token = self._commit(txn, redo, head, token)
                 else:
                     self._discard(txn.id)
             finally:
@@ -434,15 +435,11 @@ class Journal:
         finally:
             lock.release()
 
-    def _staged(self, txn_id: str) -> bool:
-        return bool(ChunkSpace(self.store).list(keys.txn_stage(self.data_uuid, txn_id)))
-
     def _discard(self, txn_id: str) -> None:
         with contextlib.suppress(StoreError):
             ChunkSpace(self.store).delete_prefix(keys.txn_stage(self.data_uuid, txn_id))
 
-    def _commit(self, txn: Transaction, head: Head, token: str) -> str:
-        redo = txn.redo()
+    def _commit(self, txn: Transaction, redo: Redo, head: Head, token: str) -> str:
         current = self.store.get(self.head_key)
         if current is None or current.token != token:
             raise Contention(f"lost the lock of {self.head_key}: its lease ran out")
