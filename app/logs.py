@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -47,6 +49,20 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class _StampingFactory:
+    """A log record factory that stamps each record with the request id (its type makes
+    :func:`install_request_ids` idempotent)."""
+
+    def __init__(self, inner: Callable[..., logging.LogRecord]) -> None:
+        self.inner = inner
+        self.stamp = RequestIdFilter()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.inner(*args, **kwargs)
+        self.stamp.filter(record)
+        return record
+
+
 def install_request_ids() -> None:
     """Make every log record created during a request carry its id (idempotent).
 
@@ -54,17 +70,8 @@ def install_request_ids() -> None:
     records of every logger reach every handler (pytest's ``caplog``, Lambda's) stamped.
     """
     factory = logging.getLogRecordFactory()
-    if getattr(factory, "_dvid_request_ids", False):
-        return
-    stamp = RequestIdFilter()
-
-    def make_record(*args: object, **kwargs: object) -> logging.LogRecord:
-        record = factory(*args, **kwargs)
-        stamp.filter(record)
-        return record
-
-    make_record._dvid_request_ids = True  # type: ignore[attr-defined]
-    logging.setLogRecordFactory(make_record)
+    if not isinstance(factory, _StampingFactory):
+        logging.setLogRecordFactory(_StampingFactory(factory))
 
 
 def configure_logging(level: str = "info") -> None:
