@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     #: How long a write may take; a commit waits at most this long for writes in flight,
     #: and a transaction lock held longer by a holder on another host may be taken over.
     max_request_seconds: float = Field(120.0, gt=0)
+    #: Whether labelmap's ``POST split/{label}`` is served (DVID's ``AllowLabelmapSplit``,
+    #: off by default there; on here, since proofreading clients call it).
+    allow_labelmap_split: bool = True
     #: Extra datatype modules to import (comma-separated), e.g. a site's own datatypes.
     plugins: str = ""
     #: Authentication and per-repo authorization (see app/auth.py); off by default.

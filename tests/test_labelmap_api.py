@@ -796,7 +796,8 @@ def test_indices_get_and_post(seg) -> None:
     assert api.c.get(url(root, "maxlabel")).json() == {"maxlabel": high}
     assert api.c.get(url(root, "nextlabel")).json() == {"nextlabel": high + 1}
     ext = api.c.get(url(root, "info")).json()["Extended"]
-    assert ext["MaxRepoLabel"] == high and ext["NextLabel"] == high + 1
+    # DVID reports NextLabel 0 until an admin sets a start
+    assert ext["MaxRepoLabel"] == high and ext["NextLabel"] == 0
     # label 0 anywhere in the message: 400, nothing stored
     other = pb.LabelIndex(label=31)
     other.blocks[block_key(0, 0, 0)].counts[31] = 1
@@ -950,11 +951,14 @@ def test_versions_sizes_sparsevol_listlabels_and_scales(seg) -> None:
         assert api.c.get(url(uuid, "nextlabel")).json() == {"nextlabel": NEW + 1}
     assert api.c.post(url(side, "nextlabel/2")).json() == {"start": NEW + 1, "end": NEW + 2}
     assert api.c.post(url(child, "nextlabel/1")).json() == {"start": NEW + 3, "end": NEW + 3}
+    # DVID's newLabels: the version that reserved ids has them as its max label
     ext = api.c.get(url(child, "info")).json()["Extended"]
-    assert ext["MaxLabel"][str(version_id(api.c, child))] == NEW
+    assert ext["MaxLabel"][str(version_id(api.c, child))] == NEW + 3
+    assert api.c.get(url(side, "maxlabel")).json() == {"maxlabel": NEW + 2}
     ext = api.c.get(url(root, "info")).json()["Extended"]
     assert ext["MaxLabel"][str(version_id(api.c, root))] == BIG
-    assert ext["MaxRepoLabel"] == NEW + 3 and ext["NextLabel"] == NEW + 4
+    assert ext["MaxRepoLabel"] == NEW + 3 and ext["NextLabel"] == 0
+    assert api.c.get(url(root, "nextlabel")).json() == {"nextlabel": NEW + 4}
 
 
 def test_locked_node_refuses_every_write(seg) -> None:
@@ -1025,7 +1029,7 @@ def test_extents_and_counters_grow_with_writes(api: Api) -> None:
     assert ext["MinPoint"] == [0, 0, 0] and ext["MaxPoint"] == [31, 31, 31]
     assert ext["MinIndex"] == [0, 0, 0] and ext["MaxIndex"] == [0, 0, 0]
     assert ext["MaxLabel"] == {vid: 10}
-    assert ext["MaxRepoLabel"] == 10 and ext["NextLabel"] == 11
+    assert ext["MaxRepoLabel"] == 10 and ext["NextLabel"] == 0
     r = api.c.post(
         url(root, "blocks"), content=stream(((2, 1, 0), np.full((32, 32, 32), 20, np.uint64)))
     )
@@ -1035,7 +1039,7 @@ def test_extents_and_counters_grow_with_writes(api: Api) -> None:
     assert info["Extents"] == {"MinPoint": [0, 0, 0], "MaxPoint": [95, 63, 31]}
     assert ext["MaxIndex"] == [2, 1, 0]
     assert ext["MaxLabel"] == {vid: 20}
-    assert ext["MaxRepoLabel"] == 20 and ext["NextLabel"] == 21
+    assert ext["MaxRepoLabel"] == 20 and ext["NextLabel"] == 0
     r = api.c.post(
         url(root, "raw/0_1_2/32_32_32/-32_0_0"), content=np.full(32**3, 3, "<u8").tobytes()
     )
@@ -1045,7 +1049,7 @@ def test_extents_and_counters_grow_with_writes(api: Api) -> None:
     assert info["Extended"]["MaxLabel"] == {vid: 20}  # a smaller label does not lower it
     assert api.c.post(url(root, "nextlabel/5")).json() == {"start": 21, "end": 25}
     ext = api.c.get(url(root, "info")).json()["Extended"]
-    assert ext["MaxRepoLabel"] == 25 and ext["NextLabel"] == 26
+    assert ext["MaxRepoLabel"] == 25 and ext["NextLabel"] == 0
     assert api.c.get(url(root, "nextlabel")).json() == {"nextlabel": 26}
     assert api.c.post(url(root, "nextlabel/0")).status_code == 400
     assert api.c.post(url(root, "maxlabel/1000")).status_code == 200

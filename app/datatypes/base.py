@@ -24,6 +24,7 @@ from app.dag import Node, VersionDAG
 from app.errors import BadRequest, LockedNode
 from app.repo import Instance, Repo, now
 from app.storage import keys
+from app.storage.counter import Counter
 from app.storage.journal import Journal, Transaction
 from backends import ObjectStore
 
@@ -184,12 +185,16 @@ class Data:
         """The transaction this object writes in, if any."""
         return self._txn
 
-    def journal(self) -> Journal:
-        """The transactions of this instance at :attr:`version`."""
+    def journal(self, node: Node | None = None) -> Journal:
+        """The transactions (and mutation log) of this instance at ``node``, by default
+        :attr:`version`."""
         lease = self.services.settings.max_request_seconds
-        return Journal(
-            self.base_store, self.instance.data_uuid, self.version.uuid, lease=lease, wait=lease
-        )
+        node_uuid = (node or self.version).uuid
+        return Journal(self.base_store, self.instance.data_uuid, node_uuid, lease=lease, wait=lease)
+
+    def at_node(self, node: Node) -> Self:
+        """This instance bound to another node of its repo."""
+        return type(self)(self.services, self.repo, node, self.instance)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -211,6 +216,12 @@ class Data:
             self._txn.event(
                 {"Action": action, "UUID": self.version.uuid, "Timestamp": now(), **fields}
             )
+
+    def new_mutation_id(self) -> int:
+        """A new repo-wide mutation id (DVID's ``NewMutationID``): increasing, never
+        handed out twice on any branch or replica."""
+        store = self.services.catalog.store
+        return Counter(store, keys.mutation_ids(self.repo.root), "the mutation ids").next()
 
     def prepare_read(self) -> None:
         """Before a request at an open version is served: complete a transaction whose

@@ -20,6 +20,8 @@ VERSION_COUNTER = "meta/version-counter"
 INFLIGHT = "meta/inflight/"
 #: ``meta/probe-<hex>``: written and removed at start-up to check the store is writable.
 PROBE = "meta/probe-"
+#: ``meta/mutation-ids/<root>``: a repo's last mutation id handed out, then a nonce.
+MUTATION_IDS = "meta/mutation-ids/"
 
 
 def repo(root: str) -> str:
@@ -28,6 +30,10 @@ def repo(root: str) -> str:
 
 def node_marker(uuid: str) -> str:
     return f"{NODES}{uuid}"
+
+
+def mutation_ids(root: str) -> str:
+    return f"{MUTATION_IDS}{root}"
 
 
 def inflight_prefix(node_uuid: str) -> str:

@@ -18,11 +18,11 @@ from app.cache import LRUCache
 from app.datatypes import register
 from app.datatypes.base import parse_bool
 from app.datatypes.labelmap import codecs, keys
-from app.datatypes.labelmap.state import LabelCounter, LabelIndices, Mapping
+from app.datatypes.labelmap.state import MAX_UINT64, LabelIndices, Mapping, NextLabel
 from app.errors import BadRequest
+from app.storage.counter import Counter
 from app.storage.keyed import VersionedKeys
 from app.volumes.base import Layout, VolumeData
-from app.volumes.requests import MAX_LABEL as LARGEST_LABEL
 
 HELP_FILE = Path(__file__).parent / "help.txt"
 
@@ -49,9 +49,13 @@ class Labelmap(VolumeData):
 
     @classmethod
     def own_routes(cls) -> APIRouter:
+        from app.datatypes.labelmap.edit_routes import router as edits
         from app.datatypes.labelmap.routes import router
 
-        return router
+        combined = APIRouter()
+        combined.include_router(router)
+        combined.include_router(edits)
+        return combined
 
     @classmethod
     def parse_settings(cls, config: dict[str, str]) -> dict:
@@ -78,9 +82,31 @@ class Labelmap(VolumeData):
     def _counters(self) -> VersionedKeys:
         return self._keyed(keys.counters(self.root))
 
-    def repo_counter(self) -> LabelCounter:
+    def repo_counter(self) -> Counter:
         # Shared by every version: raised by conditional update, never in a transaction.
-        return LabelCounter(self.base_store, keys.max_repo_label(self.root))
+        return Counter(self.base_store, keys.max_repo_label(self.root), "the label counter")
+
+    def next_label(self) -> NextLabel:
+        """The admin-set start for new labels (shared by every version, like the counter)."""
+        return NextLabel(self.base_store, keys.next_label(self.root))
+
+    def new_labels(self, count: int, ceiling: int = MAX_UINT64 - 1) -> tuple[int, int]:
+        """Hand out ``count`` new labels (first, last), as DVID's ``newLabels``: after the
+        admin-set start if there is one, else after the repo-wide largest label (never
+        past ``ceiling``); either way this version's max label becomes the last one."""
+        taken = self.next_label().take(count)
+        if taken is None:
+            previous, last = self.repo_counter().advance(reserve=count, ceiling=ceiling)
+            taken = (previous + 1, last)
+        self.raise_max_label(taken[1])
+        return taken
+
+    def next_new_label(self) -> int:
+        """The label the next allocation returns (``GET nextlabel``)."""
+        last = self.next_label().current()[0] or self.repo_counter().current()
+        if last >= MAX_UINT64 - 1:
+            raise BadRequest(f"the label counter is at {last}: no new uint64 label follows it")
+        return last + 1
 
     @property
     def mapping(self) -> Mapping:
@@ -112,17 +138,19 @@ class Labelmap(VolumeData):
     def extended_json(self) -> dict:
         extended = super().extended_json()
         max_label = self.max_label()
-        repo_max = self.repo_counter().current()
+        next_label, ceiling = self.next_label().current()
         extended.update(
             {
                 "MaxLabel": {str(self.version.version_id): max_label} if max_label else {},
-                "MaxRepoLabel": repo_max,
-                # The largest label a uint64 holds has no successor (DVID wraps to 0).
-                "NextLabel": min(repo_max + 1, LARGEST_LABEL),
+                "MaxRepoLabel": self.repo_counter().current(),
+                # DVID's field: the admin-set start as advanced so far, 0 when unset.
+                "NextLabel": next_label,
                 "IndexedLabels": self.indexed,
                 "CountLabels": self.settings.get("CountLabels", True),
             }
         )
+        if ceiling:
+            extended["NextLabelCeiling"] = ceiling
         return extended
 
     # --- reading labels ------------------------------------------------------------------

@@ -4,6 +4,7 @@ lower scales kept current at the version written."""
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import fastremap
@@ -20,6 +21,22 @@ if TYPE_CHECKING:
 Block = tuple[Vec, np.ndarray]
 
 
+@dataclass(frozen=True)
+class Stamp:
+    """A mutation as label indices record it: its id, who made it, when."""
+
+    mutid: int
+    user: str = ""
+    app: str = ""
+    time: str = field(default_factory=now)
+
+    def mark(self, index: pb.LabelIndex) -> None:
+        index.last_mutid = self.mutid
+        index.last_mod_time = self.time
+        index.last_mod_user = self.user
+        index.last_mod_app = self.app
+
+
 def write_blocks(
     data: Labelmap,
     blocks: list[Block],
@@ -28,12 +45,14 @@ def write_blocks(
     downres: bool = True,
     *,
     bookkeeping: bool = True,
+    stamp: Stamp | None = None,
 ) -> None:
     """Replace whole blocks at ``scale``: every label block write goes through here. At
     scale 0 the label index (unless ``index`` is false or the instance is not indexed), the
     max label and the extents follow; with ``downres`` every lower scale up to
     MaxDownresLevel is recomputed for these blocks. Without ``bookkeeping`` only the blocks
-    are written (``ingest-supervoxels``: the client does the rest)."""
+    are written (``ingest-supervoxels``: the client does the rest). Rewritten indices
+    carry ``stamp`` (a voxel write without one takes a new mutation id, as DVID's does)."""
     if not blocks:
         return
     volume = data.volume(scale)
@@ -43,7 +62,8 @@ def write_blocks(
     coords = np.array([c for c, _ in blocks], dtype=np.int64).reshape(-1, 3)
     if scale == 0 and index and data.indexed:
         old = dict(volume.read_blocks(coords))
-        _update_indices(data, [(c, old.get(c), v) for c, v in blocks])
+        stamp = stamp or Stamp(data.new_mutation_id())
+        _update_indices(data, [(c, old.get(c), v) for c, v in blocks], stamp)
     volume.write_blocks(blocks)
     if scale == 0:
         largest = int(max(int(v.max()) for _, v in blocks))
@@ -60,7 +80,7 @@ def write_blocks(
 
 
 def _update_indices(
-    data: Labelmap, changes: list[tuple[Vec, np.ndarray | None, np.ndarray]]
+    data: Labelmap, changes: list[tuple[Vec, np.ndarray | None, np.ndarray]], stamp: Stamp
 ) -> None:
     """Rewrite, for every body whose supervoxels a changed block held before or holds now,
     that block's entry of the body's label index."""
@@ -88,7 +108,6 @@ def _update_indices(
             touched[body].add(key)
             new_counts[body].setdefault(key, {})[sv] = n
     indices = data.indices()
-    stamp = now()
     for body, keys in touched.items():
         if body == 0:
             continue
@@ -102,7 +121,7 @@ def _update_indices(
             elif key in index.blocks:
                 del index.blocks[key]
         index.label = body
-        index.last_mod_time = stamp
+        stamp.mark(index)
         indices.put(index)
 
 

@@ -9,6 +9,10 @@ Under the instance's root ``data/<DataUUID>``:
     keyed records: under :data:`MAX_LABEL`, the largest label written at a node.
 ``maxrepolabel``
     the repo-wide largest label written or handed out, then a nonce.
+``nextlabel``
+    JSON: an admin-set start (and ceiling) for new labels, shared by every version.
+``blobstore/<ref>``
+    payloads mutation records refer to (split RLEs), named by their SHA-256.
 ``mapping/<node uuid>/<partition>.npz``
     a whole mapping partition as of that node; which partitions a node wrote is a bitmap
     under ``mapping/owned/`` (:func:`app.volumes.keys.owned`).
@@ -30,6 +34,14 @@ def counters(root: str) -> str:
 
 def max_repo_label(root: str) -> str:
     return f"{root}/maxrepolabel"
+
+
+def next_label(root: str) -> str:
+    return f"{root}/nextlabel"
+
+
+def blob(root: str, ref: str) -> str:
+    return f"{root}/blobstore/{ref}"
 
 
 def mapping(root: str) -> str:

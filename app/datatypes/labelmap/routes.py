@@ -30,7 +30,6 @@ from app.volumes.geometry import (
     parse_points,
 )
 from app.volumes.requests import (
-    MAX_LABEL,
     array_bytes,
     bounded,
     parse_dims,
@@ -58,9 +57,9 @@ def _scale(data: Labelmap, scale: int) -> int:
     return scale
 
 
-def _read(data: Labelmap, box: Box, scale: int, supervoxels: bool) -> np.ndarray:
+def read_labels(data: Labelmap, box: Box, scale: int, supervoxels: bool) -> np.ndarray:
     """Labels of ``box`` at ``scale``: supervoxels, or mapped to bodies."""
-    labels = data.volume(scale).read(box)
+    labels = data.volume(_scale(data, scale)).read(box)
     return labels if supervoxels else data.bodies(labels)
 
 
@@ -85,14 +84,14 @@ def get_raw(
     axes = parse_dims(dims)
     if axes is not None:
         box = bounded(data, plane_box(axes, size, offset))
-        plane = plane_of(_read(data, box, _scale(data, scale), flag(supervoxels)), axes)
+        plane = plane_of(read_labels(data, box, scale, flag(supervoxels)), axes)
         name, quality = images.parse_format(fmt, "png")
         if name == "raw":
             return Response(array_bytes(np.ascontiguousarray(plane)), media_type=OCTET)
         body = images.encode(plane, name, quality, "labelmap")
         return Response(body, media_type=images.MEDIA_TYPES[name])
     box = volume_box(data, size, offset)
-    labels = _read(data, box, _scale(data, scale), flag(supervoxels))
+    labels = read_labels(data, box, scale, flag(supervoxels))
     mode = (compression or "").lower()
     if mode in ("", "none"):
         return Response(array_bytes(np.ascontiguousarray(labels)), media_type=OCTET)
@@ -271,7 +270,7 @@ def get_label(
     return json_response({"Label": int(label[0])})
 
 
-def _json_list(body: bytes, what: str, hash_: str | None = None) -> list:
+def json_list(body: bytes, what: str, hash_: str | None = None) -> list:
     if hash_ is not None and hashlib.md5(body).hexdigest() != hash_.lower():
         raise BadRequest("body does not match the given hash")
     try:
@@ -293,7 +292,7 @@ def get_labels(
     hash: str | None = None,
 ) -> Response:
     """Labels at the points the body lists (also answered to POST: it only reads)."""
-    array = parse_points(_json_list(body, "[x,y,z] points", hash))
+    array = parse_points(json_list(body, "[x,y,z] points", hash))
     labels = _labels_at(data, array, _scale(data, scale), flag(supervoxels))
     return json_response(labels.tolist())
 
@@ -301,14 +300,14 @@ def get_labels(
 # --- label index queries -----------------------------------------------------------------
 
 
-def _require_indexed(data: Labelmap) -> None:
+def require_indexed(data: Labelmap) -> None:
     if not data.indexed:
         raise BadRequest(f"instance {data.name!r} does not index labels")
 
 
 def _index(data: Labelmap, label: int, supervoxels: bool) -> pb.LabelIndex:
     """The label's index (or, for a supervoxel, its body's index restricted to it)."""
-    _require_indexed(data)
+    require_indexed(data)
     label = parse_label(label)
     body = label
     if supervoxels:
@@ -343,7 +342,7 @@ def get_sizes(
 ) -> Response:
     """Sizes of the labels the body lists (also answered to POST: it only reads)."""
     sizes = []
-    for label in parse_labels(_json_list(body, "labels", hash)):
+    for label in parse_labels(json_list(body, "labels", hash)):
         try:
             sizes.append(_voxels(_index(data, label, flag(supervoxels))) if label else 0)
         except NotFound:
@@ -540,7 +539,7 @@ def sparsevol_by_point(
 
 @router.get("/maxlabel")
 def get_maxlabel(data: LabelmapData) -> Response:
-    _require_indexed(data)
+    require_indexed(data)
     label = data.max_label()
     if label is None:
         raise BadRequest("no max label recorded at this version yet")
@@ -549,7 +548,7 @@ def get_maxlabel(data: LabelmapData) -> Response:
 
 @router.post("/maxlabel/{label}")
 def post_maxlabel(data: LabelmapData, label: int) -> Response:
-    _require_indexed(data)
+    require_indexed(data)
     if not 0 < parse_label(label, "max label") <= MAX_COUNTED_LABEL:
         raise BadRequest("max label must be 1 to 2^48")
     data.raise_max_label(label)
@@ -558,24 +557,21 @@ def post_maxlabel(data: LabelmapData, label: int) -> Response:
 
 @router.get("/nextlabel")
 def get_nextlabel(data: LabelmapData) -> Response:
-    _require_indexed(data)
-    current = data.repo_counter().current()
-    if current >= MAX_LABEL:
-        raise BadRequest(f"the label counter is at {current}: no uint64 label follows it")
-    return json_response({"nextlabel": current + 1})
+    require_indexed(data)
+    return json_response({"nextlabel": data.next_new_label()})
 
 
 @router.post("/nextlabel/{count}")
 def post_nextlabel(data: LabelmapData, count: int) -> Response:
     """Reserve ``count`` new labels; refused (before anything is stored) when they would
-    take the repo-wide counter past 2^48, the largest label ``maxlabel`` records."""
-    _require_indexed(data)
+    take the counter past 2^48, the largest label ``maxlabel`` records."""
+    require_indexed(data)
     if count < 1:
         raise BadRequest("count must be at least 1")
     if count > MAX_COUNTED_LABEL:
         raise BadRequest(f"cannot reserve {count} labels: new labels stop at 2^48")
-    previous, new = data.repo_counter().advance(reserve=count, ceiling=MAX_COUNTED_LABEL)
-    return json_response({"start": previous + 1, "end": new})
+    start, end = data.new_labels(count, ceiling=MAX_COUNTED_LABEL)
+    return json_response({"start": start, "end": end})
 
 
 # --- listing, index and mapping access ---------------------------------------------------
@@ -640,7 +636,7 @@ def post_index(data: LabelmapData, body: RawBody, label: int) -> Response:
 
 @router.get("/indices")
 def get_indices(data: LabelmapData, body: RawBody) -> Response:
-    labels = _json_list(body, "labels")
+    labels = json_list(body, "labels")
     if len(labels) > 50_000:
         raise BadRequest("at most 50,000 labels per request")
     indices = data.indices()
@@ -672,7 +668,7 @@ def get_mapping(
     nolookup: str | None = None,
 ) -> Response:
     """Bodies of the supervoxels the body lists (also answered to POST: it only reads)."""
-    svs = parse_labels(_json_list(body, "supervoxel ids", hash), "supervoxel id")
+    svs = parse_labels(json_list(body, "supervoxel ids", hash), "supervoxel id")
     ids = np.array(svs, dtype=np.uint64)
     bodies, explicit = data.mapping.lookup_explicit(ids)
     if not flag(nolookup) and data.indexed:

@@ -11,8 +11,9 @@ All of it is copy-on-write per version node, like the voxels:
   its first query after reading a few small objects, whatever the mapping's size.
 * **Label index**: one DVID ``LabelIndex`` protobuf per body, as a keyed record
   (:class:`VersionedKeys`): per block, voxel counts of each supervoxel.
-* **Counters**: the largest label written per version (keyed record) and the repo-wide
-  largest label handed out (a conditionally updated object), so new ids never repeat.
+* **Counters**: the largest label written per version (keyed record); the repo-wide
+  largest label handed out is an :class:`app.storage.counter.Counter`, and an admin-set
+  start for new labels a :class:`NextLabel`.
 
 Every helper here is built for one version (:class:`VersionContext`).
 """
@@ -23,6 +24,7 @@ import io
 import uuid
 
 import numpy as np
+import orjson
 from pyroaring import BitMap64
 
 from app.cache import LRUCache
@@ -37,6 +39,8 @@ from app.volumes.ownership import ChunkOwnership
 from backends import ObjectStore
 
 PARTITION_BITS = 12
+#: uint64's largest value, which DVID keeps as a range sentinel: never a new label.
+MAX_UINT64 = 2**64 - 1
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -196,42 +200,66 @@ class LabelIndices:
         return [int(k, 16) for k in self.view.keys_in_range(lo, hi)]
 
 
-class LabelCounter:
-    """The repo-wide largest label handed out or written, advanced conditionally. The
-    object holds the value and a nonce: two rivals reserving the same range must not
-    mistake each other's write for their own."""
+class NextLabel:
+    """An admin-set start for new labels (DVID's ``NextLabel`` and ``NextLabelCeiling``),
+    shared by every version of the instance: JSON ``{"next", "ceiling", "nonce"}``,
+    changed only by conditional update. ``next`` 0 means unset: new labels then come from
+    the repo-wide counter."""
 
     def __init__(self, store: ObjectStore, path: str) -> None:
         self.store = store
         self.path = path
 
     @staticmethod
-    def _value(data: bytes | None) -> int:
-        return int(data.split()[0]) if data else 0
+    def _parse(data: bytes | None) -> tuple[int, int]:
+        if not data:
+            return 0, 0
+        parsed = orjson.loads(data)
+        return int(parsed["next"]), int(parsed["ceiling"])
 
-    def current(self) -> int:
+    @staticmethod
+    def _dump(next_label: int, ceiling: int) -> bytes:
+        return orjson.dumps({"next": next_label, "ceiling": ceiling, "nonce": uuid.uuid4().hex})
+
+    def current(self) -> tuple[int, int]:
+        """(the last label handed out from the admin-set start, or 0; the ceiling, or 0)."""
         blob = self.store.get(self.path)
-        return self._value(blob.data if blob is not None else None)
+        return self._parse(blob.data if blob is not None else None)
 
-    def advance(
-        self, at_least: int = 0, reserve: int = 0, ceiling: int | None = None
-    ) -> tuple[int, int]:
-        """Raise the counter to ``max(current, at_least) + reserve``; returns the
-        (previous, new) values. Reserved ids are ``previous+1 .. new``. A reservation that
-        would pass ``ceiling`` is refused (400), checked on the value it replaces."""
-        seen = (0, 0)
+    def set(self, label: int, ceiling: int | None) -> None:
+        """Next allocations return ``label+1``...; ``ceiling`` None keeps the current one,
+        0 clears it."""
+
+        def edit(current: bytes | None) -> bytes:
+            kept = self._parse(current)[1]
+            limit = kept if ceiling is None else ceiling
+            if limit and label > limit:
+                raise BadRequest(
+                    f"next label start {label} would exceed next label ceiling {limit}"
+                )
+            return self._dump(label, limit)
+
+        conditional.update(self.store, self.path, edit, what="the next label")
+
+    def take(self, count: int) -> tuple[int, int] | None:
+        """Reserve ``count`` labels after the admin-set start: (first, last), or None when
+        no start is set."""
+        taken: tuple[int, int] | None = None
 
         def edit(current: bytes | None) -> bytes | None:
-            nonlocal seen
-            previous = self._value(current)
-            new = max(previous, at_least) + reserve
-            if ceiling is not None and reserve and new > ceiling:
+            nonlocal taken
+            last, ceiling = self._parse(current)
+            if last == 0:
+                taken = None
+                return None
+            end = last + count
+            if end >= MAX_UINT64 or (ceiling and end > ceiling):
                 raise BadRequest(
-                    f"cannot reserve {reserve} labels: the label counter is at {previous} "
-                    f"and new labels stop at {ceiling}"
+                    f"allocating {count} new labels would exceed "
+                    + (f"the next label ceiling {ceiling}" if ceiling else "the uint64 labels")
                 )
-            seen = (previous, new)
-            return None if new == previous else f"{new} {uuid.uuid4().hex}".encode()
+            taken = (last + 1, end)
+            return self._dump(end, ceiling)
 
-        conditional.update(self.store, self.path, edit, what="the label counter")
-        return seen
+        conditional.update(self.store, self.path, edit, what="the next label")
+        return taken
