@@ -175,8 +175,9 @@ def renumber(data: Labelmap, pairs: list[int], author: Author) -> None:
         stamp.mark(index)
         indices.put(index)
         indices.put(pb.LabelIndex(label=old))
-        data.raise_max_label(new)
         _log(data, "renumber-complete", stamp, NewLabel=new, OrigLabel=old)
+    # Only once every pair is valid: the repo-wide counter is not part of the transaction.
+    data.raise_max_label(max(pairs[::2]))
 
 
 # --- edits that rewrite voxels -------------------------------------------------------------

@@ -57,6 +57,21 @@ def _scale(data: Labelmap, scale: int) -> int:
     return scale
 
 
+#: ``compression=`` values of ``GET raw`` and of ``sparsevol``.
+RAW_COMPRESSIONS = ("", "none", "lz4", "gzip", "google", "googlegzip")
+SPARSEVOL_COMPRESSIONS = ("", "lz4", "gzip")
+GZIPPED = {"Content-Encoding": "gzip"}
+
+
+def _choice(value: str | None, allowed: tuple[str, ...]) -> str:
+    """A ``compression=`` value, lower-cased; 400 naming the choices if unknown."""
+    mode = (value or "").lower()
+    if mode not in allowed:
+        choices = ", ".join(a for a in allowed if a)
+        raise BadRequest(f"unknown compression {value!r}: use {choices}")
+    return mode
+
+
 def read_labels(data: Labelmap, box: Box, scale: int, supervoxels: bool) -> np.ndarray:
     """Labels of ``box`` at ``scale``: supervoxels, or mapped to bodies."""
     labels = data.volume(_scale(data, scale)).read(box)
@@ -81,6 +96,7 @@ def get_raw(
 ) -> Response:
     """3-D labels, raw uint64 ZYX or compressed (lz4, gzip, google, googlegzip); 2-D
     slices as images (uint64 as DVID's 16-bit RGBA PNG)."""
+    mode = _choice(compression, RAW_COMPRESSIONS)
     axes = parse_dims(dims)
     if axes is not None:
         box = bounded(data, plane_box(axes, size, offset))
@@ -92,24 +108,17 @@ def get_raw(
         return Response(body, media_type=images.MEDIA_TYPES[name])
     box = volume_box(data, size, offset)
     labels = read_labels(data, box, scale, flag(supervoxels))
-    mode = (compression or "").lower()
     if mode in ("", "none"):
         return Response(array_bytes(np.ascontiguousarray(labels)), media_type=OCTET)
     if mode == "lz4":
         return Response(codecs.lz4_compress(labels), media_type=OCTET)
     if mode == "gzip":
         return Response(codecs.gzip_compress(labels, 1), media_type=OCTET)
-    if mode in ("google", "googlegzip"):
-        if any(s % 8 for s in box.size):
-            raise BadRequest("compressed_segmentation needs a size that is a multiple of 8")
-        if mode == "google":
-            return Response(codecs.encode_google(labels), media_type=OCTET)
-        return Response(
-            codecs.encode_googlegzip(labels, 6),
-            media_type=OCTET,
-            headers={"Content-Encoding": "gzip"},
-        )
-    raise BadRequest(f"unknown compression {compression!r}: use lz4, gzip, google or googlegzip")
+    if any(s % 8 for s in box.size):
+        raise BadRequest("compressed_segmentation needs a size that is a multiple of 8")
+    if mode == "google":
+        return Response(codecs.encode_google(labels), media_type=OCTET)
+    return Response(codecs.encode_googlegzip(labels, 6), headers=GZIPPED, media_type=OCTET)
 
 
 @router.post("/raw/{dims}/{size}/{offset}")
@@ -474,10 +483,13 @@ class SparsevolQuery(SparsevolBounds):
 
 @router.get("/sparsevol/{label}")
 def sparsevol(data: LabelmapData, label: int, q: Annotated[SparsevolQuery, Depends()]) -> Response:
+    compression = _choice(q.compression, SPARSEVOL_COMPRESSIONS)
+    fmt = q.format.lower()
+    if fmt not in ("rles", "srles", "blocks"):
+        raise BadRequest(f"unknown sparsevol format {q.format!r}: use rles, srles or blocks")
     bounds = q.box()
     masks = _sparse_blocks(data, label, flag(q.supervoxels), _scale(data, q.scale), bounds)
     grid = data.volume(q.scale).grid
-    fmt = q.format.lower()
     if fmt == "blocks":
         origin_masks = [(grid.block_box(c).offset, m) for c, m in masks]
         body = codecs.encode_binary_blocks(label, origin_masks, grid.block_size)
@@ -493,18 +505,11 @@ def sparsevol(data: LabelmapData, label: int, q: Annotated[SparsevolQuery, Depen
             box = inside
         runs.append(codecs.rles_from_mask(mask, box.offset))
     all_runs = np.concatenate(runs) if runs else np.empty((0, 4), np.int32)
-    if fmt == "srles":
-        body = codecs.encode_srles(all_runs)
-    elif fmt == "rles":
-        body = codecs.encode_rles(all_runs)
-    else:
-        raise BadRequest(f"unknown sparsevol format {q.format!r}: use rles, srles or blocks")
-    if q.compression == "lz4":
+    body = codecs.encode_srles(all_runs) if fmt == "srles" else codecs.encode_rles(all_runs)
+    if compression == "lz4":
         body = codecs.lz4_compress(body)
-    elif q.compression == "gzip":
+    elif compression == "gzip":
         body = codecs.gzip_compress(body, 9)
-    elif q.compression is not None:
-        raise BadRequest(f"unknown compression {q.compression!r}: use lz4 or gzip")
     return Response(body, media_type=OCTET)
 
 
