@@ -75,6 +75,12 @@ def _workload(c: TestClient) -> None:
     child = ok(c.post(f"{node}/newversion", json={}))["child"]
     ok(c.post(f"/api/node/{child}/kv/key/a", content=b"3"))
     ok(c.post(f"/api/node/{child}/seg/raw/0_1_2/32_32_32/0_0_0", content=labels[: 8 * 32**3]))
+    edits = f"/api/node/{child}/seg"
+    ok(c.post(f"{edits}/merge", content=b"[3, 4]"))
+    ok(c.post(f"{edits}/cleave/3", content=b"[4]"))
+    cut = codecs.encode_rles(np.array([[64, 0, 0, 8]], np.int32))
+    ok(c.post(f"{edits}/split-supervoxel/9", content=cut))
+    assert c.post(f"{edits}/set-nextlabel/5000").status_code == 200
     ok(c.post(f"/api/node/{child}/commit", json={"note": "two"}))
     ok(c.post(f"/api/node/{child}/branch", json={"branch": "side"}))
 
