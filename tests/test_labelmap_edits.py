@@ -36,6 +36,11 @@ def volume() -> np.ndarray:
     return vol
 
 
+#: Edits whose code paths are the same on every store run on the two embedded ones; merge
+#: and split-supervoxel (mapping rewrites, voxel rewrites) run on every backend.
+EMBEDDED = pytest.mark.parametrize("backend", ["memory", "local"], indirect=True)
+
+
 def _ingest(api: Api) -> tuple[Api, str]:
     """A labelmap in a committed root holding :func:`volume`."""
     root = api.new_repo()
@@ -155,6 +160,7 @@ def test_merge_answers_like_dvid_and_every_read_follows(seg) -> None:
     assert get(api.c, root, "mutations") == []
 
 
+@EMBEDDED
 def test_cleave_moves_supervoxels_to_a_new_label(seg) -> None:
     api, root = seg
     child = api.newversion(root)
@@ -233,6 +239,7 @@ def test_split_supervoxel_retires_the_old_id(seg, given: bool) -> None:
     assert splits[0] == grandchild and splits[2:] == [child, [[mutid, 4, remain, split]]]
 
 
+@EMBEDDED
 def test_split_moves_voxels_to_a_new_body(seg) -> None:
     api, root = seg
     child = api.newversion(root)
@@ -258,6 +265,7 @@ def test_split_moves_voxels_to_a_new_body(seg) -> None:
     assert get(api.c, child, f"size/{new}") == {"voxels": int(cut.sum())}
 
 
+@EMBEDDED
 def test_renumber_moves_bodies_pairwise(seg) -> None:
     api, root = seg
     child = api.newversion(root)
@@ -272,6 +280,7 @@ def test_renumber_moves_bodies_pairwise(seg) -> None:
     assert get(api.c, child, "maxlabel") == {"maxlabel": 200}
 
 
+@EMBEDDED
 def test_history_and_mutations_range(seg) -> None:
     api, root = seg
     child = api.newversion(root)
@@ -296,6 +305,7 @@ def test_history_and_mutations_range(seg) -> None:
     assert get(api.c, child, "mutations?userid=nobody") == []
 
 
+@EMBEDDED
 def test_next_label_start_and_ceiling(seg) -> None:
     api, root = seg
     child = api.newversion(root)
@@ -313,6 +323,7 @@ def test_next_label_start_and_ceiling(seg) -> None:
     assert api.c.post(url(child, "set-nextlabel/10?ceiling=5")).status_code == 400
 
 
+@EMBEDDED
 def test_indices_compressed_and_pseudocolor(seg) -> None:
     api, root = seg
     r = api.c.request("GET", url(root, "indices-compressed"), content=b"[2, 77]")
@@ -385,6 +396,7 @@ def test_bad_edits_get_400_and_change_nothing(seg_memory, path: str, body: bytes
     assert get(api.c, child, "nextlabel") == nextlabel
 
 
+@EMBEDDED
 def test_a_whole_supervoxel_cannot_be_split_off(seg) -> None:
     api, root = seg
     child = api.newversion(root)
