@@ -117,6 +117,37 @@ def test_events_follow_versions(client: TestClient) -> None:
     assert client.get(node_url("", uuid, "counts", "counts")).json() == {"0_0_0": 2, "1_0_0": 1}
 
 
+def test_edits_reach_subscribers(client: TestClient) -> None:
+    """Every edit's completed record reaches a synced instance, and the voxel rewrites of
+    a supervoxel split arrive as block events."""
+    post = _json_post(client)
+    uuid = post("/api/repos", {})["root"]
+    post(f"/api/repo/{uuid}/instance", {"typename": "labelmap", "dataname": "seg",
+                                        "BlockSize": "32,32,32"})  # fmt: skip
+    post(f"/api/repo/{uuid}/instance", {"typename": "blockcount", "dataname": "counts"})
+    post(f"/api/node/{uuid}/counts/sync", {"sync": "seg"})
+    labels = np.repeat(np.arange(1, 5, dtype=np.uint64), 32**3 // 4).reshape(32, 32, 32)
+    r = client.post(node_url("", uuid, "seg", "raw/0_1_2/32_32_32/0_0_0"), content=labels.tobytes())
+    assert r.status_code == 200
+    edits = [
+        ("merge", b"[1, 2]"),
+        ("merge", b"[1, 3]"),
+        ("cleave/1", b"[3]"),
+        ("renumber", b"[50, 4]"),
+        ("split-supervoxel/2", codecs.encode_rles(np.array([[0, 0, 8, 4]], np.int32))),
+    ]
+    for path, body in edits:
+        assert client.post(node_url("", uuid, "seg", path), content=body).status_code == 200
+    assert client.post(node_url("", uuid, "seg", "merge"), content=b"[1, 999]").status_code == 400
+    assert client.get(node_url("", uuid, "counts", "counts")).json() == {
+        "0_0_0": 2,  # the ingest and the split's rewrite
+        "merge-complete": 2,
+        "cleave-complete": 1,
+        "renumber-complete": 1,
+        "split-supervoxel-complete": 1,
+    }
+
+
 def test_delivery_survives_sigkill(tmp_path: Path) -> None:
     """Writes (1-3 random blocks each) while the server is killed at random moments, then
     a commit: every block's count at the committed node equals the number of logged events

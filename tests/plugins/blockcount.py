@@ -1,6 +1,7 @@
 """``blockcount``: a test subscriber that counts, per block, the block events its synced
-sources logged. Exactly-once delivery means each count equals the number of logged events
-naming that block."""
+sources logged, and per action the completed edits (``merge-complete``...) they logged.
+Exactly-once delivery means each count equals the number of logged events naming that
+block or action."""
 
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ GET  <api URL>/node/<UUID>/<data name>/counts
     ) -> None:
         view = self.view()
         for event in events:
-            for x, y, z in event.get("Blocks", []):
-                key = f"{x}_{y}_{z}"
+            keys = [f"{x}_{y}_{z}" for x, y, z in event.get("Blocks", [])]
+            if event["Action"].endswith("-complete"):
+                keys.append(event["Action"])
+            for key in keys:
                 self.write(key, str(int(view.get(key) or 0) + 1).encode())
