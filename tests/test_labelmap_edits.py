@@ -372,6 +372,8 @@ BAD_EDITS = [
     ("split-supervoxel/2", codecs.encode_rles(np.array([[16, 10, 10, -4]], np.int32))),
     ("split-supervoxel/2?split=7&remain=7", codecs.encode_rles(np.array([[16, 10, 10, 4]]))),
     ("split-supervoxel/2?split=-1", codecs.encode_rles(np.array([[16, 10, 10, 4]]))),
+    ("split-supervoxel/2?split=5", codecs.encode_rles(np.array([[16, 10, 10, 4]]))),
+    ("split-supervoxel/2?remain=1", codecs.encode_rles(np.array([[16, 10, 10, 4]]))),
     ("split/1", codecs.encode_rles(np.array([[10, 10, 10, 10]], np.int32))),
     ("split/1", codecs.encode_rles(np.array([[0, 10, 0, 4]], np.int32))),
     ("split/1", b"\x00\x03\x00\x00"),

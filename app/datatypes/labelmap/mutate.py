@@ -313,6 +313,15 @@ def _new_ids(data: Labelmap, split_id: int, remain_id: int) -> tuple[int, int]:
     """The split and remain ids: the ones asked for, else new labels (split first)."""
     if split_id and split_id == remain_id:
         raise BadRequest("split and remain ids must differ")
+    given = [i for i in (split_id, remain_id) if i]
+    if given:
+        mapped = data.mapping.lookup_explicit(np.array(given, np.uint64))[1]
+        indices = data.indices()
+        for label, explicit in zip(given, mapped.tolist(), strict=True):
+            if explicit or indices.get(label) is not None:
+                raise BadRequest(
+                    f"label {label} is already in use: it cannot name a new supervoxel"
+                )
     if not split_id:
         split_id = data.new_labels(1)[0]
     if not remain_id:
