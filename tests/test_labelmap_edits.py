@@ -129,6 +129,12 @@ def test_merge_answers_like_dvid_and_every_read_follows(seg) -> None:
         got = codecs.decode_block_payload(payload, "blocks", (BLOCK,) * 3)
         part = bodies[z * BLOCK : (z + 1) * BLOCK, y * BLOCK : (y + 1) * BLOCK]
         np.testing.assert_array_equal(got, part[:, :, x * BLOCK : (x + 1) * BLOCK])
+    r = api.c.get(url(child, f"raw/0_1_2/{BLOCK}_{BLOCK}_{BLOCK}/0_0_{BLOCK}"),
+                  params={"compression": "googlegzip"})  # fmt: skip
+    first = bodies[BLOCK:, :BLOCK, :BLOCK]
+    assert codecs.decode_google(r.content, first.shape).tolist() == first.tolist()
+    chunk = api.c.get(url(child, f"precomputed/s0/0-{BLOCK}_0-{BLOCK}_{BLOCK}-{SIZE}"))
+    assert chunk.content == codecs.encode_segmentation_chunk(first)
     assert get(api.c, child, "label/20_10_10") == {"Label": 1}
     assert get(api.c, child, "labels", [[20, 10, 10], [40, 10, 10], [60, 60, 10]]) == [1, 1, 5]
     assert get(api.c, child, "mapping", [1, 2, 3, 4]) == [1, 1, 1, 4]
