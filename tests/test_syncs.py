@@ -88,13 +88,20 @@ def test_sync_rules(client: TestClient) -> None:
     assert client.get(f"/api/node/{uuid}/counts/info").json()["Base"]["Syncs"] == []
 
 
-def test_events_follow_versions(client: TestClient) -> None:
+def _seg_with_counts(client: TestClient) -> str:
+    """A repo with labelmap ``seg`` and a blockcount ``counts`` synced to it."""
     post = _json_post(client)
     uuid = post("/api/repos", {})["root"]
     post(f"/api/repo/{uuid}/instance", {"typename": "labelmap", "dataname": "seg",
                                         "BlockSize": "32,32,32"})  # fmt: skip
     post(f"/api/repo/{uuid}/instance", {"typename": "blockcount", "dataname": "counts"})
     post(f"/api/node/{uuid}/counts/sync", {"sync": "seg"})
+    return uuid
+
+
+def test_events_follow_versions(client: TestClient) -> None:
+    post = _json_post(client)
+    uuid = _seg_with_counts(client)
     r = client.post(node_url("", uuid, "seg", "blocks"), content=_stream([(0, 0, 0)], 5))
     assert r.status_code == 200
     r = client.post(node_url("", uuid, "seg", "raw/0_1_2/64_32_32/0_0_0"),
@@ -120,12 +127,7 @@ def test_events_follow_versions(client: TestClient) -> None:
 def test_edits_reach_subscribers(client: TestClient) -> None:
     """Every edit's completed record reaches a synced instance, and the voxel rewrites of
     a supervoxel split arrive as block events."""
-    post = _json_post(client)
-    uuid = post("/api/repos", {})["root"]
-    post(f"/api/repo/{uuid}/instance", {"typename": "labelmap", "dataname": "seg",
-                                        "BlockSize": "32,32,32"})  # fmt: skip
-    post(f"/api/repo/{uuid}/instance", {"typename": "blockcount", "dataname": "counts"})
-    post(f"/api/node/{uuid}/counts/sync", {"sync": "seg"})
+    uuid = _seg_with_counts(client)
     labels = np.repeat(np.arange(1, 5, dtype=np.uint64), 32**3 // 4).reshape(32, 32, 32)
     r = client.post(node_url("", uuid, "seg", "raw/0_1_2/32_32_32/0_0_0"), content=labels.tobytes())
     assert r.status_code == 200
