@@ -878,24 +878,13 @@ def run(oracle: Oracle) -> None:
     assert not pending, f"never applicable: {pending}"
 
 
-#: Server bugs this file found (minimal reproductions below). strict: the marks must go
-#: when the fixes land, or these tests fail as XPASS.
-SERVER_BUGS = pytest.mark.xfail(
-    strict=True,
-    reason="split-supervoxel/split re-stamp lastmod of bodies sharing a block; a given split "
-    "(remain) id equal to the next new label is also handed out as remain (split); split "
-    "leaves the old supervoxel in the label's index in blocks holding only split voxels",
-)
-
-
-@SERVER_BUGS
 @pytest.mark.parametrize(("backend", "seed"), [("memory", 1), ("memory", 2), ("local", 3)])
 def test_edits_match_the_model(api: Api, backend: str, seed: int) -> None:
     with api.c:  # one event-loop portal for every request, not one each
         run(Oracle(api, seed))
 
 
-# --- minimal reproductions of what the oracle found ---------------------------------------
+# --- regressions the oracle found (minimal reproductions) ---------------------------------------
 
 
 def labelmap(api: Api, vol: np.ndarray) -> str:
@@ -914,7 +903,6 @@ def first_voxel(shape: tuple[int, int, int]) -> bytes:
     return rles(mask)
 
 
-@SERVER_BUGS
 @pytest.mark.parametrize("backend", ["memory"])
 def test_split_supervoxel_leaves_lastmod_of_other_bodies(api: Api) -> None:
     vol = np.full((BLOCK, BLOCK, BLOCK), 2, np.uint64)
@@ -927,7 +915,6 @@ def test_split_supervoxel_leaves_lastmod_of_other_bodies(api: Api) -> None:
     assert api.c.get(f"{u}/lastmod/2").json()["mutation id"] == before
 
 
-@SERVER_BUGS
 @pytest.mark.parametrize("backend", ["memory"])
 @pytest.mark.parametrize("given", ["split", "remain"])
 def test_split_supervoxel_new_id_is_not_the_given_one(api: Api, given: str) -> None:
@@ -943,7 +930,6 @@ def test_split_supervoxel_new_id_is_not_the_given_one(api: Api, given: str) -> N
     assert ids["SplitSupervoxel"] != ids["RemainSupervoxel"], ids
 
 
-@SERVER_BUGS
 @pytest.mark.parametrize("backend", ["memory"])
 def test_split_drops_the_old_supervoxel_from_blocks_it_leaves(api: Api) -> None:
     vol = np.ones((BLOCK, BLOCK, 2 * BLOCK), np.uint64)  # supervoxel 1 in blocks (0,0,0), (1,0,0)

@@ -46,6 +46,7 @@ def write_blocks(
     *,
     bookkeeping: bool = True,
     stamp: Stamp | None = None,
+    bodies: set[int] | None = None,
 ) -> None:
     """Replace whole blocks at ``scale``: every label block write goes through here. At
     scale 0 the label index (unless ``index`` is false or the instance is not indexed), the
@@ -63,7 +64,7 @@ def write_blocks(
     if scale == 0 and index and data.indexed:
         old = dict(volume.read_blocks(coords))
         stamp = stamp or Stamp(data.new_mutation_id())
-        _update_indices(data, [(c, old.get(c), v) for c, v in blocks], stamp)
+        _update_indices(data, [(c, old.get(c), v) for c, v in blocks], stamp, bodies)
     volume.write_blocks(blocks)
     if scale == 0:
         largest = int(max(int(v.max()) for _, v in blocks))
@@ -80,7 +81,10 @@ def write_blocks(
 
 
 def _update_indices(
-    data: Labelmap, changes: list[tuple[Vec, np.ndarray | None, np.ndarray]], stamp: Stamp
+    data: Labelmap,
+    changes: list[tuple[Vec, np.ndarray | None, np.ndarray]],
+    stamp: Stamp,
+    only: set[int] | None = None,
 ) -> None:
     """Rewrite, for every body whose supervoxels a changed block held before or holds now,
     that block's entry of the body's label index."""
@@ -109,7 +113,7 @@ def _update_indices(
             new_counts[body].setdefault(key, {})[sv] = n
     indices = data.indices()
     for body, keys in touched.items():
-        if body == 0:
+        if body == 0 or (only is not None and body not in only):
             continue
         index = indices.get(body) or pb.LabelIndex(label=body)
         for key in keys:

@@ -282,7 +282,7 @@ def split_supervoxel(
         blocks.append((coord, out))
     if len(blocks) < len(sv_keys):
         blocks.extend(_missing(data, sv_keys, region, sv, remain_id))
-    write_blocks(data, blocks, 0, downres=downres, stamp=stamp)
+    write_blocks(data, blocks, 0, downres=downres, stamp=stamp, bodies={owner})
     _log(
         data,
         "split-supervoxel-complete",
@@ -322,11 +322,11 @@ def _new_ids(data: Labelmap, split_id: int, remain_id: int) -> tuple[int, int]:
                 raise BadRequest(
                     f"label {label} is already in use: it cannot name a new supervoxel"
                 )
+        data.raise_max_label(max(given))  # first: new ids then come after the given ones
     if not split_id:
         split_id = data.new_labels(1)[0]
     if not remain_id:
         remain_id = data.new_labels(1)[0]
-    data.raise_max_label(max(split_id, remain_id))
     return split_id, remain_id
 
 
@@ -366,9 +366,9 @@ def split(data: Labelmap, label: int, body: bytes, author: Author) -> tuple[int,
         olds.append(sv)
         news.extend([s, r])
         bodies.extend([new_label, label])
-    data.mapping.update(
-        np.array(olds + news, np.uint64), np.array([0] * len(olds) + bodies, np.uint64)
-    )
+    # The old supervoxels keep mapping to the label while the blocks are rewritten, so the
+    # index update clears their entries (even in blocks left holding only split voxels).
+    data.mapping.update(np.array(news, np.uint64), np.array(bodies, np.uint64))
     affected = [k for k, e in index.blocks.items() if any(sv in e.counts for sv in ids)]
     coords = sorted(_key_coords(affected))
     found = dict(region.voxels)
@@ -387,7 +387,8 @@ def split(data: Labelmap, label: int, body: bytes, author: Author) -> tuple[int,
             else:
                 out[mine] = r
         blocks.append((coord, out))
-    write_blocks(data, blocks, 0, stamp=stamp)
+    write_blocks(data, blocks, 0, stamp=stamp, bodies={label, new_label})
+    data.mapping.update(np.array(olds, np.uint64), np.zeros(len(olds), np.uint64))
     _log(
         data,
         "split-complete",
