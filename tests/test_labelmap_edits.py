@@ -474,3 +474,20 @@ def test_split_can_be_switched_off() -> None:
         assert r.status_code == 200
         r = c.post(url(root, "split/2"), content=codecs.encode_rles(np.array([[16, 10, 10, 4]])))
         assert r.status_code == 400 and "deactivated" in r.text
+
+
+@EMBEDDED
+def test_new_labels_never_reuse_ids_loaded_without_voxels(seg) -> None:
+    """Bodies loaded by POST indices + POST mappings (offline agglomeration) name
+    supervoxels no voxel write announced; new labels still come after every one."""
+    api, root = seg
+    child = api.newversion(root)
+    index = pb.LabelIndex(label=300)
+    index.blocks[codecs.encode_block_key(5, 5, 5)].counts.update({400: 10, 401: 20})
+    msg = pb.LabelIndices(indices=[index]).SerializeToString()
+    assert api.c.post(url(child, "indices"), content=msg).status_code == 200
+    ops = pb.MappingOps(mappings=[pb.MappingOp(mapped=300, original=[400, 401, 500])])
+    assert api.c.post(url(child, "mappings"), content=ops.SerializeToString()).status_code == 200
+    new = post(api.c, child, "cleave/300", [401])["CleavedLabel"]
+    assert new > 500
+    assert get(api.c, child, "mapping?nolookup=true", [400, 401, 500, new]) == [300, new, 300, 0]

@@ -660,7 +660,9 @@ def post_indices(data: LabelmapData, body: RawBody) -> Response:
     for index in parsed.indices:
         indices.put(index)
     if parsed.indices:
-        data.raise_max_label(max(index.label for index in parsed.indices))
+        # Bodies and their supervoxels are in use: new labels must come after all of them.
+        svs = (sv for index in parsed.indices for e in index.blocks.values() for sv in e.counts)
+        data.raise_max_label(max(max(index.label for index in parsed.indices), max(svs, default=0)))
     return Response()
 
 
@@ -705,5 +707,9 @@ def post_mappings(data: LabelmapData, body: RawBody) -> Response:
         svs.extend(op.original)
         bodies.extend([op.mapped] * len(op.original))
     if svs:
-        data.mapping.update(np.array(svs, np.uint64), np.array(bodies, np.uint64))
+        ids = np.array(svs, np.uint64)
+        targets = np.array(bodies, np.uint64)
+        data.mapping.update(ids, targets)
+        # Every id named is in use: new labels (cleave, split) must come after all of them.
+        data.raise_max_label(int(max(ids.max(), targets.max())))
     return Response()
