@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
+import app.server as server_module
+from app.api.instances import InstanceDispatcher
+from app.datatypes import load_all
 from app.server import create_app
 from app.settings import Settings
 from backends import ObjectStore
@@ -26,6 +31,35 @@ from tests.fixtures_stores import (
 __all__ = ["gcs_endpoint", "gcs_env", "s3_endpoint", "s3_env"]
 
 BACKENDS = ["memory", "local", "s3", "gcs"]
+
+
+_dispatchers: dict[tuple[object, ...], InstanceDispatcher] = {}
+_dispatchers_lock = threading.Lock()
+
+
+def _shared_dispatcher(build_app: Callable[[APIRouter], FastAPI]) -> InstanceDispatcher:
+    """One :class:`InstanceDispatcher` per set of registered datatypes, per test process.
+
+    A served process builds its app once; the suite builds one per test (and more for
+    restarts and replicas), and building the datatypes' sub-applications is almost all of
+    ``create_app``'s cost (FastAPI analyses every route's signature: about 0.7 s of CPU per
+    app, 20 minutes over the suite). The dispatcher holds only those sub-applications:
+    per-app state (services, settings, stores) is read from the request scope, so sharing
+    it changes no behaviour. A plugin that registers a new datatype gets a new one.
+    """
+    key = (build_app, *load_all().items())
+    with _dispatchers_lock:
+        dispatcher = _dispatchers.get(key)
+        if dispatcher is None:
+            dispatcher = _dispatchers[key] = InstanceDispatcher(build_app)
+    return dispatcher
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _share_datatype_apps() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(server_module, "InstanceDispatcher", _shared_dispatcher)
+        yield
 
 
 @pytest.fixture(params=BACKENDS)
