@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from app.datatypes.labelmap import codecs
@@ -108,3 +109,20 @@ def test_every_written_key_is_documented(tmp_path: Path) -> None:
     for family in ("meta/format", "meta/repos/", "/v/", "/s<scale>/<node>/c/", "/owned/",
                    "/txn/", "/log/", "/synced/", "/mapping/<node>/", "/index/<node>"):  # fmt: skip
         assert any(family in p for p in used), (family, sorted(used))
+
+
+def test_an_older_format_is_restamped_and_a_newer_one_refused() -> None:
+    """Version 3 writes body renames a version-2 server would misread: a v3 server that
+    opens a v2 store restamps it, so v2 servers refuse it from then on."""
+    from app.storage.format import UnknownFormat, check_format
+    from backends.memory import MemoryStore
+
+    store = MemoryStore()
+    store.put("meta/format", b"2\n")
+    assert check_format(store, writable=False) == 2
+    assert store.get("meta/format").data == b"2\n"
+    assert check_format(store, writable=True) == FORMAT_VERSION
+    assert store.get("meta/format").data == f"{FORMAT_VERSION}\n".encode()
+    store.put("meta/format", f"{FORMAT_VERSION + 1}\n".encode())
+    with pytest.raises(UnknownFormat):
+        check_format(store, writable=True)

@@ -44,7 +44,7 @@ import orjson
 import tensorstore as ts
 
 from app.errors import Contention
-from app.storage import conditional, keys
+from app.storage import conditional, keys, parallel
 from backends import Blob, ObjectInfo, ObjectStore, PreconditionFailed, StoreError
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ BOOT = uuid.uuid4().hex
 DEFAULT_LEASE = 120.0
 #: How long a writer waits for a busy lock before answering 503.
 DEFAULT_WAIT = 60.0
+#: Mutation-log entries fetched at once when the log is read.
+LOG_BATCH = 64
 #: Thread locks per (instance, node): writers in one process queue here, not on the store.
 _THREAD_LOCKS: dict[tuple[str, str], threading.Lock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
@@ -453,16 +455,19 @@ class Journal:
         return token
 
     def _apply(self, redo: Redo) -> None:
+        """Publish in phases (chunks, then puts, then deletes, then the log entry); the
+        objects within a phase are independent and go out overlapped."""
         chunks = ChunkSpace(self.store)
-        for staged, final in redo.chunks:
-            if not chunks.copy(staged, final):
+
+        def copy(pair: tuple[str, str]) -> None:
+            if not chunks.copy(*pair):
                 # Only a roll-forward that already finished and removed the stage can
                 # miss a staged chunk; the final copy is then in place.
-                log.info("staged chunk already published", extra={"key": staged})
-        for key, value in redo.puts.items():
-            self.store.put(key, value)
-        for key in redo.deletes:
-            self.store.delete(key)
+                log.info("staged chunk already published", extra={"key": pair[0]})
+
+        parallel.each(copy, redo.chunks)
+        parallel.each(lambda item: self.store.put(*item), redo.puts.items())
+        parallel.each(self.store.delete, redo.deletes)
         if redo.events:
             self.store.put(
                 keys.log_entry(self.data_uuid, self.node_uuid, redo.seq),
@@ -481,7 +486,9 @@ class Journal:
         """Logged events with sequence numbers above ``after``, in order."""
         prefix = keys.log_prefix(self.data_uuid, self.node_uuid)
         start = keys.log_entry(self.data_uuid, self.node_uuid, after) if after else None
-        for info in self.store.list(prefix, start_after=start):
-            blob = self.store.get(info.key)
-            if blob is not None:
-                yield int(info.key[len(prefix) :]), orjson.loads(blob.data)
+        listed = [info.key for info in self.store.list(prefix, start_after=start)]
+        for at in range(0, len(listed), LOG_BATCH):
+            batch = listed[at : at + LOG_BATCH]
+            for key, blob in zip(batch, parallel.each(self.store.get, batch), strict=True):
+                if blob is not None:
+                    yield int(key[len(prefix) :]), orjson.loads(blob.data)

@@ -18,7 +18,7 @@ from app.cache import LRUCache
 from app.datatypes import register
 from app.datatypes.base import parse_bool
 from app.datatypes.labelmap import codecs, keys
-from app.datatypes.labelmap.state import MAX_UINT64, LabelIndices, Mapping, NextLabel
+from app.datatypes.labelmap.state import MAX_UINT64, IdMap, LabelIndices, Mapping, NextLabel
 from app.errors import BadRequest
 from app.storage.counter import Counter
 from app.storage.keyed import VersionedKeys
@@ -108,20 +108,27 @@ class Labelmap(VolumeData):
             raise BadRequest(f"the label counter is at {last}: no new uint64 label follows it")
         return last + 1
 
+    def _id_map(self, base: str) -> IdMap:
+        cache = self.services.bitmap_cache
+        return IdMap(self.store, base, cache, _PARTITION_CACHE, self.at)
+
     @property
     def mapping(self) -> Mapping:
         """The supervoxel -> body mapping at the bound version."""
         return Mapping(
-            self.store,
-            keys.mapping(self.root),
-            self.services.bitmap_cache,
-            _PARTITION_CACHE,
+            self._id_map(keys.mapping(self.root)),
+            self._id_map(keys.renames(self.root)),
+            self._keyed(keys.aliases(self.root)),
             self.at,
         )
 
     def seal(self) -> None:
         super().seal()
-        for keyed in (self._keyed(keys.index(self.root)), self._counters()):
+        for keyed in (
+            self._keyed(keys.index(self.root)),
+            self._keyed(keys.aliases(self.root)),
+            self._counters(),
+        ):
             keyed.seal(self.node.uuid)
 
     def max_label(self) -> int | None:

@@ -13,6 +13,10 @@ Under the instance's root ``data/<DataUUID>``:
     JSON: an admin-set start (and ceiling) for new labels, shared by every version.
 ``blobstore/<ref>``
     payloads mutation records refer to (split RLEs), named by their SHA-256.
+``aliases/...``
+    keyed records: per body, the bodies merge or renumber folded into it (uint64 LE).
+``renames/<node uuid>/<partition>.npz``
+    like ``mapping/``: bodies folded into another body -> that body.
 ``mapping/<node uuid>/<partition>.npz``
     a whole mapping partition as of that node; which partitions a node wrote is a bitmap
     under ``mapping/owned/`` (:func:`app.volumes.keys.owned`).
@@ -42,6 +46,14 @@ def next_label(root: str) -> str:
 
 def blob(root: str, ref: str) -> str:
     return f"{root}/blobstore/{ref}"
+
+
+def aliases(root: str) -> str:
+    return f"{root}/aliases"
+
+
+def renames(root: str) -> str:
+    return f"{root}/renames"
 
 
 def mapping(root: str) -> str:

@@ -83,12 +83,13 @@ def merge(data: Labelmap, labels: list[int], author: Author) -> int:
     target_index = _require(indices.get(target), target, "merge target")
     merged = [_require(indices.get(label), label, "merged") for label in others]
     stamp = _stamp(data, author)
-    svs: list[int] = []
-    for index in merged:
+    own_ids = []
+    for label, index in zip(others, merged, strict=True):
         for key, entry in index.blocks.items():
             target_index.blocks[key].counts.update(entry.counts)
-            svs.extend(entry.counts)
-    data.mapping.update(np.array(svs, np.uint64), np.full(len(svs), target, np.uint64))
+            if label in entry.counts:
+                own_ids.append(label)
+    data.mapping.fold(others, target, own_ids)
     stamp.mark(target_index)
     indices.put(target_index)
     for label in others:
@@ -162,15 +163,12 @@ def renumber(data: Labelmap, pairs: list[int], author: Author) -> None:
             raise BadRequest(f"target label for renumber ({new}) already exists")
         index = _require(indices.get(old), old, "renumbered")
         stamp = _stamp(data, author)
-        svs = sorted(supervoxels_of(index))
         mapping = data.mapping
-        # The new id is retired as a supervoxel unless it is mapped already; if it is also
-        # one of the body's supervoxels, the later pair (new -> new) wins.
-        retire = [] if mapping.lookup_explicit(np.array([new], np.uint64))[1][0] else [new]
-        mapping.update(
-            np.array(retire + svs, np.uint64),
-            np.array([0] * len(retire) + [new] * len(svs), np.uint64),
-        )
+        revive(data, new)
+        # The new id is retired as a supervoxel unless it is mapped already (DVID's rule).
+        if not mapping.lookup_explicit(np.array([new], np.uint64))[1][0]:
+            mapping.update(np.array([new], np.uint64), np.zeros(1, np.uint64))
+        mapping.fold([old], new, [old] if old in supervoxels_of(index) else [])
         index.label = new
         stamp.mark(index)
         indices.put(index)
@@ -178,6 +176,17 @@ def renumber(data: Labelmap, pairs: list[int], author: Author) -> None:
         _log(data, "renumber-complete", stamp, NewLabel=new, OrigLabel=old)
     # Only once every pair is valid: the repo-wide counter is not part of the transaction.
     data.raise_max_label(max(pairs[::2]))
+
+
+def revive(data: Labelmap, label: int) -> None:
+    """Before ``label`` names a body again: undo an earlier fold of it into another body,
+    keeping that body's supervoxels where they are."""
+    folded_into = int(data.mapping.renames.lookup(np.array([label], np.uint64))[0])
+    if folded_into == label:
+        return
+    index = data.indices().get(folded_into)
+    members = np.array(sorted(supervoxels_of(index)) if index else [], np.uint64)
+    data.mapping.revive(label, members)
 
 
 # --- edits that rewrite voxels -------------------------------------------------------------

@@ -16,6 +16,7 @@ from app.api.common import RawBody, flag, json_response
 from app.datatypes.base import bound
 from app.datatypes.labelmap import Labelmap, codecs
 from app.datatypes.labelmap.ingest import write_blocks
+from app.datatypes.labelmap.mutate import revive
 from app.errors import BadRequest, NotFound
 from app.proto import labelmap_pb2 as pb
 from app.volumes import images
@@ -709,6 +710,8 @@ def post_mappings(data: LabelmapData, body: RawBody) -> Response:
     if svs:
         ids = np.array(svs, np.uint64)
         targets = np.array(bodies, np.uint64)
+        for body in np.unique(targets[targets != 0]):
+            revive(data, int(body))
         data.mapping.update(ids, targets)
         # Every id named is in use: new labels (cleave, split) must come after all of them.
         data.raise_max_label(int(max(ids.max(), targets.max())))

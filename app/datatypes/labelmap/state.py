@@ -33,7 +33,7 @@ from app.dag import Node
 from app.datatypes.labelmap import keys
 from app.errors import BadRequest
 from app.proto import labelmap_pb2 as pb
-from app.storage import conditional
+from app.storage import conditional, parallel
 from app.storage.keyed import KeyView, VersionedKeys
 from app.volumes.ownership import ChunkOwnership
 from backends import ObjectStore
@@ -50,9 +50,9 @@ def partitions(svs: np.ndarray) -> np.ndarray:
         return (svs.astype(np.uint64) * _GOLDEN) >> np.uint64(64 - PARTITION_BITS)
 
 
-class Mapping:
-    """The supervoxel -> body mapping of one instance as seen from one version,
-    copy-on-write per node."""
+class IdMap:
+    """A partitioned uint64 -> uint64 map of one instance as seen from one version,
+    copy-on-write per node (ids without an entry map to themselves)."""
 
     def __init__(
         self,
@@ -86,11 +86,11 @@ class Mapping:
         return loaded
 
     def lookup(self, svs: np.ndarray) -> np.ndarray:
-        """Bodies of ``svs``; unmapped supervoxels map to themselves."""
+        """Values of ``svs``; ids without an entry map to themselves."""
         return self.lookup_explicit(svs)[0]
 
     def lookup_explicit(self, svs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Bodies of ``svs``, and a mask of the ids that have a mapping entry."""
+        """Values of ``svs``, and a mask of the ids that have an entry."""
         svs = np.asarray(svs, dtype=np.uint64)
         bodies = svs.copy()
         found = np.zeros(svs.size, dtype=bool)
@@ -102,18 +102,21 @@ class Mapping:
         wanted, starts = np.unique(sorted_parts, return_index=True)
         ends = np.append(starts[1:], sorted_parts.size)
         span = {int(p): (lo, hi) for p, lo, hi in zip(wanted, starts, ends, strict=True)}
-        for version, owned in self.ownership.owners(wanted).items():
-            owner = self.at.owner(version)
-            for part in owned.tolist():
-                keys_, values = self._load(owner, part)
-                if keys_.size == 0:
-                    continue
-                lo, hi = span[part]
-                sel = order[lo:hi]
-                pos = np.minimum(np.searchsorted(keys_, svs[sel]), keys_.size - 1)
-                hit = keys_[pos] == svs[sel]
-                bodies[sel[hit]] = values[pos[hit]]
-                found[sel[hit]] = True
+        where = [
+            (self.at.owner(version), part)
+            for version, owned in self.ownership.owners(wanted).items()
+            for part in owned.tolist()
+        ]
+        loaded = parallel.each(lambda at: self._load(*at), where)
+        for (_, part), (keys_, values) in zip(where, loaded, strict=True):
+            if keys_.size == 0:
+                continue
+            lo, hi = span[part]
+            sel = order[lo:hi]
+            pos = np.minimum(np.searchsorted(keys_, svs[sel]), keys_.size - 1)
+            hit = keys_[pos] == svs[sel]
+            bodies[sel[hit]] = values[pos[hit]]
+            found[sel[hit]] = True
         return bodies, found
 
     def update(self, svs: np.ndarray, bodies: np.ndarray) -> None:
@@ -129,12 +132,17 @@ class Mapping:
         owners = self.ownership.owners(touched)
         owner_of = {int(p): v for v, owned in owners.items() for p in owned}
         node = self.at.node
-        for part, lo, hi in zip(touched.tolist(), starts.tolist(), ends.tolist(), strict=True):
+
+        def current(part: int) -> tuple[np.ndarray, np.ndarray]:
             version = owner_of.get(part)
             if version is None:
-                keys_, values = np.empty(0, np.uint64), np.empty(0, np.uint64)
-            else:
-                keys_, values = self._load(self.at.owner(version), part)
+                return np.empty(0, np.uint64), np.empty(0, np.uint64)
+            return self._load(self.at.owner(version), part)
+
+        parts = touched.tolist()
+        for part, (keys_, values), lo, hi in zip(
+            parts, parallel.each(current, parts), starts.tolist(), ends.tolist(), strict=True
+        ):
             new_keys, new_values = _merge_sorted(keys_, values, svs[lo:hi], bodies[lo:hi])
             out = io.BytesIO()
             np.savez(out, sv=new_keys, body=new_values)
@@ -142,20 +150,118 @@ class Mapping:
         self.ownership.add(touched)
 
     def entries(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every explicit mapping entry visible at the bound node (for ``GET /mappings``)."""
+        """Every entry visible at the bound node, sorted by id."""
         all_parts = np.arange(1 << PARTITION_BITS, dtype=np.uint64)
-        found_keys, found_values = [], []
-        for version, owned in self.ownership.owners(all_parts).items():
-            owner = self.at.owner(version)
-            for part in owned:
-                k, v = self._load(owner, int(part))
-                found_keys.append(k)
-                found_values.append(v)
-        if not found_keys:
+        where = [
+            (self.at.owner(version), int(part))
+            for version, owned in self.ownership.owners(all_parts).items()
+            for part in owned
+        ]
+        if not where:
             return np.empty(0, np.uint64), np.empty(0, np.uint64)
-        k, v = np.concatenate(found_keys), np.concatenate(found_values)
+        loaded = parallel.each(lambda at: self._load(*at), where)
+        k = np.concatenate([keys_ for keys_, _ in loaded])
+        v = np.concatenate([values for _, values in loaded])
         order = np.argsort(k)
         return k[order], v[order]
+
+
+class Mapping:
+    """The supervoxel -> body mapping of one instance as seen from one version.
+
+    Two :class:`IdMap` levels: ``supervoxels`` maps a supervoxel to the body it was last
+    assigned to (by POST mappings, cleave, a split, or a fold of its own body); ``renames``
+    maps a body that merge or renumber folded into another to that one. An assigned
+    supervoxel's body is ``renames[supervoxels[sv]]``; an id never assigned is its own
+    body (so DVID's flat mapping is exactly the assigned supervoxels, resolved).
+
+    Renames are kept flat (no value is itself renamed): folding body B into T also points
+    every body folded into B before (B's *aliases*, a keyed record per body) at T. So a
+    merge writes one rename per alias of the merged bodies, whatever their sizes and
+    supervoxel counts, where rewriting every supervoxel's entry would cost a mapping
+    partition per supervoxel.
+    """
+
+    def __init__(
+        self, supervoxels: IdMap, renames: IdMap, aliases: VersionedKeys, at: VersionContext
+    ) -> None:
+        self.supervoxels = supervoxels
+        self.renames = renames
+        self.aliases = aliases
+        self.at = at
+
+    def lookup(self, svs: np.ndarray) -> np.ndarray:
+        """Bodies of ``svs``; unmapped supervoxels map to themselves."""
+        return self.lookup_explicit(svs)[0]
+
+    def lookup_explicit(self, svs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Bodies of ``svs``, and a mask of the ids that have an entry in DVID's flat
+        mapping (exactly the assigned ones: an id never assigned is its own body)."""
+        assigned, explicit = self.supervoxels.lookup_explicit(svs)
+        return self._resolve(assigned, explicit), explicit
+
+    def _resolve(self, assigned: np.ndarray, explicit: np.ndarray) -> np.ndarray:
+        """Assigned bodies -> the bodies they were folded into (0 and unassigned ids stay)."""
+        bodies = assigned.copy()
+        follow = explicit & (assigned != 0)
+        if follow.any():
+            live, at = np.unique(assigned[follow], return_inverse=True)
+            bodies[follow] = self.renames.lookup(live)[at.ravel()]
+        return bodies
+
+    def update(self, svs: np.ndarray, bodies: np.ndarray) -> None:
+        """Assign ``svs`` to ``bodies`` (live bodies, or 0 to retire) at the bound node."""
+        self.supervoxels.update(svs, bodies)
+
+    def _aliases(self, label: int) -> np.ndarray:
+        data = self.at.view(self.aliases).get(keys.label_key(label))
+        return np.frombuffer(data, "<u8").astype(np.uint64) if data else np.empty(0, np.uint64)
+
+    def _set_aliases(self, label: int, aliases: np.ndarray) -> None:
+        key = keys.label_key(label)
+        if aliases.size:
+            self.aliases.write(self.at.node.uuid, key, np.unique(aliases).astype("<u8").tobytes())
+        else:
+            self.aliases.delete(self.at.node.uuid, key)
+
+    def fold(self, bodies: list[int], target: int, own_ids: list[int]) -> None:
+        """Merge or renumber: ``bodies`` (and every body folded into them before) now
+        resolve to ``target``. ``own_ids`` are the bodies whose own id is one of their
+        supervoxels: unassigned so far, they are assigned to themselves, so that the
+        rename carries them along."""
+        own = np.array(own_ids, np.uint64)
+        fresh = own[~self.supervoxels.lookup_explicit(own)[1]]
+        if fresh.size:
+            self.supervoxels.update(fresh, fresh)
+        folded = np.concatenate([np.array(bodies, np.uint64), *(self._aliases(b) for b in bodies)])
+        folded = folded[folded != target]
+        self.renames.update(folded, np.full(folded.size, target, np.uint64))
+        self._set_aliases(target, np.concatenate([self._aliases(target), folded]))
+        for body in bodies:
+            self._set_aliases(body, np.empty(0, np.uint64))
+
+    def revive(self, label: int, members: np.ndarray) -> None:
+        """Before ``label``, once folded into another body, names a body again (renumber
+        or POST mappings to it): the supervoxels of the body it was folded into that are
+        still assigned to ``label`` (``members`` lists that body's supervoxels) are
+        assigned to that body explicitly, and the rename is undone."""
+        target, renamed = self.renames.lookup_explicit(np.array([label], np.uint64))
+        into = int(target[0])
+        if not renamed[0] or into == label:
+            return
+        members = np.asarray(members, np.uint64)
+        pinned = members[self.supervoxels.lookup(members) == label]
+        if pinned.size:
+            self.supervoxels.update(pinned, np.full(pinned.size, into, np.uint64))
+        self.renames.update(np.array([label], np.uint64), np.array([label], np.uint64))
+        rest = self._aliases(into)
+        self._set_aliases(into, rest[rest != label])
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every entry of DVID's flat mapping visible at the bound node (``GET
+        /mappings``): the assigned supervoxels, with the bodies they resolve to."""
+        svs, assigned = self.supervoxels.entries()
+        return svs, self._resolve(assigned, np.ones(svs.size, bool))
 
 
 def _merge_sorted(

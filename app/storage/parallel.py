@@ -1,0 +1,36 @@
+"""Independent store round trips, overlapped.
+
+An edit or a commit often needs many small objects that do not depend on each other (the
+mapping partitions of a merge's supervoxels, the records a transaction publishes). One
+after another they cost a round trip each, which on S3 or GCS is most of the request;
+overlapped they cost a few. Store clients (boto3, google-cloud-storage, files) are safe
+to share between threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Round trips in flight at once, process-wide.
+WORKERS = 16
+_POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="store-io")
+
+
+def each(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``[fn(item) for item in items]``, overlapped; the first exception is raised after
+    every call has finished. A single item runs in the caller's thread. Tasks given to the
+    pool MUST NOT call :func:`each` themselves (the pool could wait on itself)."""
+    work = list(items)
+    if len(work) <= 1:
+        return [fn(item) for item in work]
+    futures = [_POOL.submit(fn, item) for item in work]
+    errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
+    return [f.result() for f in futures]
