@@ -491,3 +491,24 @@ def test_new_labels_never_reuse_ids_loaded_without_voxels(seg) -> None:
     new = post(api.c, child, "cleave/300", [401])["CleavedLabel"]
     assert new > 500
     assert get(api.c, child, "mapping?nolookup=true", [400, 401, 500, new]) == [300, new, 300, 0]
+
+
+@EMBEDDED
+def test_a_merged_away_id_can_name_a_body_again(seg) -> None:
+    """Merge folds body 2 into 1; renumbering 3 to 2 then makes 2 a body again, while
+    supervoxel 2 stays in body 1 (DVID's flat mapping: 2 -> 1, 3 -> 2)."""
+    api, root = seg
+    child = api.newversion(root)
+    post(api.c, child, "merge", [1, 2])
+    assert api.c.post(url(child, "renumber"), content=b"[2, 3]").status_code == 200
+    assert get(api.c, child, "mapping", [1, 2, 3, 4]) == [1, 1, 2, 4]
+    vol = volume()
+    expected = np.select([np.isin(vol, [1, 2]), vol == 3], [np.uint64(1), np.uint64(2)], vol)
+    np.testing.assert_array_equal(raw(api.c, child), expected)
+    assert sorted(get(api.c, child, "supervoxels/1")) == [1, 2]
+    assert get(api.c, child, "supervoxels/2") == [3]
+    # and a later merge of the revived body carries only its own supervoxels
+    post(api.c, child, "merge", [4, 2])
+    assert get(api.c, child, "mapping", [1, 2, 3, 4]) == [1, 1, 4, 4]
+    mappings = api.c.get(url(child, "mappings")).text.split("\n")
+    assert sorted(line for line in mappings if line) == ["2 1", "3 4"]
