@@ -280,18 +280,26 @@ class Transaction:
         self.staged: dict[str, set[int]] = {}
         #: Between the start of the commit-point write and the head's advance.
         self.committing = False
+        self._staging = False
 
     def stage_path(self, path: str) -> str:
         """Where chunk arrays bound for ``path`` are written during this transaction."""
+        self._staging = True
         return keys.txn_stage(self.journal.data_uuid, self.id) + path
 
     def event(self, event: dict[str, Any]) -> None:
         """Record an event for the mutation log and for synced instances."""
         self.events.append(event)
 
+    @property
+    def touched_arrays(self) -> bool:
+        """Whether a stage path was handed out: only then can the stage hold objects
+        (edits of the mapping and indices alone skip listing and clearing it)."""
+        return self._staging
+
     def redo(self) -> Redo:
         stage = keys.txn_stage(self.journal.data_uuid, self.id)
-        staged = ChunkSpace(self.journal.store).list(stage)
+        staged = ChunkSpace(self.journal.store).list(stage) if self.touched_arrays else []
         return Redo(
             self.seq,
             self.id,
@@ -425,12 +433,13 @@ class Journal:
                 try:
                     yield txn
                 except BaseException:
-                    self._discard(txn.id)
+                    if txn.touched_arrays:
+                        self._discard(txn.id)
                     raise
                 redo = txn.redo()  # lists the stage once
                 if redo.puts or redo.deletes or redo.chunks or redo.events:
                     token = self._commit(txn, redo, head, token)
-                else:
+                elif txn.touched_arrays:
                     self._discard(txn.id)
             finally:
                 self._release(head, token, txn is not None and txn.committing)
@@ -451,7 +460,7 @@ class Journal:
         self._apply(redo)
         token = self._advance(head, token, redo.seq)
         txn.committing = False
-        self._forget(redo)
+        self._forget(redo, stage=txn.touched_arrays)
         return token
 
     def _apply(self, redo: Redo) -> None:
@@ -474,11 +483,13 @@ class Journal:
                 orjson.dumps(redo.events),
             )
 
-    def _forget(self, redo: Redo) -> None:
-        """Remove the applied redo record and its stage (best effort: both are inert)."""
+    def _forget(self, redo: Redo, stage: bool = True) -> None:
+        """Remove the applied redo record and (unless it is known to be empty) its stage;
+        best effort: both are inert."""
         with contextlib.suppress(StoreError):
             self.store.delete(keys.txn_redo(self.data_uuid, self.node_uuid, redo.seq))
-            ChunkSpace(self.store).delete_prefix(keys.txn_stage(self.data_uuid, redo.txn))
+            if stage:
+                ChunkSpace(self.store).delete_prefix(keys.txn_stage(self.data_uuid, redo.txn))
 
     # --- the mutation log ----------------------------------------------------------------
 
