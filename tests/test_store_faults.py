@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.proto import keyvalue_pb2 as pb
 from app.server import create_app
 from app.settings import Settings
+from app.storage import keys
 from backends import Blob, ObjectInfo, ObjectStore, StoreUnavailable
 from backends.memory import MemoryStore
 
@@ -754,7 +755,6 @@ SWEPT = [
 ]
 #: A leaked in-flight marker holds a commit for up to this long (see MAX_REQUEST_SECONDS).
 SWEEP_MAX_REQUEST_SECONDS = 0.5
-STALL_SECONDS = 0.3  # a healthy commit on a memory store takes milliseconds
 
 
 class Sweep:
@@ -803,14 +803,15 @@ class Sweep:
         # nodes' data is then read through their sealed indices.
         work.c, work.trap, work.problems = self.healthy, None, []
         for node in [n for n in work.nodes.values() if False in n.locked]:
-            started = time.monotonic()
-            work.commit(node)
-            took = time.monotonic() - started
-            # A marker whose removal failed outright can only age out: the commit may
-            # wait up to max_request_seconds for it (a designed, bounded delay).
+            # A commit stalls only while a write's in-flight marker is live. A marker whose
+            # removal failed outright can only age out (a designed, bounded delay of up to
+            # max_request_seconds); any other fault must leave none behind. Checked on the
+            # store rather than by timing the commit, which a busy machine slows anyway.
             marker_left = "delete meta/inflight/" in fault and fault.endswith("before")
-            if took > STALL_SECONDS and not marker_left:
-                found.append(f"commit of {node.uuid} afterwards took {took:.2f}s")
+            markers = [info.key for info in store.list(keys.inflight_prefix(node.uuid))]
+            if markers and not marker_left:
+                found.append(f"in-flight markers of {node.uuid} left behind: {markers}")
+            work.commit(node)
             if node.locked != {True}:
                 found.append(f"commit of {node.uuid} afterwards failed: {work.statuses}")
         found += work.problems + verify(work, self.healthy, store)
@@ -826,7 +827,8 @@ def sweep() -> Sweep:
 def test_one_store_fault_per_operation(op: str, sweep: Sweep) -> None:
     """Each store call the operation makes fails once (before, then after performing it);
     the client retries; a healthy server must then agree with what was acknowledged, and
-    every open node must still commit promptly and keep its acknowledged data."""
+    every open node must still commit, with no write's marker left to hold it up, and keep
+    its acknowledged data."""
     problems: list[str] = []
     for n in range(sweep.store_calls(op)):
         for mode in MODES:
