@@ -54,7 +54,7 @@ import pytest
 from app.proto import labelmap_pb2 as pb
 from tests import fixtures_stores, test_replicas
 from tests.label_checks import block_counts, node_url, read_labels
-from tests.test_replicas import PREFIX, Replicas, ok, verdict
+from tests.test_replicas import PREFIX, Replicas, ok, run_threads, verdict
 
 # The shared fixtures, bound here so this module also runs without a conftest.
 s3_endpoint = fixtures_stores.s3_endpoint
@@ -555,17 +555,11 @@ def test_concurrent_merges_and_cleaves_replay_exactly(replicas: Replicas) -> Non
     ]
     tally = Tally(acked_max=max(m for _, m in setup_edits))
 
-    threads = [
-        threading.Thread(target=worker, args=(t, replicas.urls, node, setup.sibling, tally))
+    work = [
+        (worker, (t, replicas.urls, node, setup.sibling, tally))
         for t in range(2 * THREADS_PER_SERVER)
     ]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=150)
-    assert not any(thread.is_alive() for thread in threads), "edit threads hung"
-    elapsed = time.monotonic() - started
+    elapsed = run_threads(work, 150)
 
     edits = tally.edits
     acked = [(e, e.answer["MutationID"]) for e in edits if e.status == 200]

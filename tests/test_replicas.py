@@ -24,7 +24,7 @@ import threading
 import time
 import uuid as uuidlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,6 +194,19 @@ def verdict(r: Replicas, problems: list[str], forks: list[str]) -> str:
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def run_threads(work: list[tuple[Callable[..., object], tuple]], timeout: float) -> float:
+    """Run each (target, args) in its own thread; the seconds they took together. A
+    thread still running after ``timeout`` fails the test."""
+    threads = [threading.Thread(target=target, args=args) for target, args in work]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    assert not any(thread.is_alive() for thread in threads), "worker threads hung"
+    return time.monotonic() - started
 
 
 def ok(response: httpx.Response) -> httpx.Response:
@@ -453,17 +466,9 @@ def test_concurrent_writes_through_both_servers_lose_nothing(replicas: Replicas)
     ]
 
     acked = Acked()
-    threads = [
-        threading.Thread(target=worker, args=(t, replicas.urls, root, shared, acked))
-        for t in range(THREADS)
-    ]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "workload threads hung"
-    elapsed = time.monotonic() - started
+    elapsed = run_threads(
+        [(worker, (t, replicas.urls, root, shared, acked)) for t in range(THREADS)], 120
+    )
 
     # The workload actually ran.
     assert acked.requests >= THREADS * ROUNDS * 8, acked.requests
