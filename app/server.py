@@ -134,11 +134,25 @@ class BoundedRequests:
             counters.active -= 1
 
 
+class DvidApp(FastAPI):
+    """The application; its OpenAPI schema also lists every datatype's routes, which the
+    instance dispatcher (not FastAPI's router) serves."""
+
+    def __init__(self, dispatcher: InstanceDispatcher, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dispatcher = dispatcher
+
+    def openapi(self) -> dict[str, Any]:
+        return _openapi(self, self.dispatcher)
+
+
 def create_app(settings: Settings, stores: dict[str, ObjectStore] | None = None) -> FastAPI:
     """The dvid-cloud application for ``settings`` (tests may pass ready-made stores)."""
     load_plugins(settings.plugins)
     services = Services.from_settings(settings, stores)
-    app = FastAPI(
+    dispatcher = InstanceDispatcher(datatype_app)
+    app = DvidApp(
+        dispatcher,
         title="dvid-cloud",
         version=__version__,
         description="DVID's versioned, image-oriented REST API on object stores.",
@@ -148,9 +162,7 @@ def create_app(settings: Settings, stores: dict[str, ObjectStore] | None = None)
     app.include_router(server.router)
     app.include_router(repos.router)
     app.include_router(nodes.router)
-    dispatcher = InstanceDispatcher(datatype_app)
     app.router.routes.append(Mount("/api/node/{uuid}/{dataname}", app=dispatcher))
-    app.openapi = lambda: _openapi(app, dispatcher)  # type: ignore[method-assign]
     install_auth(app, settings)
     app.add_middleware(
         CORSMiddleware,
