@@ -260,7 +260,8 @@ def split_supervoxel(
     if index is None or not sv_keys:
         raise BadRequest(f"supervoxel {sv} does not exist")
     sv_size = sum(index.blocks[k].counts[sv] for k in sv_keys)
-    region = _split_region(data, body, _key_coords(sv_keys))
+    sv_coords = _key_coords(sv_keys)
+    region = _split_region(data, body, sv_coords)
     cut: dict[Vec, np.ndarray] = {}
     outside = region.outside
     for coord, mask in region.masks.items():
@@ -278,9 +279,12 @@ def split_supervoxel(
     data.mapping.update(
         np.array([sv, split_id, remain_id], np.uint64), np.array([0, owner, owner], np.uint64)
     )
+    found = dict(region.voxels)  # the rest of the supervoxel's blocks is all remain
+    rest = sorted(sv_coords - set(found))
+    found.update(data.volume(0).read_blocks(np.array(rest, np.int64).reshape(-1, 3)))
     blocks = []
-    for coord in sorted(_key_coords(sv_keys)):
-        voxels = region.voxels.get(coord)
+    for coord in sorted(sv_coords):
+        voxels = found.get(coord)
         if voxels is None:
             continue
         out = voxels.copy()
@@ -289,8 +293,6 @@ def split_supervoxel(
         out[mine & split_here] = split_id
         out[mine & ~split_here] = remain_id
         blocks.append((coord, out))
-    if len(blocks) < len(sv_keys):
-        blocks.extend(_missing(data, sv_keys, region, sv, remain_id))
     write_blocks(data, blocks, 0, downres=downres, stamp=stamp, bodies={owner})
     _log(
         data,
@@ -305,17 +307,6 @@ def split_supervoxel(
         RemainSize=sv_size - split_size,
     )
     return split_id, remain_id, stamp.mutid
-
-
-def _missing(
-    data: Labelmap, sv_keys: list[int], region: _SplitRegion, sv: int, remain_id: int
-) -> list[tuple[Vec, np.ndarray]]:
-    """Blocks of the supervoxel outside the split region: all of it there is remain."""
-    rest = sorted(_key_coords(sv_keys) - set(region.voxels))
-    found = data.volume(0).read_blocks(np.array(rest, np.int64).reshape(-1, 3))
-    return [
-        (coord, np.where(voxels == sv, np.uint64(remain_id), voxels)) for coord, voxels in found
-    ]
 
 
 def _new_ids(data: Labelmap, split_id: int, remain_id: int) -> tuple[int, int]:
