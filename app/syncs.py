@@ -67,16 +67,26 @@ def subscribers(repo: Repo, source: Instance) -> list[Instance]:
     return [inst for inst in repo.instances.values() if source.name in inst.syncs]
 
 
-def catch_up(data: Data) -> int:
+def catch_up(data: Data, _seen: frozenset[str] = frozenset()) -> int:
     """Apply, at ``data``'s version, every logged event of its sources it has not applied
-    yet; returns how many log entries were applied."""
+    yet; returns how many log entries were applied.
+
+    Syncs chain (labelmap -> annotation -> labelsz): a source that itself subscribes is
+    caught up first, so the subscriber sees the events its source derived from the edits
+    upstream."""
     if not data.instance.syncs or not data.instance.versioned or not data.mutable:
         return 0
+    seen = _seen | {data.instance.name}
     applied = 0
     for name in data.instance.syncs:
         source = data.repo.instances.get(name)
         if source is None:
             continue
+        if source.syncs and name not in seen:
+            upstream = bind(data.services, data.repo, data.version.uuid, source)
+            if not upstream.mutable:  # a commit seals the chain together
+                upstream = upstream.for_commit()
+            catch_up(upstream, seen)
         journal = source_journal(data.services, source, data.version.uuid)
         cursor_key = keys.sync_cursor(data.instance.data_uuid, source.data_uuid, data.version.uuid)
         blob = data.store.get(cursor_key)
@@ -99,7 +109,9 @@ def deliver(source: Data) -> None:
     logged, not raised."""
     for inst in subscribers(source.repo, source.instance):
         try:
-            catch_up(bind(source.services, source.repo, source.version.uuid, inst))
+            subscriber = bind(source.services, source.repo, source.version.uuid, inst)
+            if catch_up(subscriber):
+                deliver(subscriber)
         except Exception as e:
             log.warning(
                 "sync delivery deferred",

@@ -18,9 +18,10 @@ from app.cache import LRUCache
 from app.datatypes import register
 from app.datatypes.base import parse_bool
 from app.datatypes.labelmap import codecs, keys
-from app.datatypes.labelmap.state import MAX_UINT64, IdMap, LabelIndices, Mapping, NextLabel
+from app.datatypes.labelmap.state import MAX_UINT64, LabelIndices, Mapping, NextLabel
 from app.errors import BadRequest
 from app.storage.counter import Counter
+from app.storage.idmap import IdMap
 from app.storage.keyed import VersionedKeys
 from app.volumes.base import Layout, VolumeData
 
@@ -177,6 +178,44 @@ class Labelmap(VolumeData):
             return labels
         lengths = np.diff(np.append(starts, flat.size))
         return np.repeat(bodies[np.searchsorted(svs, heads)], lengths).reshape(labels.shape)
+
+    def labels_at(
+        self, points: np.ndarray, scale: int = 0, supervoxels: bool = False
+    ) -> np.ndarray:
+        """Labels at voxel points ``(n, 3)`` x,y,z, reading each block once."""
+        volume = self.volume(scale)
+        size = np.array(volume.grid.block_size, dtype=np.int64)
+        blocks = volume.grid.blocks_of(points)
+        block_keys, inverse = np.unique(codecs.encode_block_keys(blocks), return_inverse=True)
+        unique = codecs.decode_block_keys(block_keys)
+        found = dict(volume.read_blocks(unique))
+        labels = np.zeros(len(points), dtype=np.uint64)
+        inner = points - blocks * size
+        order = np.argsort(inverse.ravel(), kind="stable")
+        bounds = np.searchsorted(inverse.ravel()[order], np.arange(len(unique) + 1))
+        for i, coord in enumerate(unique.tolist()):
+            voxels = found.get(tuple(coord))
+            if voxels is None:
+                continue
+            sel = order[bounds[i] : bounds[i + 1]]
+            labels[sel] = voxels[inner[sel, 2], inner[sel, 1], inner[sel, 0]]
+        if not supervoxels:
+            labels = self.bodies_of(labels)
+        return labels
+
+    # --- as a label source for synced instances (capabilities.LabelSource) ---------------
+
+    def label_block_size(self) -> tuple[int, int, int]:
+        x, y, z = self.block_size
+        return int(x), int(y), int(z)
+
+    def supervoxels_at(self, points: np.ndarray) -> np.ndarray:
+        return self.labels_at(np.asarray(points, dtype=np.int64).reshape(-1, 3), 0, True)
+
+    def bodies_of(self, supervoxels: np.ndarray) -> np.ndarray:
+        bodies = self.mapping.lookup(np.asarray(supervoxels, dtype=np.uint64))
+        bodies[supervoxels == 0] = 0
+        return bodies
 
     # --- as a precomputed volume ---------------------------------------------------------
 

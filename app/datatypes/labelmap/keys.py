@@ -60,10 +60,6 @@ def mapping(root: str) -> str:
     return f"{root}/mapping"
 
 
-def mapping_partition(base: str, node_uuid: str, part: int) -> str:
-    return f"{base}/{node_uuid}/{part:03x}.npz"
-
-
 def label_key(label: int) -> str:
     """A label's record key: fixed-width hex, so keyed-record order is numeric order."""
     return f"{label:016x}"

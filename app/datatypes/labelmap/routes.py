@@ -249,34 +249,12 @@ def _parse_stream(data: Labelmap, body: bytes) -> list[tuple[Vec, np.ndarray]]:
 # --- points ------------------------------------------------------------------------------
 
 
-def _labels_at(data: Labelmap, points: np.ndarray, scale: int, supervoxels: bool) -> np.ndarray:
-    """Labels at voxel points (n, 3 x,y,z), reading each block once."""
-    volume = data.volume(scale)
-    size = np.array(volume.grid.block_size, dtype=np.int64)
-    blocks = volume.grid.blocks_of(points)
-    keys, inverse = np.unique(codecs.encode_block_keys(blocks), return_inverse=True)
-    unique = codecs.decode_block_keys(keys)
-    found = dict(volume.read_blocks(unique))
-    labels = np.zeros(len(points), dtype=np.uint64)
-    inner = points - blocks * size
-    for i, coord in enumerate(unique.tolist()):
-        voxels = found.get(tuple(coord))
-        if voxels is None:
-            continue
-        sel = np.nonzero(inverse.ravel() == i)[0]
-        labels[sel] = voxels[inner[sel, 2], inner[sel, 1], inner[sel, 0]]
-    if not supervoxels:
-        labels = data.mapping.lookup(labels)
-        labels[labels == 0] = 0
-    return labels
-
-
 @router.get("/label/{point}")
 def get_label(
     data: LabelmapData, point: str, scale: int = 0, supervoxels: str | None = None
 ) -> Response:
     pt = np.array([parse_point(point)], dtype=np.int64)
-    label = _labels_at(data, pt, _scale(data, scale), flag(supervoxels))
+    label = data.labels_at(pt, _scale(data, scale), flag(supervoxels))
     return json_response({"Label": int(label[0])})
 
 
@@ -303,7 +281,7 @@ def get_labels(
 ) -> Response:
     """Labels at the points the body lists (also answered to POST: it only reads)."""
     array = parse_points(json_list(body, "[x,y,z] points", hash))
-    labels = _labels_at(data, array, _scale(data, scale), flag(supervoxels))
+    labels = data.labels_at(array, _scale(data, scale), flag(supervoxels))
     return json_response(labels.tolist())
 
 
@@ -534,7 +512,7 @@ def sparsevol_by_point(
     data: LabelmapData, point: str, q: Annotated[SparsevolQuery, Depends()]
 ) -> Response:
     pt = np.array([parse_point(point)], dtype=np.int64)
-    label = int(_labels_at(data, pt, _scale(data, q.scale), flag(q.supervoxels))[0])
+    label = int(data.labels_at(pt, _scale(data, q.scale), flag(q.supervoxels))[0])
     if label == 0:
         raise BadRequest(f"point {point} is background")
     return sparsevol(data, label, q)

@@ -3,12 +3,9 @@ per-body label index, and label counters.
 
 All of it is copy-on-write per version node, like the voxels:
 
-* **Mapping**: supervoxels are hashed into 4096 partitions; a node that changes the mapping
-  writes whole partitions (sorted arrays of supervoxels and their bodies) under its own
-  prefix and records which partitions it wrote in a roaring bitmap
-  (:class:`ChunkOwnership`, the same mechanism as chunks). A lookup loads only the
-  partitions it needs, from the nearest ancestor that wrote each, so a fresh process answers
-  its first query after reading a few small objects, whatever the mapping's size.
+* **Mapping**: two :class:`app.storage.idmap.IdMap` levels (4096 partitions each), so a
+  fresh process answers its first query after reading a few small objects, whatever the
+  mapping's size.
 * **Label index**: one DVID ``LabelIndex`` protobuf per body, as a keyed record
   (:class:`VersionedKeys`): per block, voxel counts of each supervoxel.
 * **Counters**: the largest label written per version (keyed record); the repo-wide
@@ -20,150 +17,22 @@ Every helper here is built for one version (:class:`VersionContext`).
 
 from __future__ import annotations
 
-import io
 import uuid
 
 import numpy as np
 import orjson
-from pyroaring import BitMap64
 
-from app.cache import LRUCache
 from app.context import VersionContext
-from app.dag import Node
 from app.datatypes.labelmap import keys
 from app.errors import BadRequest
 from app.proto import labelmap_pb2 as pb
-from app.storage import conditional, parallel
+from app.storage import conditional
+from app.storage.idmap import IdMap
 from app.storage.keyed import KeyView, VersionedKeys
-from app.volumes.ownership import ChunkOwnership
 from backends import ObjectStore
 
-PARTITION_BITS = 12
 #: uint64's largest value, which DVID keeps as a range sentinel: never a new label.
 MAX_UINT64 = 2**64 - 1
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def partitions(svs: np.ndarray) -> np.ndarray:
-    """The mapping partition of each supervoxel (a multiplicative hash's top bits)."""
-    with np.errstate(over="ignore"):
-        return (svs.astype(np.uint64) * _GOLDEN) >> np.uint64(64 - PARTITION_BITS)
-
-
-class IdMap:
-    """A partitioned uint64 -> uint64 map of one instance as seen from one version,
-    copy-on-write per node (ids without an entry map to themselves)."""
-
-    def __init__(
-        self,
-        store: ObjectStore,
-        base: str,
-        bitmaps: LRUCache[BitMap64],
-        arrays: LRUCache[tuple[np.ndarray, np.ndarray]],
-        at: VersionContext,
-    ) -> None:
-        self.store = store
-        self.base = base
-        self.at = at
-        self.ownership = ChunkOwnership(store, base, bitmaps, at)
-        self.arrays = arrays
-
-    def _load(self, node: Node, part: int) -> tuple[np.ndarray, np.ndarray]:
-        mutable = self.at.is_open(node)
-        path = keys.mapping_partition(self.base, node.uuid, part)
-        if not mutable:
-            cached = self.arrays.get(path)
-            if cached is not None:
-                return cached
-        blob = self.store.get(path)
-        if blob is None:
-            loaded = (np.empty(0, np.uint64), np.empty(0, np.uint64))
-        else:
-            with np.load(io.BytesIO(blob.data)) as npz:
-                loaded = (npz["sv"], npz["body"])
-        if not mutable:
-            self.arrays.put(path, loaded)
-        return loaded
-
-    def lookup(self, svs: np.ndarray) -> np.ndarray:
-        """Values of ``svs``; ids without an entry map to themselves."""
-        return self.lookup_explicit(svs)[0]
-
-    def lookup_explicit(self, svs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Values of ``svs``, and a mask of the ids that have an entry."""
-        svs = np.asarray(svs, dtype=np.uint64)
-        bodies = svs.copy()
-        found = np.zeros(svs.size, dtype=bool)
-        if svs.size == 0:
-            return bodies, found
-        parts = partitions(svs)
-        order = np.argsort(parts, kind="stable")
-        sorted_parts = parts[order]
-        wanted, starts = np.unique(sorted_parts, return_index=True)
-        ends = np.append(starts[1:], sorted_parts.size)
-        span = {int(p): (lo, hi) for p, lo, hi in zip(wanted, starts, ends, strict=True)}
-        where = [
-            (self.at.owner(version), part)
-            for version, owned in self.ownership.owners(wanted).items()
-            for part in owned.tolist()
-        ]
-        loaded = parallel.each(lambda at: self._load(*at), where)
-        for (_, part), (keys_, values) in zip(where, loaded, strict=True):
-            if keys_.size == 0:
-                continue
-            lo, hi = span[part]
-            sel = order[lo:hi]
-            pos = np.minimum(np.searchsorted(keys_, svs[sel]), keys_.size - 1)
-            hit = keys_[pos] == svs[sel]
-            bodies[sel[hit]] = values[pos[hit]]
-            found[sel[hit]] = True
-        return bodies, found
-
-    def update(self, svs: np.ndarray, bodies: np.ndarray) -> None:
-        """Set ``svs -> bodies`` at the bound (open) node (whole partitions are rewritten;
-        later pairs win over earlier ones and over what the partition held)."""
-        svs = np.asarray(svs, dtype=np.uint64)
-        bodies = np.asarray(bodies, dtype=np.uint64)
-        parts = partitions(svs)
-        order = np.argsort(parts, kind="stable")
-        svs, bodies, parts = svs[order], bodies[order], parts[order]
-        touched, starts = np.unique(parts, return_index=True)
-        ends = np.append(starts[1:], parts.size)
-        owners = self.ownership.owners(touched)
-        owner_of = {int(p): v for v, owned in owners.items() for p in owned}
-        node = self.at.node
-
-        def current(part: int) -> tuple[np.ndarray, np.ndarray]:
-            version = owner_of.get(part)
-            if version is None:
-                return np.empty(0, np.uint64), np.empty(0, np.uint64)
-            return self._load(self.at.owner(version), part)
-
-        parts = touched.tolist()
-        for part, (keys_, values), lo, hi in zip(
-            parts, parallel.each(current, parts), starts.tolist(), ends.tolist(), strict=True
-        ):
-            new_keys, new_values = _merge_sorted(keys_, values, svs[lo:hi], bodies[lo:hi])
-            out = io.BytesIO()
-            np.savez(out, sv=new_keys, body=new_values)
-            self.store.put(keys.mapping_partition(self.base, node.uuid, part), out.getvalue())
-        self.ownership.add(touched)
-
-    def entries(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every entry visible at the bound node, sorted by id."""
-        all_parts = np.arange(1 << PARTITION_BITS, dtype=np.uint64)
-        where = [
-            (self.at.owner(version), int(part))
-            for version, owned in self.ownership.owners(all_parts).items()
-            for part in owned
-        ]
-        if not where:
-            return np.empty(0, np.uint64), np.empty(0, np.uint64)
-        loaded = parallel.each(lambda at: self._load(*at), where)
-        k = np.concatenate([keys_ for keys_, _ in loaded])
-        v = np.concatenate([values for _, values in loaded])
-        order = np.argsort(k)
-        return k[order], v[order]
 
 
 class Mapping:
@@ -262,18 +131,6 @@ class Mapping:
         /mappings``): the assigned supervoxels, with the bodies they resolve to."""
         svs, assigned = self.supervoxels.entries()
         return svs, self._resolve(assigned, np.ones(svs.size, bool))
-
-
-def _merge_sorted(
-    keys: np.ndarray, values: np.ndarray, new_keys: np.ndarray, new_values: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted union of two key/value sets; for a repeated key the last pair wins."""
-    all_keys = np.concatenate([keys, new_keys])
-    all_values = np.concatenate([values, new_values])
-    order = np.argsort(all_keys, kind="stable")
-    sorted_keys = all_keys[order]
-    last = np.append(sorted_keys[1:] != sorted_keys[:-1], True)
-    return sorted_keys[last], all_values[order][last]
 
 
 class LabelIndices:

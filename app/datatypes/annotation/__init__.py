@@ -1,0 +1,80 @@
+"""annotation: versioned point annotations (synapses, bookmarks), kept by block, with
+per-tag and per-body lists that follow a synced segmentation's edits.
+
+Storage (keys in :mod:`.keys`) is keyed records, copy-on-write per version node: a box or
+block query reads just the blocks it covers, and a label or tag query one record, at any
+DAG depth. Edits are in :mod:`.edits`, the reaction to segmentation edits in
+:mod:`.follow`; both go through :class:`.change.Change`, which logs the label moves that
+labelsz follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from fastapi import APIRouter
+
+from app.datatypes import bind, register
+from app.datatypes.annotation import keys
+from app.datatypes.annotation.elements import positions
+from app.datatypes.annotation.records import decode_placed
+from app.datatypes.capabilities import LabelSource
+from app.datatypes.keyed import KeyedData
+from app.repo import Instance
+from app.storage.journal import Transaction
+
+HELP_FILE = Path(__file__).parent / "help.txt"
+#: Block size without a synced segmentation (DVID's ``DefaultBlockSize``).
+DEFAULT_BLOCK_SIZE = (64, 64, 64)
+
+
+@register
+class Annotation(KeyedData):
+    typename = "annotation"
+    type_version = "0.1"
+    help_text = HELP_FILE.read_text()
+    # An element edit rewrites a block, label and tag lists together: all or nothing.
+    transactional = True
+    accepts_syncs_from: ClassVar[frozenset[str]] = frozenset({"labelmap"})
+
+    @classmethod
+    def routes(cls) -> APIRouter:
+        from app.datatypes.annotation.routes import router
+
+        return router
+
+    def label_source(self) -> LabelSource | None:
+        """The synced segmentation at this version, if any."""
+        for name in self.instance.syncs:
+            instance: Instance | None = self.repo.instances.get(name)
+            if instance is None:
+                continue
+            source = bind(self.services, self.repo, self.version.uuid, instance)
+            if isinstance(source, LabelSource):
+                return source
+        return None
+
+    def block_size(self) -> tuple[int, int, int]:
+        """The synced segmentation's block size, else 64³ (as DVID)."""
+        source = self.label_source()
+        return source.label_block_size() if source is not None else DEFAULT_BLOCK_SIZE
+
+    def apply_events(
+        self, txn: Transaction, source: Instance, events: list[dict[str, Any]]
+    ) -> None:
+        from app.datatypes.annotation.follow import follow
+
+        follow(self, events)
+
+    # --- as element lists for counters (capabilities.ElementLabels) ----------------------
+
+    def labeled_elements(self) -> Iterator[tuple[int, np.ndarray, list[str]]]:
+        view = self.view()
+        for key in view.keys_in_range(*keys.prefix_range(keys.LABEL)):
+            data = view.get(key)
+            if data:
+                elements = [e for e, _ in decode_placed(data).values()]
+                yield keys.label_of(key), positions(elements), [e["Kind"] for e in elements]

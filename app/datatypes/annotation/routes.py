@@ -1,0 +1,214 @@
+"""annotation endpoints, relative to ``/api/node/{uuid}/{dataname}``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+
+from app.api.common import JsonBody, json_response
+from app.datatypes.annotation import Annotation, edits, keys
+from app.datatypes.annotation.elements import Element, Pos, block_of, pos, verbose_rels
+from app.datatypes.annotation.records import decode_placed, decode_tagged
+from app.datatypes.base import bound
+from app.datatypes.capabilities import region_at
+from app.errors import BadRequest
+from app.storage import parallel
+from app.volumes.geometry import BlockGrid, Box, parse_box, parse_point
+from app.volumes.requests import parse_label
+
+router = APIRouter()
+
+AnnotationData = Annotated[Annotation, Depends(bound(Annotation))]
+JSON = "application/json"
+
+
+# --- reading blocks --------------------------------------------------------------------
+
+
+def _block_keys(data: Annotation, box: Box) -> list[str]:
+    lo, hi = BlockGrid(data.block_size()).block_range(box)
+    return [
+        keys.block_key((x, y, z))
+        for z in range(lo[2], hi[2])
+        for y in range(lo[1], hi[1])
+        for x in range(lo[0], hi[0])
+    ]
+
+
+def _read_blocks(data: Annotation, block_keys: Iterable[str]) -> list[tuple[str, list[Element]]]:
+    """The non-empty blocks among ``block_keys``, in the order given (read in parallel)."""
+    view = data.view()
+    wanted = list(block_keys)
+    found = []
+    for key, record in zip(wanted, parallel.each(view.get, wanted), strict=True):
+        if record:
+            elements = [e for e, _ in decode_placed(record).values()]
+            if elements:
+                found.append((key, elements))
+    return found
+
+
+def _blocks_json(blocks: list[tuple[str, list[Element]]]) -> Response:
+    """DVID's ``{"x,y,z": [elements], ...}``."""
+    body = {",".join(map(str, keys.block_coord(k))): elements for k, elements in blocks}
+    return json_response(body)
+
+
+@router.get("/elements/{size}/{offset}")
+def get_elements(data: AnnotationData, size: str, offset: str) -> Response:
+    """Elements with ``offset <= Pos < offset + size``; ``null`` when none (as DVID)."""
+    box = parse_box(size, offset)
+    lo, end = box.offset, box.end
+    found = [
+        e
+        for _, elements in _read_blocks(data, _block_keys(data, box))
+        for e in elements
+        if all(lo[i] <= e["Pos"][i] < end[i] for i in range(3))
+    ]
+    return json_response(found or None)
+
+
+@router.post("/elements")
+def post_elements(data: AnnotationData, body: JsonBody) -> Response:
+    edits.post_elements(data, body)
+    return Response()
+
+
+@router.get("/blocks/{size}/{offset}")
+def get_blocks(data: AnnotationData, size: str, offset: str) -> Response:
+    """Every non-empty block meeting the box, whole (no per-point filtering)."""
+    return _blocks_json(_read_blocks(data, _block_keys(data, parse_box(size, offset))))
+
+
+@router.post("/blocks")
+def post_blocks(data: AnnotationData, body: JsonBody) -> Response:
+    edits.post_blocks(data, body)
+    return Response()
+
+
+@router.get("/all-elements")
+def all_elements(data: AnnotationData) -> Response:
+    view = data.view()
+    return _blocks_json(_read_blocks(data, view.keys_in_range(*keys.prefix_range(keys.BLOCK))))
+
+
+@router.get("/roi/{spec}")
+def get_roi(data: AnnotationData, spec: str) -> Response:
+    """Elements in the blocks of an ROI (``name`` or ``name,uuid``); the ROI's block size
+    must be the annotation's."""
+    if spec.count(",") > 1:
+        raise BadRequest(f"Bad ROI specification: {spec!r}")
+    region = region_at(data, spec)
+    if region.region_block_size() != data.block_size():
+        raise BadRequest(
+            f"/roi endpoint currently requires ROI {spec.split(',')[0]!r} to have same "
+            f"block size as annotation {data.name!r}"
+        )
+    wanted = (keys.block_key((x, y, z)) for x, y, z in region.region_blocks().tolist())
+    found = [e for _, elements in _read_blocks(data, wanted) for e in elements]
+    return json_response(found or None)
+
+
+# --- label and tag lists ---------------------------------------------------------------
+
+
+def _relationships(value: str | None) -> tuple[bool, bool]:
+    """``relationships=true|verbose``: (add relationships, verbose)."""
+    return value in ("true", "verbose"), value == "verbose"
+
+
+def _expanded(data: Annotation, listed: list[Element], verbose: bool) -> list[Element]:
+    """Listed elements as their blocks hold them, with relationships; verbose ones also
+    carry each partner's Kind, Tags and Prop."""
+    size = data.block_size()
+    needed = {keys.block_key(block_of(e["Pos"], size)) for e in listed}
+    full: dict[Pos, Element] = {
+        pos(e): e for _, elements in _read_blocks(data, sorted(needed)) for e in elements
+    }
+    if verbose:
+        partners = {
+            keys.block_key(block_of(r["To"], size))
+            for e in listed
+            for r in (full.get(pos(e)) or {}).get("Rels") or ()
+        }
+        full.update(
+            (pos(e), e)
+            for _, elements in _read_blocks(data, sorted(partners - needed))
+            for e in elements
+        )
+        return [{**e, "Rels": verbose_rels(full.get(pos(e)) or {"Rels": []}, full)} for e in listed]
+    return [full[pos(e)] for e in listed if pos(e) in full]
+
+
+def _list_response(data: Annotation, listed: list[Element], relationships: str | None) -> Response:
+    add, verbose = _relationships(relationships)
+    return json_response(_expanded(data, listed, verbose) if add else listed)
+
+
+@router.get("/label/{label}")
+def get_label(data: AnnotationData, label: str, relationships: str | None = None) -> Response:
+    """Elements in body ``label`` at this version; ``[]`` when none."""
+    number = parse_label(label)
+    record = data.view().get(keys.label_key(number))
+    listed = [e for e, _ in decode_placed(record).values()] if record else []
+    return _list_response(data, listed, relationships)
+
+
+@router.get("/tag/{tag}")
+def get_tag(data: AnnotationData, tag: str, relationships: str | None = None) -> Response:
+    record = data.view().get(keys.tag_key(tag))
+    listed = list(decode_tagged(record).values()) if record else []
+    return _list_response(data, listed, relationships)
+
+
+@router.post("/labels")
+def post_labels(data: AnnotationData, body: JsonBody) -> Response:
+    edits.post_labels(data, body)
+    return Response()
+
+
+# --- single elements -------------------------------------------------------------------
+
+
+@router.delete("/element/{coord}")
+def delete_element(data: AnnotationData, coord: str) -> Response:
+    edits.delete_element(data, list(parse_point(coord, "element coordinate")))
+    return Response()
+
+
+@router.post("/move/{source}/{target}")
+def move_element(data: AnnotationData, source: str, target: str) -> Response:
+    edits.move_element(
+        data,
+        list(parse_point(source, "from coordinate")),
+        list(parse_point(target, "to coordinate")),
+    )
+    return Response()
+
+
+# --- bulk upkeep -----------------------------------------------------------------------
+
+
+@router.post("/reload")
+def reload(data: AnnotationData) -> Response:
+    """Rebuild the tag and label lists from the blocks (synchronously: when this answers,
+    the lists are current)."""
+    edits.reload(data)
+    return Response()
+
+
+@router.get("/scan")
+def scan(data: AnnotationData) -> Response:
+    """DVID's diagnostic counts of block records."""
+    view = data.view()
+    block_keys = view.keys_in_range(*keys.prefix_range(keys.BLOCK))
+    empty = sum(
+        1
+        for record in parallel.each(view.get, block_keys)
+        if not orjson.loads(record or b'{"e":[]}')["e"]
+    )
+    return json_response({"num kv pairs": len(block_keys), "num empty blocks": empty})
