@@ -10,8 +10,9 @@ supervoxels need no voxel reads:
   ``split-supervoxel``) looks up the elements of the written blocks again: their
   supervoxel, and so maybe their body, changed.
 
-Other records (``split-supervoxel-complete``: bodies unchanged; ``split-complete``: its
-voxel rewrite came as ``mutate-blocks``) need nothing. Each source event is logged as its
+``split-complete`` and ``split-supervoxel-complete`` add nothing of their own (their voxel
+rewrites come as ``mutate-blocks``), but they name the supervoxels they retired, whose
+elements must leave the body those belonged to. Each source event is logged as its
 own annotation event, so subscribers apply the moves in the same order.
 """
 
@@ -33,10 +34,11 @@ def follow(data: Annotation, events: list[dict[str, Any]]) -> None:
     change = Change(data)
     if change.source is None:
         return
+    retired = _retired(events)
     for event in events:
         action = event.get("Action")
         if action == "mutate-blocks" and not event.get("Scale"):
-            _relookup(change, event["Blocks"])
+            _relookup(change, event["Blocks"], retired)
             change.log("label-change")
         elif action == "merge-complete":
             _fold(change, event["Labels"], event["Target"])
@@ -46,6 +48,19 @@ def follow(data: Annotation, events: list[dict[str, Any]]) -> None:
             _cleave(change, event["OrigLabel"], event["CleavedLabel"], event["CleavedSupervoxels"])
             change.log("label-change")
     change.write()
+
+
+def _retired(events: list[dict[str, Any]]) -> dict[int, int]:
+    """Supervoxels a split in this batch retired (they now map to nothing), with the body
+    they belonged to: the voxel rewrite is logged before the split's own record, in the
+    same transaction, and elements on them must leave that body's list."""
+    retired: dict[int, int] = {}
+    for event in events:
+        if event.get("Action") == "split-complete":
+            retired.update((int(sv), event["Target"]) for sv in event["SVSplits"])
+        elif event.get("Action") == "split-supervoxel-complete":
+            retired[event["Supervoxel"]] = event["Body"]
+    return retired
 
 
 def _fold(change: Change, labels: list[int], target: int) -> None:
@@ -69,7 +84,7 @@ def _cleave(change: Change, label: int, cleaved: int, supervoxels: list[int]) ->
         change.label_in(element, sv, cleaved)
 
 
-def _relookup(change: Change, label_blocks: list[list[int]]) -> None:
+def _relookup(change: Change, label_blocks: list[list[int]], retired: dict[int, int]) -> None:
     """Elements in the segmentation blocks written: look up their supervoxels again."""
     assert change.source is not None
     sx, sy, sz = change.source.label_block_size()
@@ -102,6 +117,9 @@ def _relookup(change: Change, label_blocks: list[list[int]]) -> None:
     old = np.array([change.blocks[k][p][1] for k, p in placed], dtype=np.uint64)
     new = change.supervoxels_at(np.array([p for _, p in placed], dtype=np.int64))
     old_bodies, new_bodies = change.bodies_of(old), change.bodies_of(new)
+    for i, sv in enumerate(old.tolist()):
+        if sv in retired:
+            old_bodies[i] = retired[sv]
     for (key, point), sv, was, body, sv_before in zip(
         placed, new.tolist(), old_bodies.tolist(), new_bodies.tolist(), old.tolist(), strict=True
     ):
