@@ -292,13 +292,18 @@ def _advertised(help_text: str) -> set[tuple[str, str]]:
     }
 
 
+#: Endpoints every instance serves (app/api/instances.py) that some of DVID's help texts,
+#: kept verbatim, do not list (labelsz's).
+COMMON_UNLISTED = {("GET", "tags"), ("POST", "tags")}
+
+
 @pytest.mark.parametrize("typename", sorted(load_all()))
 def test_help_lists_exactly_the_served_endpoints(app: FastAPI, typename: str) -> None:
-    served = _served(_datatype_apps(app)[typename])
     with TestClient(app) as client:
         r = client.get(f"/api/help/{typename}")
     assert r.status_code == 200, r.text
     advertised = _advertised(r.text)
+    served = _served(_datatype_apps(app)[typename]) - (COMMON_UNLISTED - advertised)
     assert advertised, f"no endpoint lines parsed from the {typename} help"
     not_served = sorted(advertised - served)
     assert not not_served, f"{typename} help lists endpoints it does not serve: {not_served}"
