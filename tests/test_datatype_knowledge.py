@@ -18,6 +18,7 @@ from app.datatypes.base import SCOPE_KEY, Data, bound
 from app.datatypes.imageblk import ImageBlock, Rgba8Blk, Uint8Blk
 from app.datatypes.keyvalue import KeyValue
 from app.datatypes.labelmap import Labelmap, codecs
+from app.datatypes.roi import Roi
 from app.server import create_app
 from app.settings import Settings
 from backends.memory import MemoryStore
@@ -43,6 +44,7 @@ def test_registry_maps_typenames_to_classes() -> None:
     registry = load_all()
     assert registry["labelmap"] is Labelmap
     assert registry["keyvalue"] is KeyValue
+    assert registry["roi"] is Roi
     assert get("uint8blk") is Uint8Blk and get("rgba8blk") is Rgba8Blk
     images = {name for name, cls in registry.items() if issubclass(cls, ImageBlock)}
     assert images == {"uint8blk", "uint16blk", "uint32blk", "uint64blk", "float32blk", "rgba8blk"}
@@ -57,6 +59,8 @@ def test_mutation_and_admin_are_the_datatypes_call() -> None:
     assert KeyValue.is_mutation("POST", "labels")
     assert KeyValue.is_mutation("DELETE", "key")
     assert not KeyValue.needs_admin("POST", "maxlabel")
+    assert not Roi.is_mutation("POST", "ptquery")
+    assert Roi.is_mutation("POST", "roi") and Roi.is_mutation("DELETE", "roi")
 
 
 def test_read_posts_work_at_a_locked_node_and_writes_do_not(api: Api) -> None:

@@ -108,7 +108,7 @@ def test_validation_errors_are_documented_as_dvid_400s(schema: dict[str, Any]) -
 # --- schemathesis ------------------------------------------------------------------------
 
 #: The instances schemathesis calls datatype endpoints on, by datatype.
-FUZZED = {"keyvalue": "kv", "uint8blk": "grayscale", "labelmap": "segmentation"}
+FUZZED = {"keyvalue": "kv", "uint8blk": "grayscale", "labelmap": "segmentation", "roi": "roi"}
 EXAMPLES = 5  # generated cases per operation (per datatype and variant for shared ones)
 SEED = 20261202
 
@@ -163,6 +163,8 @@ def fuzz_target(tmp_path: Path) -> Iterator[tuple[FastAPI, str]]:
         r = client.post(
             f"/api/node/{uuid}/segmentation/raw/0_1_2/64_64_64/0_0_0", content=labels.tobytes()
         )
+        assert r.status_code == 200, r.text
+        r = client.post(f"/api/node/{uuid}/roi/roi", json=[[0, 0, 0, 1], [1, 0, 0, 0]])
         assert r.status_code == 200, r.text
         yield app, uuid
 
@@ -285,16 +287,20 @@ def _served(sub: FastAPI) -> set[tuple[str, str]]:
     }
 
 
+#: Where a DVID help text starts listing endpoints DVID only plans (roi's ``erode``).
+PLANNED = re.compile(r"^TODO \(API endpoints that are planned", re.MULTILINE)
+
+
 def _advertised(help_text: str) -> set[tuple[str, str]]:
     return {
         ("DELETE" if method == "DEL" else method, keyword)
-        for method, keyword in HELP_ENDPOINT.findall(help_text)
+        for method, keyword in HELP_ENDPOINT.findall(PLANNED.split(help_text)[0])
     }
 
 
 #: Endpoints every instance serves (app/api/instances.py) that some of DVID's help texts,
-#: kept verbatim, do not list (labelsz's).
-COMMON_UNLISTED = {("GET", "tags"), ("POST", "tags")}
+#: kept verbatim, do not list (labelsz's; roi's omits sync too).
+COMMON_UNLISTED = {("GET", "tags"), ("POST", "tags"), ("POST", "sync")}
 
 
 @pytest.mark.parametrize("typename", sorted(load_all()))
@@ -321,6 +327,8 @@ DEL  <api URL>/node/<UUID>/<data name>/key/<key>
 POST <api URL>/node/<UUID>/<data name>/sync?<options>
     GET <api URL>/node/3f8c/grayscale/raw/0_1/512_256/0_0_100/jpg:80
 POST <api URL>/repo/<UUID>/instance
+TODO (API endpoints that are planned in near future)
+GET  <api URL>/node/<UUID>/<data name>/erode/<element size>
 """
     assert _advertised(text) == {
         ("GET", "raw"),
