@@ -88,19 +88,32 @@ def catch_up(data: Data, _seen: frozenset[str] = frozenset()) -> int:
                 upstream = upstream.for_commit()
             catch_up(upstream, seen)
         journal = source_journal(data.services, source, data.version.uuid)
-        cursor_key = keys.sync_cursor(data.instance.data_uuid, source.data_uuid, data.version.uuid)
-        blob = data.store.get(cursor_key)
-        if not any(True for _ in journal.entries(after=int(blob.data) if blob else 0)):
+        if not any(True for _ in journal.entries(after=applied_up_to(data, source))):
             continue
         with data.transaction() as txn:
-            stored = txn.store.get(cursor_key)  # re-read under the subscriber's lock
-            cursor = int(stored.data) if stored else 0
+            cursor = applied_up_to(data, source)  # re-read under the subscriber's lock
             for seq, events in journal.entries(after=cursor):
                 data.apply_events(txn, source, events)
                 cursor = seq
                 applied += 1
-            txn.store.put(cursor_key, str(cursor).encode())
+            mark_applied(data, source, cursor)
     return applied
+
+
+def applied_up_to(data: Data, source: Instance) -> int:
+    """The last log entry of ``source`` at ``data``'s version that ``data`` applied."""
+    blob = data.store.get(
+        keys.sync_cursor(data.instance.data_uuid, source.data_uuid, data.version.uuid)
+    )
+    return int(blob.data) if blob else 0
+
+
+def mark_applied(data: Data, source: Instance, seq: int) -> None:
+    """Record, in ``data``'s open transaction, that it applied ``source``'s log up to
+    ``seq`` (so the cursor publishes with the change it accounts for)."""
+    assert data.txn is not None, "a sync cursor moves only with the change it records"
+    cursor = keys.sync_cursor(data.instance.data_uuid, source.data_uuid, data.version.uuid)
+    data.txn.store.put(cursor, str(seq).encode())
 
 
 def deliver(source: Data) -> None:

@@ -38,6 +38,13 @@ def partition_path(base: str, node_uuid: str, part: int) -> str:
     return f"{base}/{node_uuid}/{part:03x}.npz"
 
 
+#: Parsed partitions of locked nodes (they never change), shared by every map in the
+#: process: labelmap mappings and labelsz counts compete for one memory budget.
+PARTITIONS: LRUCache[tuple[np.ndarray, np.ndarray]] = LRUCache(
+    256 << 20, weigh=lambda kv: kv[0].nbytes + kv[1].nbytes
+)
+
+
 class IdMap:
     """A partitioned uint64 -> uint64 map of one instance as seen from one version,
     copy-on-write per node (ids without an entry map to themselves)."""
@@ -47,9 +54,9 @@ class IdMap:
         store: ObjectStore,
         base: str,
         bitmaps: LRUCache[BitMap64],
-        arrays: LRUCache[tuple[np.ndarray, np.ndarray]],
         at: VersionContext,
         bits: int = PARTITION_BITS,
+        arrays: LRUCache[tuple[np.ndarray, np.ndarray]] = PARTITIONS,
     ) -> None:
         self.store = store
         self.bits = bits
@@ -139,8 +146,9 @@ class IdMap:
             self.store.put(partition_path(self.base, node.uuid, part), out.getvalue())
         self.ownership.add(touched)
 
-    def entries(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every entry visible at the bound node, sorted by id."""
+    def entries(self, ordered: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Every entry visible at the bound node, sorted by id unless ``ordered`` is
+        false (a ranking by value needs no id order)."""
         all_parts = np.arange(1 << self.bits, dtype=np.uint64)
         where = [
             (self.at.owner(version), int(part))
@@ -152,6 +160,8 @@ class IdMap:
         loaded = parallel.each(lambda at: self._load(*at), where)
         k = np.concatenate([keys_ for keys_, _ in loaded])
         v = np.concatenate([values for _, values in loaded])
+        if not ordered:
+            return k, v
         order = np.argsort(k)
         return k[order], v[order]
 

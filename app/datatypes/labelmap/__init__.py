@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 from fastapi import APIRouter
 
-from app.cache import LRUCache
 from app.datatypes import register
 from app.datatypes.base import parse_bool
 from app.datatypes.labelmap import codecs, keys
@@ -26,11 +25,6 @@ from app.storage.keyed import VersionedKeys
 from app.volumes.base import Layout, VolumeData
 
 HELP_FILE = Path(__file__).parent / "help.txt"
-
-#: Parsed mapping partitions of locked nodes, shared by every labelmap instance.
-_PARTITION_CACHE: LRUCache[tuple[np.ndarray, np.ndarray]] = LRUCache(
-    256 << 20, weigh=lambda kv: kv[0].nbytes * 2
-)
 
 
 @register
@@ -111,7 +105,7 @@ class Labelmap(VolumeData):
 
     def _id_map(self, base: str) -> IdMap:
         cache = self.services.bitmap_cache
-        return IdMap(self.store, base, cache, _PARTITION_CACHE, self.at)
+        return IdMap(self.store, base, cache, self.at)
 
     @property
     def mapping(self) -> Mapping:

@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 import numpy as np
 from fastapi import APIRouter
 
-from app.cache import LRUCache
 from app.datatypes import capabilities, register
 from app.datatypes.base import Data
 from app.datatypes.labelsz import keys
@@ -30,11 +29,6 @@ from app.storage.idmap import IdMap
 from app.storage.journal import Transaction
 
 log = logging.getLogger(__name__)
-
-#: Parsed count partitions of locked nodes, shared by every labelsz instance.
-_PARTITION_CACHE: LRUCache[tuple[np.ndarray, np.ndarray]] = LRUCache(
-    64 << 20, weigh=lambda kv: kv[0].nbytes * 2
-)
 
 
 def parse_roi(value: str) -> str:
@@ -82,7 +76,6 @@ class LabelSz(Data):
                 self.store,
                 keys.counts(self.root, index_type),
                 self.services.bitmap_cache,
-                _PARTITION_CACHE,
                 self.at,
                 bits=keys.PARTITION_BITS,
             )

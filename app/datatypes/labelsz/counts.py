@@ -58,7 +58,7 @@ class LabelCounts:
         """Every stored (label, count) of the type, zero counts included."""
         if index_type not in self.maps:
             return np.empty(0, np.uint64), np.empty(0, np.uint64)
-        return self.maps[index_type].entries()
+        return self.maps[index_type].entries(ordered=False)
 
     def ranked(
         self, index_type: str, limit: int, minimum: int = 1, offset: int = 0

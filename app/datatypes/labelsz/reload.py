@@ -16,7 +16,7 @@ from app.datatypes import bind, capabilities
 from app.datatypes.labelsz.counts import ELEMENT_TYPES, STORED_TYPES, SYNAPTIC
 from app.datatypes.labelsz.tally import Inside
 from app.repo import Instance
-from app.storage import keys
+from app.syncs import mark_applied
 
 if TYPE_CHECKING:
     from app.datatypes.labelsz import LabelSz
@@ -80,8 +80,6 @@ def recount(data: LabelSz, annotations: list[Instance]) -> None:
     """Replace every count of ``data`` at its version by a recount of ``annotations``
     (within ``data``'s open transaction)."""
     tally = Recount(data.inside())
-    txn = data.txn
-    assert txn is not None, "recount runs inside the labelsz transaction"
     for instance in annotations:
         capabilities.require(instance, capabilities.ElementLabels, "an annotation with labels")
         source = bind(data.services, data.repo, data.version.uuid, instance)
@@ -92,8 +90,7 @@ def recount(data: LabelSz, annotations: list[Instance]) -> None:
                 tally.add(label, positions, kinds)
             # Entries up to here are in what was read (a catch-up inside logs at seq).
             applied = held.seq if held.events else held.seq - 1
-        cursor = keys.sync_cursor(data.instance.data_uuid, instance.data_uuid, data.version.uuid)
-        txn.store.put(cursor, str(applied).encode())
+        mark_applied(data, instance, applied)
     counts = data.counts()
     for index_type in STORED_TYPES:
         counts.replace(index_type, *tally.totals(index_type))
