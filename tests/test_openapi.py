@@ -108,7 +108,14 @@ def test_validation_errors_are_documented_as_dvid_400s(schema: dict[str, Any]) -
 # --- schemathesis ------------------------------------------------------------------------
 
 #: The instances schemathesis calls datatype endpoints on, by datatype.
-FUZZED = {"keyvalue": "kv", "uint8blk": "grayscale", "labelmap": "segmentation", "roi": "roi"}
+FUZZED = {
+    "keyvalue": "kv",
+    "uint8blk": "grayscale",
+    "labelmap": "segmentation",
+    "roi": "roi",
+    "annotation": "synapses",
+    "labelsz": "sizes",
+}
 EXAMPLES = 5  # generated cases per operation (per datatype and variant for shared ones)
 SEED = 20261202
 
@@ -142,6 +149,15 @@ PLAUSIBLE = {
     "bottom_left": ["0_31_0", "0_10_0"],
     "res": ["1", "0.5"],
     "count": ["1", "10"],
+    "label_or_point": ["1", "2", "1_2_3"],
+    "tag": ["t1", "a"],
+    "coord": ["1_2_3", "40_1_1"],
+    "source": ["1_2_3", "40_1_1"],
+    "target": ["2_2_3", "1_2_3"],
+    "spec": ["roi", "roi,a"],
+    "index_type": ["PreSyn", "AllSyn", "Voxels"],
+    "n": ["3", "0"],
+    "t": ["1", "0"],
 }
 
 
@@ -165,6 +181,14 @@ def fuzz_target(tmp_path: Path) -> Iterator[tuple[FastAPI, str]]:
         )
         assert r.status_code == 200, r.text
         r = client.post(f"/api/node/{uuid}/roi/roi", json=[[0, 0, 0, 1], [1, 0, 0, 0]])
+        assert r.status_code == 200, r.text
+        r = client.post(f"/api/node/{uuid}/synapses/sync", json={"sync": "segmentation"})
+        assert r.status_code == 200, r.text
+        synapse = {"Pos": [1, 2, 3], "Kind": "PreSyn", "Tags": ["t1"], "Prop": {}}
+        partner = {"Pos": [40, 1, 1], "Kind": "PostSyn", "Rels": [{"To": [1, 2, 3]}]}
+        r = client.post(f"/api/node/{uuid}/synapses/elements", json=[synapse, partner])
+        assert r.status_code == 200, r.text
+        r = client.post(f"/api/node/{uuid}/sizes/sync", json={"sync": "synapses"})
         assert r.status_code == 200, r.text
         yield app, uuid
 
