@@ -377,3 +377,22 @@ def test_bad_deletes_get_400_and_change_nothing(syn_memory, path: str) -> None:
     before = everything(api.c, uuid)
     assert api.c.delete(url(uuid, path)).status_code == 400
     assert everything(api.c, uuid) == before
+
+
+@EMBEDDED
+def test_roi_query_returns_the_elements_of_covered_blocks(syn) -> None:
+    api, uuid = syn
+    api.new_instance(uuid, "roi", "region")
+    api.new_instance(uuid, "roi", "coarse", BlockSize="64,64,64")
+    # Blocks (0,1,0) (PRE, POST_A) and (1,1,1) (NOTE); spans are [z, y, x0, x1].
+    post(api.c, uuid, "roi", [[0, 1, 0, 0], [1, 1, 1, 1]], data="region")
+    found = get(api.c, uuid, "roi/region")
+    assert sorted(e["Pos"] for e in found) == [[5, 40, 10], [20, 40, 10], [60, 60, 60]]
+    assert {tuple(e["Pos"]): e for e in found}[(5, 40, 10)] == synapses()[0]  # with Rels
+    api.commit(uuid)
+    child = api.newversion(uuid)
+    post(api.c, child, "roi", [[0, 0, 1, 1]], data="region")
+    assert [e["Pos"] for e in get(api.c, child, "roi/region")] == [[40, 10, 10]]
+    assert len(get(api.c, child, f"roi/region,{uuid}")) == 3  # the ROI as of that version
+    r = api.c.get(url(child, "roi/coarse"))
+    assert r.status_code == 400 and "same block size" in r.text

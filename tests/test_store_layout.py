@@ -53,10 +53,15 @@ def _workload(c: TestClient) -> None:
         ("uint8blk", "gray", {}),
         ("labelmap", "seg", {"BlockSize": "32,32,32", "MaxDownresLevel": "1"}),
         ("blockcount", "counts", {}),
+        ("roi", "region", {}),
+        ("annotation", "syn", {}),
+        ("labelsz", "sizes", {}),
     ):
         ok(c.post(f"/api/repo/{root}/instance", json={"typename": typename, "dataname": name,
                                                        **extra}))  # fmt: skip
     ok(c.post(f"/api/node/{root}/counts/sync", json={"sync": "seg"}))
+    ok(c.post(f"/api/node/{root}/syn/sync", json={"sync": "seg"}))
+    ok(c.post(f"/api/node/{root}/sizes/sync", json={"sync": "syn"}))
     node = f"/api/node/{root}"
     ok(c.post(f"{node}/kv/key/a", content=b"1"))
     ok(c.post(f"{node}/kv/key/b", content=b"2"))
@@ -72,6 +77,10 @@ def _workload(c: TestClient) -> None:
     ops = pb.MappingOps(mappings=[pb.MappingOp(mapped=100, original=[1, 2])])
     ok(c.post(f"{node}/seg/mappings", content=ops.SerializeToString()))
     ok(c.get(f"{node}/counts/counts"))
+    ok(c.post(f"{node}/region/roi", json=[[0, 0, 0, 1], [1, 0, 0, 1]]))
+    synapses = [{"Pos": [x, 5, 5], "Kind": "PreSyn", "Tags": ["t"]} for x in (1, 20, 40, 60)]
+    ok(c.post(f"{node}/syn/elements", json=synapses))
+    ok(c.get(f"{node}/sizes/top/3/PreSyn"))
     ok(c.post(f"{node}/commit", json={"note": "one"}))
     child = ok(c.post(f"{node}/newversion", json={}))["child"]
     ok(c.post(f"/api/node/{child}/kv/key/a", content=b"3"))
@@ -81,6 +90,10 @@ def _workload(c: TestClient) -> None:
     ok(c.post(f"{edits}/cleave/3", content=b"[4]"))
     cut = codecs.encode_rles(np.array([[64, 0, 0, 8]], np.int32))
     ok(c.post(f"{edits}/split-supervoxel/9", content=cut))
+    ok(c.post(f"/api/node/{child}/syn/move/1_5_5/2_5_5"))
+    assert c.delete(f"/api/node/{child}/syn/element/60_5_5").status_code == 200
+    assert c.delete(f"/api/node/{child}/region/roi").status_code == 200
+    ok(c.post(f"/api/node/{child}/sizes/reload"))
     assert c.post(f"{edits}/set-nextlabel/5000").status_code == 200
     ok(c.post(f"/api/node/{child}/commit", json={"note": "two"}))
     ok(c.post(f"/api/node/{child}/branch", json={"branch": "side"}))
@@ -107,7 +120,7 @@ def test_every_written_key_is_documented(tmp_path: Path) -> None:
     assert not ambiguous, ambiguous[:5]
     # Not vacuous: the workload reached the main families of keys.
     for family in ("meta/format", "meta/repos/", "/v/", "/s<scale>/<node>/c/", "/owned/",
-                   "/txn/", "/log/", "/synced/", "/mapping/<node>/", "/index/<node>"):  # fmt: skip
+                   "/txn/", "/log/", "/synced/", "/mapping/<node>/", "/index/<node>", "/sizes/<type>/"):  # fmt: skip
         assert any(family in p for p in used), (family, sorted(used))
 
 
