@@ -120,7 +120,8 @@ def test_every_written_key_is_documented(tmp_path: Path) -> None:
     assert not ambiguous, ambiguous[:5]
     # Not vacuous: the workload reached the main families of keys.
     for family in ("meta/format", "meta/repos/", "/v/", "/s<scale>/<node>/c/", "/owned/",
-                   "/txn/", "/log/", "/synced/", "/mapping/<node>/", "/index/<node>", "/sizes/<type>/"):  # fmt: skip
+                   "/txn/", "/log/", "/synced/", "/mapping/<node>/", "/index/<node>",
+                   "/sizes/<type>/"):  # fmt: skip
         assert any(family in p for p in used), (family, sorted(used))
 
 
