@@ -131,6 +131,9 @@ def test_blocks_and_all_elements_answer_whole_blocks(syn) -> None:
     assert sorted(e["Pos"] for e in blocks["0,1,0"]) == [[5, 40, 10], [20, 40, 10]]
     every = get(api.c, uuid, "all-elements")
     assert set(every) == {"0,1,0", "1,0,0", "1,1,1"}
+    # A box of thousands of blocks lists which exist rather than probing each.
+    assert get(api.c, uuid, "blocks/2048_2048_64/0_0_0") == every
+    assert len(get(api.c, uuid, "elements/2048_2048_64/0_0_0")) == 4
     assert get(api.c, uuid, "scan") == {"num kv pairs": 3, "num empty blocks": 0}
 
 

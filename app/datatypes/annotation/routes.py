@@ -23,7 +23,8 @@ from app.volumes.requests import parse_label
 router = APIRouter()
 
 AnnotationData = Annotated[Annotation, Depends(bound(Annotation))]
-JSON = "application/json"
+#: Above this many blocks, a read lists which blocks exist before reading any.
+PROBE_LIMIT = 256
 
 
 # --- reading blocks --------------------------------------------------------------------
@@ -43,6 +44,9 @@ def _read_blocks(data: Annotation, block_keys: Iterable[str]) -> list[tuple[str,
     """The non-empty blocks among ``block_keys``, in the order given (read in parallel)."""
     view = data.view()
     wanted = list(block_keys)
+    if len(wanted) > PROBE_LIMIT:  # one listing beats probing many absent blocks
+        stored = set(view.keys_in_range(*keys.prefix_range(keys.BLOCK)))
+        wanted = [k for k in wanted if k in stored]
     found = []
     for key, record in zip(wanted, parallel.each(view.get, wanted), strict=True):
         if record:
