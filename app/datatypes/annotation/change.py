@@ -95,6 +95,11 @@ class Change:
         old = [self.block(e["Pos"]).get(pos(e)) for e in elements]
         old_bodies = self.bodies_of(np.array([o[1] if o else 0 for o in old], np.uint64))
         bodies = self.bodies_of(supervoxels)
+        touched = set(bodies.tolist()) | set(old_bodies.tolist())
+        self.labels.prefetch(keys.label_key(b) for b in sorted(touched) if b)
+        tags = {t for e in elements for t in e["Tags"] or ()}
+        tags.update(t for o in old if o for t in o[0]["Tags"] or ())
+        self.tags.prefetch(keys.tag_key(t) for t in sorted(tags))
         for element, sv, body, before, old_body in zip(
             elements, supervoxels.tolist(), bodies.tolist(), old, old_bodies.tolist(), strict=True
         ):

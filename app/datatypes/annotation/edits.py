@@ -19,7 +19,7 @@ from app.datatypes.annotation.elements import (
     positions,
     without_rels,
 )
-from app.datatypes.annotation.records import Placed, Tagged
+from app.datatypes.annotation.records import Placed, Tagged, encode_placed
 from app.errors import BadRequest
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def post_blocks(data: Annotation, body: Any) -> int:
     for key, posted in blocks.items():
         elements = list({pos(e): e for e in posted}.values())
         if elements:
-            data.write(key, orjson.dumps({"e": elements, "sv": [0] * len(elements)}))
+            data.write(key, encode_placed({pos(e): (e, 0) for e in elements}))
         elif data.view().get(key) is not None:
             data.delete(key)
     data.event("blocks-post")

@@ -120,6 +120,9 @@ def _relookup(change: Change, label_blocks: list[list[int]], retired: dict[int, 
     for i, sv in enumerate(old.tolist()):
         if sv in retired:
             old_bodies[i] = retired[sv]
+    changed = new != old
+    touched = set(old_bodies[changed].tolist()) | set(new_bodies[changed].tolist())
+    change.labels.prefetch(keys.label_key(b) for b in sorted(touched) if b)
     for (key, point), sv, was, body, sv_before in zip(
         placed, new.tolist(), old_bodies.tolist(), new_bodies.tolist(), old.tolist(), strict=True
     ):

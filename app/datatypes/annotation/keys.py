@@ -3,10 +3,10 @@ under ``data/<DataUUID>``; see docs/format.md).
 
 ``block/<x>_<y>_<z>``
     the elements whose position lies in that block, with relationships, and the supervoxel
-    each lies on: ``{"e": [elements], "sv": [supervoxels]}``. The source of truth.
+    each lies on: ``{"sv": [supervoxels], "e": [elements]}``. The source of truth.
 ``label/<label as 16 hex digits>``
     the elements lying in that body of the synced segmentation, without relationships,
-    with their supervoxels: ``{"e": [...], "sv": [...]}``.
+    with their supervoxels: ``{"sv": [...], "e": [...]}``.
 ``tag/<tag>``
     the elements carrying that tag, without relationships: ``[...]``.
 """

@@ -32,8 +32,18 @@ def decode_placed(data: bytes) -> Placed:
 
 
 def encode_placed(items: Placed) -> bytes:
+    """``{"sv": [...], "e": [...]}``, supervoxels first: they are integers, so the first
+    ``],"e":`` ends them and the element array can be served without parsing."""
     values = list(items.values())
-    return orjson.dumps({"e": [e for e, _ in values], "sv": [sv for _, sv in values]})
+    return orjson.dumps({"sv": [sv for _, sv in values], "e": [e for e, _ in values]})
+
+
+def placed_elements(data: bytes) -> bytes:
+    """The JSON array of elements in a block or label record, as stored."""
+    return data[data.index(SPLIT) + len(SPLIT) - 1 : -1]
+
+
+SPLIT = b'],"e":['
 
 
 def decode_tagged(data: bytes) -> Tagged:

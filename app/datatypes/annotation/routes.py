@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from app.api.common import JsonBody, json_response
 from app.datatypes.annotation import Annotation, edits, keys
 from app.datatypes.annotation.elements import Element, Pos, block_of, pos, verbose_rels
-from app.datatypes.annotation.records import decode_placed, decode_tagged
+from app.datatypes.annotation.records import placed_elements
 from app.datatypes.base import bound
 from app.datatypes.capabilities import region_at
 from app.errors import BadRequest
@@ -40,8 +40,9 @@ def _block_keys(data: Annotation, box: Box) -> list[str]:
     ]
 
 
-def _read_blocks(data: Annotation, block_keys: Iterable[str]) -> list[tuple[str, list[Element]]]:
-    """The non-empty blocks among ``block_keys``, in the order given (read in parallel)."""
+def _read_blocks(data: Annotation, block_keys: Iterable[str]) -> list[tuple[str, bytes]]:
+    """The non-empty blocks among ``block_keys`` as stored JSON arrays, in the order given
+    (read in parallel)."""
     view = data.view()
     wanted = list(block_keys)
     if len(wanted) > PROBE_LIMIT:  # one listing beats probing many absent blocks
@@ -50,30 +51,48 @@ def _read_blocks(data: Annotation, block_keys: Iterable[str]) -> list[tuple[str,
     found = []
     for key, record in zip(wanted, parallel.each(view.get, wanted), strict=True):
         if record:
-            elements = [e for e, _ in decode_placed(record).values()]
-            if elements:
-                found.append((key, elements))
+            array = placed_elements(record)
+            if array != b"[]":
+                found.append((key, array))
     return found
 
 
-def _blocks_json(blocks: list[tuple[str, list[Element]]]) -> Response:
-    """DVID's ``{"x,y,z": [elements], ...}``."""
-    body = {",".join(map(str, keys.block_coord(k))): elements for k, elements in blocks}
-    return json_response(body)
+def _parsed(blocks: list[tuple[str, bytes]]) -> list[Element]:
+    return [e for _, array in blocks for e in orjson.loads(array)]
+
+
+def _json_array(arrays: Iterable[bytes], none: bytes = b"[]") -> Response:
+    """Stored JSON arrays served as one, without parsing them."""
+    inner = b",".join(a[1:-1] for a in arrays if a != b"[]")
+    return Response(b"[" + inner + b"]" if inner else none, media_type="application/json")
+
+
+def _blocks_json(blocks: list[tuple[str, bytes]]) -> Response:
+    """DVID's ``{"x,y,z": [elements], ...}``, each block's array as stored."""
+    parts = (b'"%d,%d,%d":' % keys.block_coord(k) + array for k, array in blocks)
+    return Response(b"{" + b",".join(parts) + b"}", media_type="application/json")
 
 
 @router.get("/elements/{size}/{offset}")
 def get_elements(data: AnnotationData, size: str, offset: str) -> Response:
-    """Elements with ``offset <= Pos < offset + size``; ``null`` when none (as DVID)."""
+    """Elements with ``offset <= Pos < offset + size``; ``null`` when none (as DVID).
+    Blocks wholly inside the box are served as stored; only those the box cuts are
+    parsed and filtered."""
     box = parse_box(size, offset)
     lo, end = box.offset, box.end
-    found = [
-        e
-        for _, elements in _read_blocks(data, _block_keys(data, box))
-        for e in elements
-        if all(lo[i] <= e["Pos"][i] < end[i] for i in range(3))
-    ]
-    return json_response(found or None)
+    bx, by, bz = data.block_size()
+    arrays = []
+    for key, array in _read_blocks(data, _block_keys(data, box)):
+        x, y, z = keys.block_coord(key)
+        first, last = (x * bx, y * by, z * bz), ((x + 1) * bx, (y + 1) * by, (z + 1) * bz)
+        if all(lo[i] <= first[i] and last[i] <= end[i] for i in range(3)):
+            arrays.append(array)
+            continue
+        inside = [
+            e for e in orjson.loads(array) if all(lo[i] <= e["Pos"][i] < end[i] for i in range(3))
+        ]
+        arrays.append(orjson.dumps(inside))
+    return _json_array(arrays, none=b"null")
 
 
 @router.post("/elements")
@@ -113,8 +132,7 @@ def get_roi(data: AnnotationData, spec: str) -> Response:
             f"block size as annotation {data.name!r}"
         )
     wanted = (keys.block_key((x, y, z)) for x, y, z in region.region_blocks().tolist())
-    found = [e for _, elements in _read_blocks(data, wanted) for e in elements]
-    return json_response(found or None)
+    return _json_array((array for _, array in _read_blocks(data, wanted)), none=b"null")
 
 
 # --- label and tag lists ---------------------------------------------------------------
@@ -130,43 +148,38 @@ def _expanded(data: Annotation, listed: list[Element], verbose: bool) -> list[El
     carry each partner's Kind, Tags and Prop."""
     size = data.block_size()
     needed = {keys.block_key(block_of(e["Pos"], size)) for e in listed}
-    full: dict[Pos, Element] = {
-        pos(e): e for _, elements in _read_blocks(data, sorted(needed)) for e in elements
-    }
+    full: dict[Pos, Element] = {pos(e): e for e in _parsed(_read_blocks(data, sorted(needed)))}
     if verbose:
         partners = {
             keys.block_key(block_of(r["To"], size))
             for e in listed
             for r in (full.get(pos(e)) or {}).get("Rels") or ()
         }
-        full.update(
-            (pos(e), e)
-            for _, elements in _read_blocks(data, sorted(partners - needed))
-            for e in elements
-        )
+        full.update((pos(e), e) for e in _parsed(_read_blocks(data, sorted(partners - needed))))
         return [{**e, "Rels": verbose_rels(full.get(pos(e)) or {"Rels": []}, full)} for e in listed]
     return [full[pos(e)] for e in listed if pos(e) in full]
 
 
-def _list_response(data: Annotation, listed: list[Element], relationships: str | None) -> Response:
+def _list_response(data: Annotation, array: bytes, relationships: str | None) -> Response:
+    """A stored list (JSON array, without relationships) as DVID answers it: as stored,
+    or with each element's relationships from its block."""
     add, verbose = _relationships(relationships)
-    return json_response(_expanded(data, listed, verbose) if add else listed)
+    if not add:
+        return _json_array([array])
+    return json_response(_expanded(data, orjson.loads(array), verbose))
 
 
 @router.get("/label/{label}")
 def get_label(data: AnnotationData, label: str, relationships: str | None = None) -> Response:
     """Elements in body ``label`` at this version; ``[]`` when none."""
-    number = parse_label(label)
-    record = data.view().get(keys.label_key(number))
-    listed = [e for e, _ in decode_placed(record).values()] if record else []
-    return _list_response(data, listed, relationships)
+    record = data.view().get(keys.label_key(parse_label(label)))
+    return _list_response(data, placed_elements(record) if record else b"[]", relationships)
 
 
 @router.get("/tag/{tag}")
 def get_tag(data: AnnotationData, tag: str, relationships: str | None = None) -> Response:
     record = data.view().get(keys.tag_key(tag))
-    listed = list(decode_tagged(record).values()) if record else []
-    return _list_response(data, listed, relationships)
+    return _list_response(data, record or b"[]", relationships)
 
 
 @router.post("/labels")
@@ -210,9 +223,6 @@ def scan(data: AnnotationData) -> Response:
     """DVID's diagnostic counts of block records."""
     view = data.view()
     block_keys = view.keys_in_range(*keys.prefix_range(keys.BLOCK))
-    empty = sum(
-        1
-        for record in parallel.each(view.get, block_keys)
-        if not orjson.loads(record or b'{"e":[]}')["e"]
-    )
+    records = parallel.each(view.get, block_keys)
+    empty = sum(1 for record in records if not record or placed_elements(record) == b"[]")
     return json_response({"num kv pairs": len(block_keys), "num empty blocks": empty})
