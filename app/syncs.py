@@ -38,12 +38,13 @@ def source_journal(services: Services, source: Instance, node_uuid: str) -> Jour
     return Journal(services.store(source.store), source.data_uuid, node_uuid)
 
 
-def set_syncs(
-    services: Services, repo: Repo, subscriber: Instance, names: str, replace: bool
-) -> None:
-    """``POST .../sync``: subscribe to the named instances (comma-separated)."""
+def set_syncs(data: Data, names: str, replace: bool) -> None:
+    """``POST .../sync``: subscribe ``data``'s instance to the named instances
+    (comma-separated); the subscriber's type may refuse sources (:meth:`Data.check_syncs`)."""
+    subscriber, repo = data.instance, data.repo
     wanted = [n.strip() for n in names.split(",") if n.strip()]
     accepts = get(subscriber.typename).accepts_syncs_from
+    sources = []
     for name in wanted:
         source = repo.instances.get(name)
         if source is None:
@@ -53,6 +54,8 @@ def set_syncs(
                 f"{subscriber.typename} instance {subscriber.name!r} cannot sync with "
                 f"{source.typename} instance {name!r}"
             )
+        sources.append(bind(data.services, repo, data.node.uuid, source))
+    data.check_syncs(sources)
 
     def edit(fresh: Repo) -> None:
         inst = fresh.instance(subscriber.name)
@@ -60,7 +63,7 @@ def set_syncs(
         inst.syncs = merged
         fresh.touch()
 
-    services.catalog.update(repo.root, edit)
+    data.services.catalog.update(repo.root, edit)
 
 
 def subscribers(repo: Repo, source: Instance) -> list[Instance]:

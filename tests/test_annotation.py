@@ -310,6 +310,13 @@ def test_without_a_sync_there_are_no_label_lists() -> None:
         assert get(c, root, "label/1") == [] and get(c, root, "tag/t1") == [PRE]
         # 64³ blocks without a segmentation to take the size from.
         assert set(get(c, root, "all-elements")) == {"0,0,0"}
+        # A segmentation of another block size would hide them: refused, as DVID advises.
+        api.new_instance(root, "labelmap", "small", BlockSize="32,32,32")
+        api.new_instance(root, "labelmap", "large", BlockSize="64,64,64")
+        r = c.post(url(root, "sync"), json={"sync": "small"})
+        assert r.status_code == 400 and "sync before posting" in r.text
+        assert c.post(url(root, "sync"), json={"sync": "large"}).status_code == 200
+        assert get(c, root, "elements/64_64_64/0_0_0") == [{**PRE, "Rels": None}]
 
 
 # --- bad input ---------------------------------------------------------------------------

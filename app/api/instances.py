@@ -83,7 +83,7 @@ def post_sync(body: JsonBody, data: AnyData, replace: bool = False) -> Response:
     names = json_object(body, "sync").get("sync")
     if not isinstance(names, str):
         raise BadRequest('sync needs a JSON object {"sync": "<names, comma-separated>"}')
-    set_syncs(data.services, data.repo, data.instance, names, replace)
+    set_syncs(data, names, replace)
     return Response()
 
 

@@ -243,6 +243,10 @@ class Data:
         bound.at = VersionContext(self.repo.dag, self.version, True)
         return bound
 
+    def check_syncs(self, sources: list[Data]) -> None:
+        """Refuse (400) subscribing to ``sources`` (bound at this node), beyond the
+        typenames :attr:`accepts_syncs_from` allows."""
+
     def apply_events(
         self, txn: Transaction, source: Instance, events: list[dict[str, Any]]
     ) -> None:

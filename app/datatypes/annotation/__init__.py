@@ -21,8 +21,10 @@ from app.datatypes import bind, register
 from app.datatypes.annotation import keys
 from app.datatypes.annotation.elements import positions
 from app.datatypes.annotation.records import decode_placed
+from app.datatypes.base import Data
 from app.datatypes.capabilities import LabelSource
 from app.datatypes.keyed import KeyedData
+from app.errors import BadRequest
 from app.repo import Instance
 from app.storage.journal import Transaction
 
@@ -61,6 +63,21 @@ class Annotation(KeyedData):
         """The synced segmentation's block size, else 64³ (as DVID)."""
         source = self.label_source()
         return source.label_block_size() if source is not None else DEFAULT_BLOCK_SIZE
+
+    def check_syncs(self, sources: list[Data]) -> None:
+        """Elements are filed by block: a segmentation with another block size would
+        hide the ones already posted, so it must be synced before elements are."""
+        for source in sources:
+            if not isinstance(source, LabelSource):
+                continue
+            size = source.label_block_size()
+            if size != self.block_size() and self.view().keys_in_range(
+                *keys.prefix_range(keys.BLOCK)
+            ):
+                raise BadRequest(
+                    f"annotation {self.name!r} already holds elements in {self.block_size()} "
+                    f"blocks; {source.name!r} has {size} blocks: sync before posting elements"
+                )
 
     def apply_events(
         self, txn: Transaction, source: Instance, events: list[dict[str, Any]]
