@@ -11,6 +11,7 @@ whatever the map's size. labelmap keeps its supervoxel mapping this way, labelsz
 from __future__ import annotations
 
 import io
+import threading
 
 import numpy as np
 from pyroaring import BitMap64
@@ -76,8 +77,7 @@ class IdMap:
         if blob is None:
             loaded = (np.empty(0, np.uint64), np.empty(0, np.uint64))
         else:
-            with np.load(io.BytesIO(blob.data)) as npz:
-                loaded = (npz["sv"], npz["body"])
+            loaded = _parse_partition(blob.data)
         if not mutable:
             self.arrays.put(path, loaded)
         return loaded
@@ -164,6 +164,17 @@ class IdMap:
             return k, v
         order = np.argsort(k)
         return k[order], v[order]
+
+
+#: numpy parses an array header with ``ast.literal_eval``, which CPython 3.11 does not
+#: make safe across threads (gh-106905: "AST constructor recursion depth mismatch"
+#: under the parallel partition loads); parses take turns.
+_PARSE_LOCK = threading.Lock()
+
+
+def _parse_partition(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    with _PARSE_LOCK, np.load(io.BytesIO(data)) as npz:
+        return npz["sv"], npz["body"]
 
 
 def _merge_sorted(
