@@ -48,7 +48,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import Api
-from tests.test_labelmap_oracle import BLOCK, SIDE, Oracle, Version
+from tests.test_labelmap_oracle import BLOCK, SIDE, Oracle, Version, grow_dag
 
 ANNOT = "synapses"
 SIZES = "sizes"
@@ -447,13 +447,7 @@ def run(oracle: AnnotationOracle, steps: int) -> None:
     pending = list(names)
     rng.shuffle(pending)
     for step in range(steps):
-        if step == first:
-            oracle.commit(root)
-            open_ = [oracle.newversion(root), oracle.newversion(root, f"side{oracle.seed}")]
-        elif step == second:
-            child = open_[0]
-            oracle.commit(child)
-            open_[0] = oracle.newversion(child)
+        open_ = grow_dag(oracle, root, open_, step, first, second)
         v = open_[int(rng.integers(len(open_)))]
         try:
             focus, op = None, ""

@@ -838,6 +838,20 @@ OPS = {
 }
 
 
+def grow_dag(
+    oracle: Oracle, root: Version, open_: list[Version], step: int, first: int, second: int
+) -> list[Version]:
+    """The open versions edits go to at ``step``: at ``first`` the root is committed and a
+    child and a branch open; at ``second`` the child is committed and a grandchild opens."""
+    if step == first:
+        oracle.commit(root)
+        return [oracle.newversion(root), oracle.newversion(root, f"side{oracle.seed}")]
+    if step == second:
+        oracle.commit(open_[0])
+        return [oracle.newversion(open_[0]), *open_[1:]]
+    return open_
+
+
 def run(oracle: Oracle) -> None:
     rng = oracle.rng
     root = oracle.start()
@@ -848,13 +862,7 @@ def run(oracle: Oracle) -> None:
     pending = list(names)
     rng.shuffle(pending)
     for step in range(STEPS):
-        if step == first:
-            oracle.commit(root)
-            open_ = [oracle.newversion(root), oracle.newversion(root, f"side{oracle.seed}")]
-        elif step == second:
-            child = open_[0]
-            oracle.commit(child)
-            open_[0] = oracle.newversion(child)
+        open_ = grow_dag(oracle, root, open_, step, first, second)
         v = open_[int(rng.integers(len(open_)))]
         try:
             focus, op = None, ""
