@@ -18,9 +18,10 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.datatypes import bind
@@ -52,7 +53,7 @@ class CountingStore(LocalStore):
 
 
 def labelsz_at(client: TestClient, uuid: str) -> LabelSz:
-    services = client.app.state.services  # type: ignore[attr-defined]
+    services = cast(FastAPI, client.app).state.services
     repo, node = services.catalog.resolve(uuid)
     data = bind(services, repo, node.uuid, repo.instance("sizes"))
     assert isinstance(data, LabelSz)

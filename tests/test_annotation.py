@@ -88,7 +88,9 @@ def post(c: TestClient, uuid: str, path: str, body: object = None, data: str = "
 
 def at(c: TestClient, uuid: str, label: int) -> set[tuple[int, ...]]:
     """The positions ``label/{label}`` lists."""
-    return {tuple(e["Pos"]) for e in get(c, uuid, f"label/{label}")}  # type: ignore[union-attr]
+    listed = get(c, uuid, f"label/{label}")
+    assert isinstance(listed, list)
+    return {tuple(e["Pos"]) for e in listed}
 
 
 def everything(c: TestClient, uuid: str) -> dict:

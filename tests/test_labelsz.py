@@ -10,11 +10,12 @@ end to end through a real annotation instance synced to a labelmap.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.datatypes import bind, capabilities
@@ -42,7 +43,7 @@ def new_labelsz(api: Api, uuid: str | None = None, name: str = DATA, **settings:
 
 
 def bound_labelsz(client: TestClient, uuid: str, name: str = DATA) -> LabelSz:
-    services = client.app.state.services  # type: ignore[attr-defined]
+    services = cast(FastAPI, client.app).state.services
     repo, node = services.catalog.resolve(uuid)
     data = bind(services, repo, node.uuid, repo.instance(name))
     assert isinstance(data, LabelSz)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 import app.datatypes.roi.partition as partition_module
@@ -122,7 +123,7 @@ def ptquery(client: TestClient, uuid: str, points: Any, data: str = DATA) -> lis
 
 
 def bound_roi(client: TestClient, uuid: str, name: str = DATA) -> Roi:
-    services = client.app.state.services  # type: ignore[attr-defined]
+    services = cast(FastAPI, client.app).state.services
     repo, node = services.catalog.resolve(uuid)
     data = bind(services, repo, node.uuid, repo.instance(name))
     assert isinstance(data, Roi)
