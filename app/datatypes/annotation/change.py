@@ -136,9 +136,11 @@ class Change:
                 continue
             for element, _ in self.blocks.edit(key).values():
                 rels = element["Rels"]
+                if not rels:
+                    continue
                 if new is None:
-                    element["Rels"] = [r for r in rels or () if r["To"] != old] if rels else rels
-                elif rels:
+                    element["Rels"] = [r for r in rels if r["To"] != old]
+                else:
                     element["Rels"] = [{**r, "To": new} if r["To"] == old else r for r in rels]
 
     # --- publishing ------------------------------------------------------------------------
