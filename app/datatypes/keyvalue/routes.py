@@ -10,8 +10,9 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 
 from app.api.common import RawBody, flag, json_response
+from app.datatypes import kvformats as formats
 from app.datatypes.base import bound
-from app.datatypes.keyvalue import KeyValue, formats
+from app.datatypes.keyvalue import KeyValue
 from app.errors import BadRequest, NotFound
 
 router = APIRouter()
@@ -113,15 +114,6 @@ def keyrange(first: str, last: str, data: KeyValueData) -> Response:
     return json_response(data.view().keys_in_range(first, last))
 
 
-def _output_form(request: Request) -> str:
-    q = request.query_params
-    as_json = flag(q.get("json"))
-    as_tar = flag(q.get("tar")) or flag(q.get("jsontar"))
-    if as_json and as_tar:
-        raise BadRequest("choose one of json=true and tar=true")
-    return "json" if as_json else "tar" if as_tar else "protobuf"
-
-
 def _encode(form: str, pairs: Iterable[tuple[str, bytes]], check: bool) -> Response:
     if form == "json":
         return Response(formats.encode_json(pairs, check), media_type="application/json")
@@ -132,7 +124,7 @@ def _encode(form: str, pairs: Iterable[tuple[str, bytes]], check: bool) -> Respo
 
 @router.get("/keyrangevalues/{first}/{last}")
 def keyrangevalues(first: str, last: str, request: Request, data: KeyValueData) -> Response:
-    form = _output_form(request)
+    form = formats.output_form(request.query_params)
     view = data.view()
     pairs = []
     for key in view.keys_in_range(first, last):
@@ -145,7 +137,7 @@ def keyrangevalues(first: str, last: str, request: Request, data: KeyValueData) 
 @router.get("/keyvalues")
 def get_keyvalues(request: Request, body: RawBody, data: KeyValueData) -> Response:
     """Batch read; the request body names the keys (protobuf ``Keys``, or JSON)."""
-    form = _output_form(request)
+    form = formats.output_form(request.query_params)
     wanted = (
         formats.parse_keys_protobuf(body) if form == "protobuf" else formats.parse_keys_json(body)
     )

@@ -1,17 +1,30 @@
-"""keyvalue's batch wire formats: DVID's protobuf messages, JSON objects and tar files."""
+"""The batch wire formats of keyed datatypes (keyvalue, neuronjson): DVID's protobuf
+``Keys``/``KeyValues`` messages, JSON objects and tar files. They live here, outside any
+datatype package, because several datatypes answer with the same bytes."""
 
 from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
 from google.protobuf.message import DecodeError
 
+from app.api.common import flag
 from app.errors import BadRequest
 from app.proto import keyvalue_pb2 as pb
+
+
+def output_form(query: Mapping[str, str]) -> str:
+    """``json``, ``tar`` or ``protobuf`` (the default), from DVID's ``json=``, ``tar=`` and
+    ``jsontar=`` switches; asking for both JSON and tar is a 400."""
+    as_json = flag(query.get("json"))
+    as_tar = flag(query.get("tar")) or flag(query.get("jsontar"))
+    if as_json and as_tar:
+        raise BadRequest("choose one of json=true and tar=true")
+    return "json" if as_json else "tar" if as_tar else "protobuf"
 
 
 @dataclass(frozen=True)
