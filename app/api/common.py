@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any
 
 import orjson
@@ -40,6 +41,21 @@ def parse_json(data: bytes) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise BadRequest(f"malformed JSON request in body: {e}") from None
+
+
+def json_list(body: bytes, what: str, hash_: str | None = None) -> list:
+    """A request body that must be a JSON list of ``what``. With ``hash_`` (the ``hash=``
+    query of DVID's batch reads) the body must also have that MD5, hex: a client's check
+    that its body arrived whole."""
+    if hash_ is not None and hashlib.md5(body).hexdigest() != hash_.lower():
+        raise BadRequest("body does not match the given hash")
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f"body must be a JSON list of {what}: {e}") from None
+    if not isinstance(value, list):
+        raise BadRequest(f"body must be a JSON list of {what}")
+    return value
 
 
 def json_object(value: Any, what: str = "request body") -> dict:

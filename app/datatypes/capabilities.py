@@ -96,3 +96,14 @@ def region_at(data: Data, spec: str) -> Region:
     region = bind(data.services, data.repo, node.uuid, instance)
     assert isinstance(region, Region)
     return region
+
+
+@runtime_checkable
+class BodySupervoxels(Protocol):
+    """A segmentation that lists the supervoxels of a body (labelmap, from its label
+    index), for data kept per supervoxel and served per body (tarsupervoxels)."""
+
+    def supervoxels_of(self, body: int) -> np.ndarray:
+        """The supervoxels of ``body`` at the bound version, sorted uint64; empty if no
+        such body exists there. A merge or cleave at that version shows at once."""
+        ...

@@ -17,6 +17,7 @@ from fastapi import APIRouter
 from app.datatypes import register
 from app.datatypes.base import parse_bool
 from app.datatypes.labelmap import codecs, keys
+from app.datatypes.labelmap.mutate import supervoxels_of as index_supervoxels
 from app.datatypes.labelmap.state import MAX_UINT64, LabelIndices, Mapping, NextLabel
 from app.errors import BadRequest
 from app.storage.counter import Counter
@@ -66,6 +67,11 @@ class Labelmap(VolumeData):
     @property
     def indexed(self) -> bool:
         return bool(self.settings.get("IndexedLabels", True))
+
+    def require_indexed(self) -> None:
+        """400 unless the instance keeps label indices (what every body query reads)."""
+        if not self.indexed:
+            raise BadRequest(f"instance {self.name!r} does not index labels")
 
     def _keyed(self, base: str) -> VersionedKeys:
         return VersionedKeys(self.store, base, self.services.index_cache, self.services.value_cache)
@@ -210,6 +216,16 @@ class Labelmap(VolumeData):
         bodies = self.mapping.lookup(np.asarray(supervoxels, dtype=np.uint64))
         bodies[supervoxels == 0] = 0
         return bodies
+
+    # --- as a body's supervoxel list (capabilities.BodySupervoxels) ------------------------
+
+    def supervoxels_of(self, body: int) -> np.ndarray:
+        """From the body's label index at the bound version (``GET supervoxels`` serves
+        the same), so merges and cleaves there show at once."""
+        self.require_indexed()
+        index = self.indices().get(body)
+        found = sorted(index_supervoxels(index)) if index is not None else []
+        return np.array(found, dtype=np.uint64)
 
     # --- as a precomputed volume ---------------------------------------------------------
 

@@ -11,13 +11,12 @@ import orjson
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from app.api.common import RawBody
+from app.api.common import RawBody, json_list
 from app.dag import Node
 from app.datatypes.labelmap import Labelmap, codecs, history, keys, mutate
 from app.datatypes.labelmap.routes import (
     OCTET,
     LabelmapData,
-    json_list,
     read_labels,
     require_indexed,
 )

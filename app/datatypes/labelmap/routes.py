@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from google.protobuf.message import Message
 
-from app.api.common import RawBody, flag, json_response
+from app.api.common import RawBody, flag, json_list, json_response
 from app.datatypes.base import bound
 from app.datatypes.labelmap import Labelmap, codecs
 from app.datatypes.labelmap.ingest import write_blocks
-from app.datatypes.labelmap.mutate import revive
+from app.datatypes.labelmap.mutate import revive, supervoxels_of
 from app.errors import BadRequest, NotFound
 from app.proto import labelmap_pb2 as pb
 from app.volumes import images
@@ -258,18 +256,6 @@ def get_label(
     return json_response({"Label": int(label[0])})
 
 
-def json_list(body: bytes, what: str, hash_: str | None = None) -> list:
-    if hash_ is not None and hashlib.md5(body).hexdigest() != hash_.lower():
-        raise BadRequest("body does not match the given hash")
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise BadRequest(f"body must be a JSON list of {what}: {e}") from None
-    if not isinstance(value, list):
-        raise BadRequest(f"body must be a JSON list of {what}")
-    return value
-
-
 @router.get("/labels")
 @router.post("/labels")
 def get_labels(
@@ -289,8 +275,7 @@ def get_labels(
 
 
 def require_indexed(data: Labelmap) -> None:
-    if not data.indexed:
-        raise BadRequest(f"instance {data.name!r} does not index labels")
+    data.require_indexed()
 
 
 def _index(data: Labelmap, label: int, supervoxels: bool) -> pb.LabelIndex:
@@ -340,9 +325,7 @@ def get_sizes(
 
 @router.get("/supervoxels/{label}")
 def get_supervoxels(data: LabelmapData, label: int) -> Response:
-    index = _index(data, label, False)
-    svs = sorted({sv for entry in index.blocks.values() for sv in entry.counts})
-    return json_response(svs)
+    return json_response(sorted(supervoxels_of(_index(data, label, False))))
 
 
 @router.get("/supervoxel-sizes/{label}")
