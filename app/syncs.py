@@ -79,6 +79,8 @@ def catch_up(data: Data, _seen: frozenset[str] = frozenset()) -> int:
     upstream."""
     if not data.instance.syncs or not data.instance.versioned or not data.mutable:
         return 0
+    if not data.follows_events:
+        return 0
     seen = _seen | {data.instance.name}
     applied = 0
     for name in data.instance.syncs:

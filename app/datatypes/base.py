@@ -98,6 +98,10 @@ class Data:
     admin_posts: ClassVar[frozenset[str]] = frozenset()
     #: Typenames whose instances this type may subscribe to (``POST .../sync``).
     accepts_syncs_from: ClassVar[frozenset[str]] = frozenset()
+    #: Whether instances derive data from their sources' events (:meth:`apply_events`).
+    #: A type that only reads its sources when asked (tarsupervoxels expanding a body
+    #: through a labelmap) keeps none, so delivery skips it: no cursor, no transaction.
+    follows_events: ClassVar[bool] = True
     #: Whether every mutating request runs as one transaction (app.storage.journal):
     #: serialized per version, all-or-nothing, completed after a crash. Types whose every
     #: write is a single object put do without.
