@@ -107,3 +107,22 @@ class BodySupervoxels(Protocol):
         """The supervoxels of ``body`` at the bound version, sorted uint64; empty if no
         such body exists there. A merge or cleave at that version shows at once."""
         ...
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """A grayscale image volume that other types render from (imagetile builds its tile
+    pyramid from one); which volume types hold uint8 voxels is theirs to say."""
+
+    def image_extents(self) -> tuple[Vec3, Vec3] | None:
+        """(offset, size) x,y,z of the voxels written at the bound version, or None."""
+        ...
+
+    def image_voxel_size(self) -> tuple[float, float, float]:
+        """The voxel size (x, y, z), for resolutions of what is rendered."""
+        ...
+
+    def read_uint8(self, offset: Vec3, size: Vec3) -> np.ndarray:
+        """The ZYX uint8 voxels of the box at the bound version (background where nothing
+        is written); 400 if the volume does not hold uint8 voxels."""
+        ...

@@ -212,6 +212,23 @@ class VolumeData(Data):
         extended = self.extended_json()
         return {"Extents": {"MinPoint": extended["MinPoint"], "MaxPoint": extended["MaxPoint"]}}
 
+    # --- as an image source (app.datatypes.capabilities.ImageSource) ----------------------
+
+    def image_extents(self) -> tuple[Vec, Vec] | None:
+        box = self.extents()
+        return None if box is None else (box.offset, box.size)
+
+    def image_voxel_size(self) -> tuple[float, float, float]:
+        x, y, z = (float(v) for v in self.settings["VoxelSize"])
+        return x, y, z
+
+    def read_uint8(self, offset: Vec, size: Vec) -> np.ndarray:
+        if self.dtype != np.uint8:
+            raise BadRequest(
+                f"instance {self.name!r} holds {self.dtype.name} voxels, not uint8 images"
+            )
+        return self.volume().read(Box(offset, size))
+
     # --- as a neuroglancer precomputed volume (app.volumes.precomputed) -------------------
 
     def precomputed_layout(self) -> Layout:

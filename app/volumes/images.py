@@ -80,6 +80,37 @@ def encode(plane: np.ndarray, fmt: str, quality: int, typename: str) -> bytes:
     return out.getvalue()
 
 
+def sniff(data: bytes) -> str | None:
+    """``png`` or ``jpeg`` from an encoded image's signature, else None: enough to refuse
+    a body that is not the image it should be without decoding it."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    return None
+
+
+def decode_gray(data: bytes) -> np.ndarray:
+    """An encoded image (PNG, JPEG...) as a uint8 plane; colour images are converted to
+    8-bit gray as Go's ``draw.Draw`` onto a gray image converts them. 400 if undecodable."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("L"))
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise BadRequest(f"stored image cannot be decoded: {e}") from None
+
+
+def resize(plane: np.ndarray, width: int, height: int, typename: str) -> np.ndarray:
+    """A gray plane resized (bilinear) to ``width`` x ``height``: isotropic reads stretch
+    the coarser axis to the requested size."""
+    if plane.shape == (height, width):
+        return plane
+    image = to_image(plane, typename).resize((width, height), Image.Resampling.BILINEAR)
+    if image.mode not in ("L", "I;16"):
+        raise BadRequest(f"isotropic resizing of {typename} is not supported")
+    return np.asarray(image).astype(plane.dtype)
+
+
 def jpeg_gray(plane: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
     """A uint8 plane as a grayscale JPEG."""
     return simplejpeg.encode_jpeg(

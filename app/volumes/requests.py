@@ -75,6 +75,17 @@ def plane_box(axes: tuple[int, int], size: str, offset: str) -> Box:
     return Box(parse_point(offset), vec(dims))
 
 
+def isotropic_read_size(w: int, h: int, res_w: float, res_h: float) -> tuple[int, int]:
+    """How many pixels of a ``w`` x ``h`` plane to read so that they are square at the
+    finer of the two resolutions (DVID's ``Isotropy2D``); the result is then stretched
+    back to ``w`` x ``h``."""
+    if res_w < res_h:
+        return w, max(1, round(h * res_w / res_h))
+    if res_h < res_w:
+        return max(1, round(w * res_h / res_w)), h
+    return w, h
+
+
 def plane_of(volume: np.ndarray, axes: tuple[int, int]) -> np.ndarray:
     """The 2-D image (rows = second axis) of a one-voxel-thick ZYX volume."""
     if axes == (0, 1):

@@ -9,7 +9,6 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-from PIL import Image
 
 from app.api.common import RawBody, flag, json_response
 from app.datatypes.base import bound
@@ -29,6 +28,7 @@ from app.volumes.geometry import (
 from app.volumes.requests import (
     array_bytes,
     bounded,
+    isotropic_read_size,
     parse_dims,
     plane_box,
     plane_of,
@@ -76,19 +76,10 @@ def _isotropic(data: ImageBlock, axes: tuple[int, int], box: Box, fmt: str | Non
     """Read at the coarser in-plane resolution, then resize to the asked size."""
     res = data.settings["VoxelSize"]
     w, h = box.size[axes[0]], box.size[axes[1]]
-    rw, rh = res[axes[0]], res[axes[1]]
     src = list(box.size)
-    if rw < rh:
-        src[axes[1]] = max(1, round(h * rw / rh))
-    elif rh < rw:
-        src[axes[0]] = max(1, round(w * rh / rw))
+    src[axes[0]], src[axes[1]] = isotropic_read_size(w, h, res[axes[0]], res[axes[1]])
     plane = plane_of(_read(data, bounded(data, Box(box.offset, vec(src)))), axes)
-    if plane.shape != (h, w):
-        image = images.to_image(plane, data.typename).resize((w, h), Image.Resampling.BILINEAR)
-        if image.mode not in ("L", "I;16"):
-            raise BadRequest(f"isotropic resizing of {data.typename} is not supported")
-        plane = np.asarray(image).astype(plane.dtype)
-    return _image_response(data, plane, fmt)
+    return _image_response(data, images.resize(plane, w, h, data.typename), fmt)
 
 
 @router.get("/raw/{dims}/{size}/{offset}")
