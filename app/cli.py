@@ -245,5 +245,51 @@ def node_log(ctx: click.Context, lines: tuple[str, ...]) -> None:
             click.echo(line)
 
 
+@main.group()
+def tiles() -> None:
+    """Build imagetile pyramids, on the store itself (no server needed)."""
+
+
+@tiles.command("generate")
+@click.argument("uuid")
+@click.argument("dataname")
+@click.option("--source", help="The uint8blk to tile (default: the imagetile's Source setting).")
+@click.option("--planes", default="xy", show_default=True, help="Planes to tile: xy, xz, yz.")
+@click.option("--tile-size", type=int, default=512, show_default=True, help="For new metadata.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Local data folder.")
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--log-level", default="info", show_default=True)
+def tiles_generate(
+    uuid: str,
+    dataname: str,
+    source: str | None,
+    planes: str,
+    tile_size: int,
+    data_dir: str | None,
+    config: str | None,
+    log_level: str,
+) -> None:
+    """Write every tile of imagetile DATANAME at version UUID from a uint8 volume, and
+    its metadata if it has none; prints a JSON summary. Safe to rerun after a kill."""
+    from app.datatypes.imagetile.generate import prepare
+    from app.errors import DVIDError
+    from app.logs import configure_logging
+    from app.services import Services
+
+    configure_logging(log_level)
+    try:
+        services = Services.from_settings(load_settings(config, data_dir=data_dir))
+        services.check()
+        job = prepare(services, uuid, dataname, source, planes, tile_size)
+        with click.progressbar(length=job.total, label="tiling slices", file=sys.stderr) as bar:
+            written = job.run(bar.update)
+    except DVIDError as e:
+        raise click.ClickException(e.message) from None
+    except (StoreError, ValueError, OSError) as e:
+        raise click.ClickException(_one_line(e)) from None
+    summary = {"tiles": written, "levels": len(job.metadata.levels), "planes": planes}
+    click.echo(json.dumps(summary))
+
+
 if __name__ == "__main__":
     main()
