@@ -110,6 +110,7 @@ def test_validation_errors_are_documented_as_dvid_400s(schema: dict[str, Any]) -
 #: The instances schemathesis calls datatype endpoints on, by datatype.
 FUZZED = {
     "keyvalue": "kv",
+    "imagetile": "tiles",
     "uint8blk": "grayscale",
     "labelmap": "segmentation",
     "roi": "roi",
@@ -157,6 +158,7 @@ PLAUSIBLE = {
     "spec": ["roi", "roi,a"],
     "index_type": ["PreSyn", "AllSyn", "Voxels"],
     "n": ["3", "0"],
+    "scale": ["0", "1"],
     "t": ["1", "0"],
 }
 
@@ -189,6 +191,9 @@ def fuzz_target(tmp_path: Path) -> Iterator[tuple[FastAPI, str]]:
         r = client.post(f"/api/node/{uuid}/synapses/elements", json=[synapse, partner])
         assert r.status_code == 200, r.text
         r = client.post(f"/api/node/{uuid}/sizes/sync", json={"sync": "synapses"})
+        assert r.status_code == 200, r.text
+        level = {"Resolution": [8, 8, 8], "TileSize": [16, 16, 16]}
+        r = client.post(f"/api/node/{uuid}/tiles/metadata", json={"Levels": {"0": level}})
         assert r.status_code == 200, r.text
         yield app, uuid
 
@@ -315,16 +320,25 @@ def _served(sub: FastAPI) -> set[tuple[str, str]]:
 PLANNED = re.compile(r"^TODO \(API endpoints that are planned", re.MULTILINE)
 
 
+#: A method alone on the line after an endpoint line: the same endpoint (imagetile's
+#: ``GET  .../tile/...`` then ``POST``).
+HELP_SECOND_METHOD = re.compile(
+    r"^\s*(?:GET|POST|PUT|DEL|DELETE|HEAD)\s+<api URL>/node/<UUID>/<data name>/([A-Za-z0-9_-]+)"
+    r".*\n\s*(GET|POST|PUT|DEL|DELETE|HEAD)\s*$",
+    re.MULTILINE,
+)
+
+
 def _advertised(help_text: str) -> set[tuple[str, str]]:
-    return {
-        ("DELETE" if method == "DEL" else method, keyword)
-        for method, keyword in HELP_ENDPOINT.findall(PLANNED.split(help_text)[0])
-    }
+    listed = PLANNED.split(help_text)[0]
+    pairs = HELP_ENDPOINT.findall(listed)
+    pairs += [(method, keyword) for keyword, method in HELP_SECOND_METHOD.findall(listed)]
+    return {("DELETE" if method == "DEL" else method, keyword) for method, keyword in pairs}
 
 
 #: Endpoints every instance serves (app/api/instances.py) that some of DVID's help texts,
-#: kept verbatim, do not list (labelsz's; roi's omits sync too).
-COMMON_UNLISTED = {("GET", "tags"), ("POST", "tags"), ("POST", "sync")}
+#: kept verbatim, do not list (labelsz's; roi's omits sync too; imagetile's POST info).
+COMMON_UNLISTED = {("GET", "tags"), ("POST", "tags"), ("POST", "sync"), ("POST", "info")}
 
 
 @pytest.mark.parametrize("typename", sorted(load_all()))
@@ -349,6 +363,8 @@ GET  <api URL>/node/<UUID>/<data name>/raw/<dims>/<size>/<offset>[/<format>][?qu
  GET <api URL>/node/<UUID>/<data name>/blocks/<block coord>/<spanX>
 DEL  <api URL>/node/<UUID>/<data name>/key/<key>
 POST <api URL>/node/<UUID>/<data name>/sync?<options>
+GET  <api URL>/node/<UUID>/<data name>/tile/<dims>/<scaling>/<tile coord>[?noblanks=true]
+POST
     GET <api URL>/node/3f8c/grayscale/raw/0_1/512_256/0_0_100/jpg:80
 POST <api URL>/repo/<UUID>/instance
 TODO (API endpoints that are planned in near future)
@@ -359,4 +375,6 @@ GET  <api URL>/node/<UUID>/<data name>/erode/<element size>
         ("GET", "blocks"),
         ("DELETE", "key"),
         ("POST", "sync"),
+        ("GET", "tile"),
+        ("POST", "tile"),
     }

@@ -1,17 +1,19 @@
 """Every object key the service writes is documented: after a broad workload through the
-API (repos, versions and branches, keyvalue, imageblk with a pyramid, labelmap through
-every write path with mappings, a synced subscriber, commits), each key in the store
-matches exactly one pattern of docs/format.md's key index."""
+API (repos, versions and branches, keyvalue, imageblk with a pyramid, imagetile, labelmap
+through every write path with mappings, a synced subscriber, commits), each key in the
+store matches exactly one pattern of docs/format.md's key index."""
 
 from __future__ import annotations
 
 import gzip
+import io
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from app.datatypes.labelmap import codecs
 from app.proto import labelmap_pb2 as pb
@@ -56,6 +58,7 @@ def _workload(c: TestClient) -> None:
         ("roi", "region", {}),
         ("annotation", "syn", {}),
         ("labelsz", "sizes", {}),
+        ("imagetile", "tiles", {}),
     ):
         ok(c.post(f"/api/repo/{root}/instance", json={"typename": typename, "dataname": name,
                                                        **extra}))  # fmt: skip
@@ -78,6 +81,11 @@ def _workload(c: TestClient) -> None:
     ok(c.post(f"{node}/seg/mappings", content=ops.SerializeToString()))
     ok(c.get(f"{node}/counts/counts"))
     ok(c.post(f"{node}/region/roi", json=[[0, 0, 0, 1], [1, 0, 0, 1]]))
+    level = {"Resolution": [8, 8, 8], "TileSize": [16, 16, 16]}
+    ok(c.post(f"{node}/tiles/metadata", json={"Levels": {"0": level}}))
+    tile = io.BytesIO()
+    Image.new("L", (16, 16)).save(tile, format="PNG")
+    ok(c.post(f"{node}/tiles/tile/xy/0/0_0_0", content=tile.getvalue()))
     synapses = [{"Pos": [x, 5, 5], "Kind": "PreSyn", "Tags": ["t"]} for x in (1, 20, 40, 60)]
     ok(c.post(f"{node}/syn/elements", json=synapses))
     ok(c.get(f"{node}/sizes/top/3/PreSyn"))
