@@ -4,8 +4,6 @@ datatype package, because several datatypes answer with the same bytes."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -13,6 +11,7 @@ import orjson
 from google.protobuf.message import DecodeError
 
 from app.api.common import flag
+from app.datatypes import tars
 from app.errors import BadRequest
 from app.proto import keyvalue_pb2 as pb
 
@@ -115,12 +114,5 @@ def encode_json(pairs: Iterable[tuple[str, bytes]], check: bool) -> bytes:
 
 
 def encode_tar(pairs: Iterable[tuple[str, bytes]]) -> bytes:
-    """One regular file per key, named by the key, mode 0755."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for key, value in pairs:
-            info = tarfile.TarInfo(name=key)
-            info.size = len(value)
-            info.mode = 0o755
-            tar.addfile(info, io.BytesIO(value))
-    return out.getvalue()
+    """One regular file per key, named by the key, mode 0755 (as Go's writer lays them)."""
+    return b"".join(tars.entry(key, value) for key, value in pairs) + tars.END
