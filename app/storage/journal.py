@@ -400,6 +400,13 @@ class Journal:
             token = self._advance(head, token, redo.seq)
             self._forget(redo)
 
+    def applied(self) -> int:
+        """The sequence number of the last transaction applied at this version: it grows
+        with every published write, so it tells a cache of the version's records whether
+        it is still current (one small get)."""
+        blob = self.store.get(self.head_key)
+        return Head.parse(blob.data if blob is not None else None).seq
+
     def recover(self) -> None:
         """Complete an interrupted transaction if its holder is gone (readers call this
         before reading an open version, so a crash never leaves a write half-visible)."""

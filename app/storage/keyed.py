@@ -26,6 +26,7 @@ import orjson
 from app.cache import LRUCache
 from app.dag import Node, VersionDAG
 from app.errors import BadRequest, Conflict
+from app.storage import parallel
 from backends import ObjectStore, PreconditionFailed
 
 VALUE_TAG = b"\x01"
@@ -99,6 +100,20 @@ class VersionedKeys:
         return NodeIndex(
             {info.key[len(prefix) :]: info.size == 0 for info in self.store.list(prefix)}
         )
+
+    def node_records(self, node_uuid: str) -> NodeIndex:
+        """Every record a node holds now (one listing; for an open node, nothing cached)."""
+        return self._scan(node_uuid)
+
+    def read_values(self, node_uuid: str, hexkeys: list[str]) -> list[bytes | None]:
+        """The values a node recorded for ``hexkeys`` (None: tombstone or no record),
+        fetched overlapped and not cached: for bulk reads that would flush the cache."""
+
+        def read(hexkey: str) -> bytes | None:
+            blob = self.store.get(self._record_path(node_uuid, hexkey))
+            return blob.data[1:] if blob is not None and blob.data else None
+
+        return parallel.each(read, hexkeys)
 
     def index(self, node_uuid: str) -> NodeIndex:
         """The index of a locked node: memory, else its stored index, else built once from
