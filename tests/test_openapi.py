@@ -116,7 +116,10 @@ FUZZED = {
     "roi": "roi",
     "annotation": "synapses",
     "labelsz": "sizes",
+    "tarsupervoxels": "meshes",
 }
+#: Creation settings a fuzzed datatype requires.
+REQUIRED_SETTINGS = {"tarsupervoxels": {"Extension": "drc"}}
 EXAMPLES = 5  # generated cases per operation (per datatype and variant for shared ones)
 SEED = 20261202
 
@@ -171,7 +174,7 @@ def fuzz_target(tmp_path: Path) -> Iterator[tuple[FastAPI, str]]:
         api = Api(client)
         uuid = api.new_repo(alias="fuzz")
         for typename, name in FUZZED.items():
-            api.new_instance(uuid, typename, name)
+            api.new_instance(uuid, typename, name, **REQUIRED_SETTINGS.get(typename, {}))
         api.put(uuid, "kv", "a", b'{"x": 1}')
         gray = np.arange(32**3, dtype=np.uint8).tobytes()
         r = client.post(f"/api/node/{uuid}/grayscale/raw/0_1_2/32_32_32/0_0_0", content=gray)
@@ -191,6 +194,10 @@ def fuzz_target(tmp_path: Path) -> Iterator[tuple[FastAPI, str]]:
         r = client.post(f"/api/node/{uuid}/synapses/elements", json=[synapse, partner])
         assert r.status_code == 200, r.text
         r = client.post(f"/api/node/{uuid}/sizes/sync", json={"sync": "synapses"})
+        assert r.status_code == 200, r.text
+        r = client.post(f"/api/node/{uuid}/meshes/sync", json={"sync": "segmentation"})
+        assert r.status_code == 200, r.text
+        r = client.post(f"/api/node/{uuid}/meshes/supervoxel/1", content=b"mesh")
         assert r.status_code == 200, r.text
         level = {"Resolution": [8, 8, 8], "TileSize": [16, 16, 16]}
         r = client.post(f"/api/node/{uuid}/tiles/metadata", json={"Levels": {"0": level}})

@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.datatypes import tars
 from app.datatypes.labelmap import codecs
 from app.proto import labelmap_pb2 as pb
 from app.server import create_app
@@ -59,12 +60,14 @@ def _workload(c: TestClient) -> None:
         ("annotation", "syn", {}),
         ("labelsz", "sizes", {}),
         ("imagetile", "tiles", {}),
+        ("tarsupervoxels", "meshes", {"Extension": "drc"}),
     ):
         ok(c.post(f"/api/repo/{root}/instance", json={"typename": typename, "dataname": name,
                                                        **extra}))  # fmt: skip
     ok(c.post(f"/api/node/{root}/counts/sync", json={"sync": "seg"}))
     ok(c.post(f"/api/node/{root}/syn/sync", json={"sync": "seg"}))
     ok(c.post(f"/api/node/{root}/sizes/sync", json={"sync": "syn"}))
+    ok(c.post(f"/api/node/{root}/meshes/sync", json={"sync": "seg"}))
     node = f"/api/node/{root}"
     ok(c.post(f"{node}/kv/key/a", content=b"1"))
     ok(c.post(f"{node}/kv/key/b", content=b"2"))
@@ -89,6 +92,9 @@ def _workload(c: TestClient) -> None:
     synapses = [{"Pos": [x, 5, 5], "Kind": "PreSyn", "Tags": ["t"]} for x in (1, 20, 40, 60)]
     ok(c.post(f"{node}/syn/elements", json=synapses))
     ok(c.get(f"{node}/sizes/top/3/PreSyn"))
+    ok(c.post(f"{node}/meshes/supervoxel/1", content=b"mesh"))
+    ok(c.post(f"{node}/meshes/load", content=tars.entry("2.drc", b"m") + tars.entry("3.drc", b"")))
+    assert c.delete(f"{node}/meshes/supervoxel/3").status_code == 200
     ok(c.post(f"{node}/commit", json={"note": "one"}))
     child = ok(c.post(f"{node}/newversion", json={}))["child"]
     ok(c.post(f"/api/node/{child}/kv/key/a", content=b"3"))
@@ -102,6 +108,8 @@ def _workload(c: TestClient) -> None:
     assert c.delete(f"/api/node/{child}/syn/element/60_5_5").status_code == 200
     assert c.delete(f"/api/node/{child}/region/roi").status_code == 200
     ok(c.post(f"/api/node/{child}/sizes/reload"))
+    ok(c.post(f"/api/node/{child}/meshes/supervoxel/4", content=b"mesh"))
+    assert c.get(f"/api/node/{child}/meshes/tarfile/3").status_code == 200
     assert c.post(f"{edits}/set-nextlabel/5000").status_code == 200
     ok(c.post(f"/api/node/{child}/commit", json={"note": "two"}))
     ok(c.post(f"/api/node/{child}/branch", json={"branch": "side"}))
