@@ -201,8 +201,12 @@ class DocTable:
         for name in selection.names(self.columns):
             column = self.columns[name]
             prefix = b"," + dumps(name) + b":"
-            pieces = np.array([*(prefix + t for t in column.texts), b""], dtype=object)
-            acc = acc + pieces[column.codes[rows]]
+            codes = column.codes[rows]
+            # Pieces only for the values these rows hold (few rows: few of the values).
+            used, inverse = np.unique(codes, return_inverse=True)
+            texts = column.texts
+            pieces = [b"" if code < 0 else prefix + texts[code] for code in used.tolist()]
+            acc = acc + np.array(pieces, dtype=object)[inverse]
         return [b"{" + r[1:] + b"}" for r in acc.tolist()]
 
     def shown_fields(self, rows: np.ndarray, selection: Selection) -> np.ndarray:
