@@ -265,11 +265,13 @@ def test_bad_exists_bodies_get_400(loaded: tuple[Api, str], body: bytes) -> None
 #: Tars a load refuses whole: (entries, what the 400 says).
 BAD_NAMES = [
     ("0.drc", "supervoxel 0 is reserved"),
+    ("000.drc", "supervoxel 0 is reserved"),
     ("x.drc", "file 2 name is invalid"),
     ("drc", "file 2 name is invalid"),
     ("-4.drc", "file 2 name is invalid"),
     ("a/4.drc", "file 2 name is invalid"),
     ("18446744073709551616.drc", "file 2 name is invalid"),
+    ("9" * 5000 + ".drc", "file 2 name is invalid"),
     ("4.dat", "file 2 name has bad extension (expect 'drc'): 4.dat"),
     ("4.drc.gz", "bad extension"),
     ("4.", "bad extension"),

@@ -146,13 +146,15 @@ class TarSupervoxels(KeyedData):
     def entry_supervoxel(self, name: str, number: int) -> int:
         """The supervoxel a load entry is for, with DVID's messages; 400 if misnamed."""
         match = _ENTRY_NAME.fullmatch(name)
-        if match is None or int(match[1]) > MAX_SUPERVOXEL:
+        digits = match[1].lstrip("0") if match else ""
+        # Length first: int() of thousands of digits is refused (and slow).
+        if match is None or len(digits) > 20 or int(digits or 0) > MAX_SUPERVOXEL:
             raise BadRequest(f"file {number} name is invalid, expect supervoxel+ext: {name}")
         if match[2] != self.extension:
             raise BadRequest(
                 f"file {number} name has bad extension (expect {self.extension!r}): {name}"
             )
-        supervoxel = int(match[1])
+        supervoxel = int(digits or 0)
         if supervoxel == 0:
             raise BadRequest("supervoxel 0 is reserved and cannot have data saved under 0 id")
         return supervoxel
