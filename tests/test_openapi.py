@@ -97,7 +97,8 @@ def test_operation_ids_are_unique_and_operations_tagged_by_datatype(
     assert tagged == datatypes
     assert datatypes <= {tag["name"] for tag in schema["tags"]}
     assert set(schema["paths"][f"{INSTANCE_PREFIX}/help"]["get"]["tags"]) == datatypes
-    assert schema["paths"][f"{INSTANCE_PREFIX}/key/{{key}}"]["get"]["tags"] == ["keyvalue"]
+    key_tags = schema["paths"][f"{INSTANCE_PREFIX}/key/{{key}}"]["get"]["tags"]
+    assert key_tags == ["keyvalue", "neuronjson"]  # the datatypes serving it
 
 
 def test_validation_errors_are_documented_as_dvid_400s(schema: dict[str, Any]) -> None:
@@ -117,6 +118,7 @@ FUZZED = {
     "annotation": "synapses",
     "labelsz": "sizes",
     "tarsupervoxels": "meshes",
+    "neuronjson": "neurons",
 }
 #: Creation settings a fuzzed datatype requires.
 REQUIRED_SETTINGS = {"tarsupervoxels": {"Extension": "drc"}}
@@ -144,7 +146,7 @@ PLAUSIBLE = {
     "end": ["2", "100"],
     "first": ["a", "0"],
     "last": ["z", "b"],
-    "key": ["a", "b"],
+    "key": ["a", "b", "7"],
     "filename": ["info", "provenance"],
     "scale_key": ["s0", "s1"],
     "chunk": ["0-32_0-32_0-32", "0-64_0-64_0-64", "32-64_0-32_0-32"],
@@ -194,6 +196,9 @@ def fuzz_target(tmp_path: Path) -> Iterator[tuple[FastAPI, str]]:
         r = client.post(f"/api/node/{uuid}/synapses/elements", json=[synapse, partner])
         assert r.status_code == 200, r.text
         r = client.post(f"/api/node/{uuid}/sizes/sync", json={"sync": "synapses"})
+        assert r.status_code == 200, r.text
+        doc = {"bodyid": 7, "type": "LC4", "position": [1, 2, 3]}
+        r = client.post(f"/api/node/{uuid}/neurons/key/7", json=doc, params={"u": "fuzz"})
         assert r.status_code == 200, r.text
         r = client.post(f"/api/node/{uuid}/meshes/sync", json={"sync": "segmentation"})
         assert r.status_code == 200, r.text
@@ -336,8 +341,26 @@ HELP_SECOND_METHOD = re.compile(
 )
 
 
+#: Placeholders a help text puts where a keyword goes, and the keywords they stand for
+#: (neuronjson's ``<schema type>``).
+HELP_PLACEHOLDERS = {"<schema type>": ("json_schema", "schema", "schema_batch")}
+
+
+def _expand_placeholders(text: str) -> str:
+    for placeholder, keywords in HELP_PLACEHOLDERS.items():
+        text = re.sub(
+            rf"^.*<data name>/{re.escape(placeholder)}.*$",
+            lambda line, p=placeholder, k=keywords: "\n".join(
+                line.group(0).replace(p, keyword) for keyword in k
+            ),
+            text,
+            flags=re.MULTILINE,
+        )
+    return text
+
+
 def _advertised(help_text: str) -> set[tuple[str, str]]:
-    listed = PLANNED.split(help_text)[0]
+    listed = _expand_placeholders(PLANNED.split(help_text)[0])
     pairs = HELP_ENDPOINT.findall(listed)
     pairs += [(method, keyword) for keyword, method in HELP_SECOND_METHOD.findall(listed)]
     return {("DELETE" if method == "DEL" else method, keyword) for method, keyword in pairs}

@@ -58,6 +58,7 @@ def _workload(c: TestClient) -> None:
         ("blockcount", "counts", {}),
         ("roi", "region", {}),
         ("annotation", "syn", {}),
+        ("neuronjson", "neurons", {}),
         ("labelsz", "sizes", {}),
         ("imagetile", "tiles", {}),
         ("tarsupervoxels", "meshes", {"Extension": "drc"}),
@@ -95,6 +96,10 @@ def _workload(c: TestClient) -> None:
     ok(c.post(f"{node}/meshes/supervoxel/1", content=b"mesh"))
     ok(c.post(f"{node}/meshes/load", content=tars.entry("2.drc", b"m") + tars.entry("3.drc", b"")))
     assert c.delete(f"{node}/meshes/supervoxel/3").status_code == 200
+    ok(c.post(f"{node}/neurons/json_schema", content=b'{"type": "object"}'))
+    ok(c.post(f"{node}/neurons/key/7?u=me", content=b'{"bodyid": 7, "type": "LC4"}'))
+    ok(c.post(f"{node}/neurons/key/8?u=me", content=b'{"bodyid": 8}'))
+    assert c.delete(f"{node}/neurons/key/8").status_code == 200
     ok(c.post(f"{node}/commit", json={"note": "one"}))
     child = ok(c.post(f"{node}/newversion", json={}))["child"]
     ok(c.post(f"/api/node/{child}/kv/key/a", content=b"3"))
@@ -111,6 +116,8 @@ def _workload(c: TestClient) -> None:
     ok(c.post(f"/api/node/{child}/meshes/supervoxel/4", content=b"mesh"))
     assert c.get(f"/api/node/{child}/meshes/tarfile/3").status_code == 200
     assert c.post(f"{edits}/set-nextlabel/5000").status_code == 200
+    ok(c.post(f"/api/node/{child}/neurons/key/7?u=me", content=b'{"bodyid": 7, "type": "T4"}'))
+    ok(c.post(f"/api/node/{child}/neurons/query", content=b'{"type": "T4"}'))
     ok(c.post(f"/api/node/{child}/commit", json={"note": "two"}))
     ok(c.post(f"/api/node/{child}/branch", json={"branch": "side"}))
 
