@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.datatypes.neuronjson import provenance, query
+from app.datatypes.neuronjson.store import logged_bodies
 from app.datatypes.neuronjson.table import DocTable, from_bytes, to_bytes
 from app.proto import keyvalue_pb2 as pb
 from tests.conftest import Api
@@ -133,6 +134,19 @@ def test_open_node_queries_see_every_write(api: Api) -> None:
         assert len(_ok(c.get(f"/api/node/{root}/{DATA}/keys")).json()) == step + 1
     _ok(c.delete(f"/api/node/{root}/{DATA}/key/10"))
     assert _query(c, root, {"n": 0}, onlyid="true") == []
+    _ok(c.post(f"/api/node/{root}/{DATA}/schema", content=b"{}"))  # a write of no body
+    _ok(_post(c, root, 10, {"bodyid": 10, "n": 9}, **USER))
+    _ok(_post(c, root, 11, {"bodyid": 11, "n": None}, **USER))
+    assert _query(c, root, {"n": "exists/1"}, onlyid="true") == [10, 12, 13]
+    assert _query(c, root, {"n": 9}) == [{"bodyid": 10, "n": 9}]
+
+
+def test_logged_bodies_refuse_gaps() -> None:
+    entries = [(4, [{"Key": "7"}]), (5, [{"Key": "schema"}, {"Key": "8"}]), (6, [])]
+    assert logged_bodies(iter(entries), 3, 5) == {7, 8}
+    assert logged_bodies(iter(entries), 3, 6) == {7, 8}
+    assert logged_bodies(iter(entries[1:]), 3, 6) is None  # entry 4 missing
+    assert logged_bodies(iter(entries), 3, 7) is None  # entry 7 not logged
 
 
 def test_schema_endpoints_and_validation(api: Api) -> None:

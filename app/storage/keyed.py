@@ -105,13 +105,15 @@ class VersionedKeys:
         """Every record a node holds now (one listing; for an open node, nothing cached)."""
         return self._scan(node_uuid)
 
-    def read_values(self, node_uuid: str, hexkeys: list[str]) -> list[bytes | None]:
-        """The values a node recorded for ``hexkeys`` (None: tombstone or no record),
-        fetched overlapped and not cached: for bulk reads that would flush the cache."""
+    def read_values(self, node_uuid: str, hexkeys: list[str]) -> list[bytes | Tombstone | None]:
+        """The records a node holds for ``hexkeys``: a value, TOMBSTONE, or None where it
+        holds none; fetched overlapped and not cached (bulk reads would flush the cache)."""
 
-        def read(hexkey: str) -> bytes | None:
+        def read(hexkey: str) -> bytes | Tombstone | None:
             blob = self.store.get(self._record_path(node_uuid, hexkey))
-            return blob.data[1:] if blob is not None and blob.data else None
+            if blob is None:
+                return None
+            return blob.data[1:] if blob.data else TOMBSTONE
 
         return parallel.each(read, hexkeys)
 

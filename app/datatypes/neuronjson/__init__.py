@@ -79,8 +79,10 @@ class NeuronJSON(KeyedData):
 
     def doc_view(self) -> DocView:
         """Every document visible at the bound version (for queries and listings)."""
-        seq = self.journal().applied() if self.mutable else None
-        return self.documents().view(self.version, self.mutable, seq)
+        if not self.mutable:
+            return self.documents().view(self.version, False)
+        journal = self.journal()
+        return self.documents().view(self.version, True, journal.applied(), journal)
 
     def get_docs(self, bodyids: list[int]) -> list[dict[str, Any] | None]:
         """Single documents by record (overlapped reads)."""
@@ -95,9 +97,11 @@ class NeuronJSON(KeyedData):
         if name == schema.JSON_SCHEMA:
             schema.check_schema(value)
         self.schemas().write(self.version.uuid, name, value)
+        self.event("postschema", Key=name, Bytes=len(value))
 
     def delete_schema(self, name: str) -> None:
         self.schemas().delete(self.version.uuid, name)
+        self.event("deleteschema", Key=name)
 
     # --- writes --------------------------------------------------------------------------
 
@@ -140,15 +144,16 @@ class NeuronJSON(KeyedData):
             if key in META_KEYS:
                 self.put_schema(key, body)
             else:
-                self.event(action, Key=key, Bytes=len(body))
+                self.event(action, Key=str(parse_bodyid(key)), Bytes=len(body))
         self.write_many((str(b), v) for b, v in writes.items())
 
     def delete_document(self, key: str) -> None:
         if key in META_KEYS:
             self.delete_schema(key)
             return
-        self.delete(str(parse_bodyid(key)))
-        self.event("delete", Key=key)
+        bodyid = str(parse_bodyid(key))
+        self.delete(bodyid)
+        self.event("delete", Key=bodyid)
 
     def seal(self) -> None:
         """Index the version's records, then persist its table's snapshot."""

@@ -18,6 +18,7 @@ DVID keeps its in-memory map per version (memstore.go), but without holding ever
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,8 @@ from app.cache import LRUCache
 from app.dag import Node, VersionDAG
 from app.datatypes.neuronjson.table import DocTable, DocView, from_bytes, to_bytes
 from app.storage import parallel
-from app.storage.keyed import NodeIndex, VersionedKeys, decode_key
+from app.storage.journal import Journal
+from app.storage.keyed import NodeIndex, VersionedKeys, decode_key, encode_key
 from backends import ObjectStore, PreconditionFailed
 
 #: Tables of locked versions, per process (a 200,000-body Clio table is about 30 MB).
@@ -62,8 +64,28 @@ def docs_of(node_uuid: str, keys: VersionedKeys, records: NodeIndex) -> dict[int
     out: dict[int, dict | None] = {}
     for hexkey in hexkeys:
         value = None if records.records[hexkey] else next(found)
-        out[int(decode_key(hexkey))] = orjson.loads(value) if value is not None else None
+        out[int(decode_key(hexkey))] = orjson.loads(value) if isinstance(value, bytes) else None
     return out
+
+
+def logged_bodies(
+    entries: Iterable[tuple[int, list[dict]]], after: int, upto: int
+) -> set[int] | None:
+    """The body ids the transactions ``after+1 .. upto`` wrote, from their logged events;
+    None if an entry is missing (then only a full re-read is safe)."""
+    bodies: set[int] = set()
+    expected = after + 1
+    for seq, events in entries:
+        if seq > upto:
+            break
+        if seq != expected:
+            return None
+        expected += 1
+        for event in events:
+            key = event.get("Key")
+            if isinstance(key, str) and key.isascii() and key.isdigit():
+                bodies.add(int(key))
+    return bodies if expected == upto + 1 else None
 
 
 class Documents:
@@ -131,27 +153,56 @@ class Documents:
             (int(k), orjson.loads(v)) for k, v in zip(keys, values, strict=True) if v is not None
         )
 
-    def view(self, node: Node, mutable: bool, seq: int | None = None) -> DocView:
-        """What a whole-version read at ``node`` sees; ``seq`` is the open node's
-        transaction sequence number (read before its records are listed)."""
+    def view(
+        self, node: Node, mutable: bool, seq: int = 0, journal: Journal | None = None
+    ) -> DocView:
+        """What a whole-version read at ``node`` sees. For an open node, ``seq`` is its
+        journal's sequence number, read before anything else: the node's own table is
+        reused at that number, brought up to date from the log since the cached one, or
+        (without ``journal``, or after a gap) read whole."""
         if not mutable:
             return DocView([(self.table(node), None)])
         if len(node.parents) > 1:
             return DocView([(self._full(node, mutable=True), None)])
         key = f"{self._cache_key(node)}/open"
-        layer = _OPEN.get(key)
-        if layer is None or seq is None or layer.seq != seq:
+        layer = _OPEN.get(key) if journal is not None else None
+        parent = self.table(self.dag.by_id[node.parents[0]]) if node.parents else None
+        if layer is not None and journal is not None and layer.seq != seq:
+            layer = self._refresh(node, layer, seq, journal, parent)
+        if layer is None or layer.seq != seq:
             own = docs_of(node.uuid, self.keys, self.keys.node_records(node.uuid))
-            table = DocTable.build((k, v) for k, v in own.items() if v is not None)
-            changed = np.array(sorted(own), np.uint64)
-            keep = None
-            if node.parents:
-                parent = self.table(self.dag.by_id[node.parents[0]])
-                keep = ~np.isin(parent.ids, changed)
-            layer = OpenLayer(seq if seq is not None else -1, table, changed, keep)
-            if seq is not None:
-                _OPEN.put(key, layer)
+            layer = self._layer(seq, DocTable.empty().overlaid(own), set(own), parent)
+        if journal is not None:
+            _OPEN.put(key, layer)
         layers: list[tuple[DocTable, np.ndarray | None]] = [(layer.table, None)]
-        if node.parents:
-            layers.insert(0, (self.table(self.dag.by_id[node.parents[0]]), layer.keep))
+        if parent is not None:
+            layers.insert(0, (parent, layer.keep))
         return DocView(layers)
+
+    @staticmethod
+    def _layer(seq: int, table: DocTable, changed: set[int], parent: DocTable | None) -> OpenLayer:
+        ids = np.array(sorted(changed), np.uint64)
+        keep = None if parent is None else ~np.isin(parent.ids, ids)
+        return OpenLayer(seq, table, ids, keep)
+
+    def _refresh(
+        self, node: Node, layer: OpenLayer, seq: int, journal: Journal, parent: DocTable | None
+    ) -> OpenLayer | None:
+        """``layer`` brought up to ``seq`` by re-reading only the bodies the logged
+        transactions since its own sequence number wrote; None if the log has a gap."""
+        if seq < layer.seq:
+            return None
+        bodies = logged_bodies(journal.entries(after=layer.seq), layer.seq, seq)
+        if bodies is None:
+            return None
+        ordered = sorted(bodies)
+        records = self.keys.read_values(node.uuid, [encode_key(str(b)) for b in ordered])
+        changes: dict[int, dict | None] = {}
+        changed = set(layer.changed.tolist())
+        for bodyid, record in zip(ordered, records, strict=True):
+            changes[bodyid] = orjson.loads(record) if isinstance(record, bytes) else None
+            if record is None:  # no record at this node: the parent's document shows
+                changed.discard(bodyid)
+            else:
+                changed.add(bodyid)
+        return self._layer(seq, layer.table.overlaid(changes), changed, parent)

@@ -165,7 +165,12 @@ class DocTable:
                 texts.extend(top.texts)
             else:
                 parts.append(np.full(len(over), -1, np.int32))
-            columns[name] = _compact(np.concatenate(parts)[order], texts)
+            codes = np.concatenate(parts)[order]
+            # Texts of replaced rows and duplicates pile up; compact once they dominate.
+            if len(texts) > 2 * len(codes) + 64:
+                columns[name] = _compact(codes, texts)
+            else:
+                columns[name] = Column.of(codes, texts)
         return DocTable(ids[order], columns)
 
     # --- reading ----------------------------------------------------------------------------
