@@ -202,7 +202,7 @@ def main() -> None:
     args = parser.parse_args()
     bodies = args.bodies or (20_000 if args.quick else 200_000)
     reps = args.reps or (5 if args.quick else 15)
-    print(f"neuronjson: {bodies:,} bodies of ~10 fields, medians of {reps} interleaved rounds")
+    print(f"neuronjson: bodies of ~10 fields, medians of {reps} interleaved rounds")
     with tempfile.TemporaryDirectory() as folder:
         for kind in args.stores.split(","):
             n = (args.s3_bodies or min(bodies, 20_000)) if kind == "s3" else bodies
