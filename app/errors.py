@@ -56,3 +56,16 @@ class Contention(Unavailable):
     """A conditional update kept losing races past its retry budget (503, Retry-After)."""
 
     retry_after: int = 1
+
+
+class BadGateway(DVIDError):
+    """A remote volume service (the source of a proxy instance) kept failing or refused
+    the configured credentials (502)."""
+
+    status = 502
+
+
+class GatewayTimeout(DVIDError):
+    """A remote volume service kept timing out (504)."""
+
+    status = 504

@@ -27,9 +27,11 @@ from app.auth import install_auth
 from app.datatypes import load_all, load_plugins
 from app.errors import BadRequest, DVIDError, TooLarge
 from app.metrics import install_metrics
+from app.remotes import remote_failure
 from app.services import Services
 from app.settings import Settings
 from backends import ObjectStore, StoreUnavailable
+from backends.remote import RemoteError
 from backends.tensorstore_errors import as_store_unavailable, is_store_failure
 
 log = logging.getLogger("dvid_cloud")
@@ -47,6 +49,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
         return unavailable_response(exc, request.url.path)
+
+    @app.exception_handler(RemoteError)
+    async def remote_error(request: Request, exc: RemoteError) -> Response:
+        log.warning("remote failed", extra={"path": request.url.path, "error": str(exc)})
+        return error_response(remote_failure(exc), request.url.path)
 
     @app.exception_handler(ValueError)
     @app.exception_handler(TimeoutError)

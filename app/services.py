@@ -14,11 +14,13 @@ from pyroaring import BitMap64
 from app.cache import LRUCache
 from app.catalog import Catalog
 from app.inflight import InflightWrites
+from app.remotes import Remotes
 from app.settings import Settings
 from app.storage.format import check_format
 from app.storage.keyed import NodeIndex
 from app.volumes.arrays import ArrayHandles
 from backends import ObjectStore, StoreError, open_store
+from backends.remote import RemoteVolume
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Services:
     bitmap_cache: LRUCache[BitMap64]
     arrays: ArrayHandles
     inflight: InflightWrites
+    remotes: Remotes
     counters: Counters = field(default_factory=Counters)
     started: float = field(default_factory=time.time)
 
@@ -68,6 +71,7 @@ class Services:
             bitmap_cache=LRUCache(settings.index_cache_entries),
             arrays=ArrayHandles(),
             inflight=InflightWrites(stores[default], max_age=settings.max_request_seconds),
+            remotes=Remotes(settings.proxy_config(), settings.proxy_cache_bytes),
         )
 
     def check(self) -> None:
@@ -82,6 +86,11 @@ class Services:
     def store(self, name: str) -> ObjectStore:
         return self.stores[name]
 
+    def remote(self, url: str) -> RemoteVolume:
+        """The remote volume a proxy URL names, opened once per process."""
+        return self.remotes.open(url)
+
     def close(self) -> None:
+        self.remotes.close()
         for store in self.stores.values():
             store.close()

@@ -17,6 +17,15 @@ The TOML file follows DVID's layout::
     [backend]
     default = "bucket"                 # the store that holds metadata and new instances
 
+    [proxy.boss]                       # proxy instances of boss://collection/experiment/channel
+    endpoint = "https://api.bossdb.io"
+    token = "..."                      # or DVID_CLOUD_BOSS_TOKEN
+
+    [proxy.brainmaps]                  # googlevoxels, and proxies of brainmaps://volumeid
+    endpoint = "https://brainmaps.googleapis.com"
+    credentials = "service-account.json"  # or DVID_CLOUD_BRAINMAPS_CREDENTIALS; default:
+                                          # Google application default credentials
+
 Env vars are ``DVID_CLOUD_<FIELD>`` (``DVID_CLOUD_PORT``, ``DVID_CLOUD_DATA_DIR``...); the
 config file itself is named by ``--config`` or ``DVID_CLOUD_CONFIG``.
 """
@@ -28,11 +37,19 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+)
+
+from backends.remote import (
+    BOSS_ENDPOINT,
+    BRAINMAPS_ENDPOINT,
+    BossConfig,
+    BrainMapsConfig,
+    ProxyConfig,
 )
 
 DEFAULT_STORE = "default"
@@ -50,6 +67,28 @@ class BackendConfig(BaseModel):
     """The ``[backend]`` section: which store is used when nothing else is said."""
 
     default: str = DEFAULT_STORE
+
+
+class BossSection(BaseModel):
+    """``[proxy.boss]``. The token is a secret: it shows in no repr, log or answer."""
+
+    endpoint: str = BOSS_ENDPOINT
+    token: SecretStr | None = None
+
+
+class BrainMapsSection(BaseModel):
+    """``[proxy.brainmaps]``: a service-account key file, else application default
+    credentials."""
+
+    endpoint: str = BRAINMAPS_ENDPOINT
+    credentials: str | None = None
+
+
+class ProxySection(BaseModel):
+    """The ``[proxy.*]`` sections: how to reach the remotes proxy instances read."""
+
+    boss: BossSection = Field(default_factory=BossSection)
+    brainmaps: BrainMapsSection = Field(default_factory=BrainMapsSection)
 
 
 class Settings(BaseSettings):
@@ -97,9 +136,16 @@ class Settings(BaseSettings):
     admin_token: str | None = None
     #: Origins browsers may call from (``Access-Control-Allow-Origin``; env: a JSON list).
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    #: Bytes of remote voxels (proxy instances) kept in memory; remotes are immutable.
+    proxy_cache_bytes: int = Field(256 << 20, ge=0)
+    #: ``DVID_CLOUD_BOSS_TOKEN`` and ``DVID_CLOUD_BRAINMAPS_CREDENTIALS``: the env forms
+    #: of ``[proxy.boss] token`` and ``[proxy.brainmaps] credentials`` (the file wins).
+    boss_token: SecretStr | None = None
+    brainmaps_credentials: str | None = None
     config_file: Path | None = None
     store: dict[str, StoreConfig] = Field(default_factory=dict)
     backend: BackendConfig = Field(default_factory=BackendConfig)
+    proxy: ProxySection = Field(default_factory=ProxySection)
 
     @classmethod
     def settings_customise_sources(
@@ -120,6 +166,17 @@ class Settings(BaseSettings):
         if self.store_url:
             return {DEFAULT_STORE: StoreConfig(path=self.store_url, endpoint=self.store_endpoint)}
         return {DEFAULT_STORE: StoreConfig(path=str(self.data_dir))}
+
+    def proxy_config(self) -> ProxyConfig:
+        """The remotes' configuration, secrets revealed only to the backends."""
+        boss, brainmaps = self.proxy.boss, self.proxy.brainmaps
+        token = boss.token or self.boss_token
+        return ProxyConfig(
+            boss=BossConfig(boss.endpoint, token.get_secret_value() if token else None),
+            brainmaps=BrainMapsConfig(
+                brainmaps.endpoint, brainmaps.credentials or self.brainmaps_credentials
+            ),
+        )
 
     def default_store_name(self) -> str:
         stores = self.stores()

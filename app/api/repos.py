@@ -143,6 +143,7 @@ def create_instance(uuid: str, body: JsonBody, svc: Svc) -> Response:
         raise BadRequest(f"unknown store {store!r}: configured stores are {sorted(svc.stores)}")
     type_settings = datatype.parse_settings(settings)
     repo, node = svc.catalog.resolve(uuid)
+    type_settings = datatype.complete_settings(svc, type_settings)
 
     def edit(repo: Repo) -> None:
         target = repo.dag.node(node.uuid)

@@ -139,6 +139,12 @@ class Data:
         return {}
 
     @classmethod
+    def complete_settings(cls, services: Services, settings: dict) -> dict:
+        """The parsed settings completed from outside the request before the instance is
+        created (a proxy reads its remote's metadata here); 4xx if they cannot be."""
+        return settings
+
+    @classmethod
     def check_compression(cls, compression: str) -> None:
         """Refuse (400) a storage compression this type cannot use."""
 
