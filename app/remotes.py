@@ -9,6 +9,7 @@ immutable: blocks read once are kept in a byte-bounded LRU
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -23,6 +24,9 @@ class Remotes:
     def __init__(self, config: ProxyConfig, cache_bytes: int) -> None:
         self.config = config
         self.cache: LRUCache[np.ndarray] = LRUCache(cache_bytes, weigh=lambda a: a.nbytes)
+        #: Runs the reads of scattered blocks concurrently (each may be split further
+        #: by its remote's own pool).
+        self.pool = ThreadPoolExecutor(8, thread_name_prefix="proxy")
         self._open: dict[str, RemoteVolume] = {}
         self._lock = threading.Lock()
 
@@ -39,6 +43,7 @@ class Remotes:
             remotes, self._open = list(self._open.values()), {}
         for remote in remotes:
             remote.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def remote_failure(error: RemoteError) -> DVIDError:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import tensorstore as ts
@@ -81,6 +81,22 @@ class VolumeSpec:
         voxel coordinates map to non-negative array indices on block boundaries."""
         bx, by, bz = self.block_size
         return vec(-(-COORD_LIMIT // b) * b for b in (bz, by, bx))
+
+
+class Voxels(Protocol):
+    """One scale of a volume instance as its routes use it: a versioned chunk array
+    (:class:`VersionedVolume`), or a remote read through a proxy
+    (:class:`app.volumes.proxy.ProxyVolume`)."""
+
+    grid: BlockGrid
+
+    def read(self, box: Box) -> np.ndarray: ...
+
+    def read_blocks(self, blocks: np.ndarray) -> list[tuple[Vec, np.ndarray]]: ...
+
+    def write(self, box: Box, data: np.ndarray) -> None: ...
+
+    def write_blocks(self, blocks: list[tuple[Vec, np.ndarray]]) -> None: ...
 
 
 class ArrayHandles:

@@ -5,7 +5,7 @@ neuroglancer reads, and how the volume shows as a neuroglancer precomputed volum
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from fastapi import APIRouter
@@ -14,9 +14,13 @@ from app.datatypes.base import Data
 from app.errors import BadRequest
 from app.storage.keyed import VersionedKeys
 from app.volumes import images, keys
-from app.volumes.arrays import VersionedVolume, VolumeSpec, codecs_for
+from app.volumes.arrays import VersionedVolume, VolumeSpec, Voxels, codecs_for
 from app.volumes.geometry import Box, Vec
 from app.volumes.ownership import ChunkOwnership
+from app.volumes.proxy import ProxyVolume, describe_remote, level_box, parse_proxy
+
+if TYPE_CHECKING:
+    from app.services import Services
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,32 @@ class VolumeData(Data):
         for key in ("MinPoint", "MaxPoint"):
             if key.lower() in config:
                 settings[key] = _ints(config[key.lower()], key)
+        if "proxy" in config:
+            settings["Proxy"] = parse_proxy(config["proxy"])
         return settings
+
+    @classmethod
+    def complete_settings(cls, services: Services, settings: dict) -> dict:
+        """A proxy instance takes its voxel size, extents and scales from the remote."""
+        if "Proxy" not in settings:
+            return settings
+        proxy = describe_remote(services, settings["Proxy"]["URL"], cls.dtype, cls.typename)
+        base = proxy["Levels"][0]
+        extent = level_box(proxy, 0)
+        return {
+            **settings,
+            "Proxy": proxy,
+            "VoxelSize": base["VoxelSize"],
+            "VoxelUnits": [proxy["VoxelUnit"]] * 3,
+            "MinPoint": list(extent.offset),
+            "MaxPoint": [e - 1 for e in extent.end],
+            "MaxDownresLevel": len(proxy["Levels"]) - 1,
+        }
+
+    @property
+    def proxy(self) -> dict[str, Any] | None:
+        """The remote this instance reads (``URL``, ``Levels``...), if it is a proxy."""
+        return self.settings.get("Proxy")
 
     # --- storage -------------------------------------------------------------------------
 
@@ -127,13 +156,44 @@ class VolumeData(Data):
             codecs_for(self.instance.compression),
         )
 
-    def volume(self, scale: int = 0) -> VersionedVolume:
-        """The chunk array at ``scale``, as seen from the bound version."""
+    def volume(self, scale: int = 0) -> Voxels:
+        """The voxels at ``scale`` as seen from the bound version: the instance's chunk
+        array, or for a proxy the remote's level ``scale``."""
+        if self.proxy is not None:
+            return self._proxy_volume(self.proxy, scale)
         base = keys.chunk_array(self.root, scale)
         ownership = ChunkOwnership(self.store, base, self.services.bitmap_cache, self.at)
         return VersionedVolume(
             self.store, base, self.spec(), ownership, self.services.arrays, self.txn
         )
+
+    def _proxy_volume(self, proxy: dict[str, Any], scale: int) -> ProxyVolume:
+        levels = len(proxy["Levels"])
+        if not 0 <= scale < levels:
+            raise BadRequest(f"scale {scale} is outside 0..{levels - 1} of {proxy['URL']}")
+        remotes = self.services.remotes
+        return ProxyVolume(
+            remotes.open(proxy["URL"]),
+            scale,
+            level_box(proxy, scale),
+            self.block_size,
+            self.dtype,
+            remotes.cache,
+            remotes.pool,
+        )
+
+    def require_writable(self) -> None:
+        if self.proxy is not None:
+            raise BadRequest(
+                f"instance {self.name!r} is a read-only proxy of {self.proxy['URL']}: "
+                "writes are refused"
+            )
+        super().require_writable()
+
+    def prepare_read(self) -> None:
+        """A proxy has no transactions or synced events to settle."""
+        if self.proxy is None:
+            super().prepare_read()
 
     def write(self, box: Box, data: np.ndarray) -> None:
         """Write ``data`` (ZYX, shaped like ``box``) at scale 0 and grow the extents: every
@@ -158,7 +218,9 @@ class VolumeData(Data):
 
     def extents(self) -> Box | None:
         """The voxel bounding box of everything written at the bound version (at a merge,
-        the union of what the parents saw)."""
+        the union of what the parents saw); for a proxy, the remote's scale 0."""
+        if self.proxy is not None:
+            return level_box(self.proxy, 0)
         view = self.at.view(self._extents_keys())
         boxes = [_parse_extents(record) for record in view.values("extents")]
         settings = self.settings
@@ -244,12 +306,15 @@ class VolumeData(Data):
 
     def pyramid_source(self, level: int) -> tuple[VolumeData, int] | None:
         """Which instance and chunk-array scale hold ``level`` of the precomputed pyramid
-        (None: no such level). Here only level 0: the instance itself."""
+        (None: no such level). Here only level 0: the instance itself; a proxy serves
+        every level of its remote."""
+        if self.proxy is not None:
+            return (self, level) if level <= self.max_level else None
         return (self, 0) if level == 0 else None
 
     def pyramid_missing(self, level: int) -> str:
         """Why ``level`` is not in the pyramid (for the 400 answering a request of it)."""
-        return "levels are s0..s0"
+        return f"levels are s0..s{self.max_level if self.proxy is not None else 0}"
 
 
 def _bounds(lo: list[int], hi_inclusive: list[int]) -> Box:
