@@ -1,0 +1,1 @@
+"""Local stand-ins for remote services, built from their public wire formats."""
