@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from backends.remote.base import (
     RemoteAuthFailed,
@@ -29,7 +29,7 @@ class BossConfig:
     """``[proxy.boss]``: the API root and the token (``Authorization: Token <token>``)."""
 
     endpoint: str = BOSS_ENDPOINT
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
