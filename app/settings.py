@@ -85,8 +85,12 @@ class BrainMapsSection(BaseModel):
 
 
 class ProxySection(BaseModel):
-    """The ``[proxy.*]`` sections: how to reach the remotes proxy instances read."""
+    """The ``[proxy.*]`` sections: how to reach the remotes proxy instances read; under
+    ``[proxy]`` itself, the seconds one remote request may take and how many times a
+    failing one is tried."""
 
+    timeout: float = Field(default=30.0, gt=0)
+    attempts: int = Field(default=5, ge=1, le=20)
     boss: BossSection = Field(default_factory=BossSection)
     brainmaps: BrainMapsSection = Field(default_factory=BrainMapsSection)
 
@@ -176,6 +180,8 @@ class Settings(BaseSettings):
             brainmaps=BrainMapsConfig(
                 brainmaps.endpoint, brainmaps.credentials or self.brainmaps_credentials
             ),
+            timeout=self.proxy.timeout,
+            attempts=self.proxy.attempts,
         )
 
     def default_store_name(self) -> str:

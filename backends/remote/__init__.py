@@ -43,8 +43,13 @@ class BrainMapsConfig:
 
 @dataclass(frozen=True)
 class ProxyConfig:
+    """Both remotes, and how long to wait for them: ``timeout`` seconds per request and
+    ``attempts`` tries (with backoff) before a request fails."""
+
     boss: BossConfig = BossConfig()
     brainmaps: BrainMapsConfig = BrainMapsConfig()
+    timeout: float = 30.0
+    attempts: int = 5
 
 
 SCHEMES = ("boss://", "brainmaps://")
@@ -56,7 +61,9 @@ def open_remote(url: str, config: ProxyConfig) -> RemoteVolume:
     if url.startswith("boss://"):
         from backends.remote.boss import BossVolume
 
-        return BossVolume.from_url(url, config.boss)
+        return BossVolume.from_url(
+            url, config.boss, timeout=config.timeout, attempts=config.attempts
+        )
     if url.startswith("brainmaps://"):
         from backends.remote.brainmaps import BrainMapsVolume
 

@@ -81,7 +81,10 @@ class ImageBlock(VolumeData):
         return downsample_mean(volume)
 
     def pyramid_source(self, level: int) -> tuple[VolumeData, int] | None:
-        """Level k of the pyramid is the instance ``<name>_k`` of the same type."""
+        """Level k of the pyramid is the instance ``<name>_k`` of the same type (for a
+        proxy, its remote's level k)."""
+        if self.proxy is not None:
+            return super().pyramid_source(level)
         if level == 0:
             return self, 0
         inst = self.repo.instances.get(level_name(self.instance, level))
@@ -90,6 +93,8 @@ class ImageBlock(VolumeData):
         return self.sibling(inst), 0
 
     def pyramid_missing(self, level: int) -> str:
+        if self.proxy is not None:
+            return super().pyramid_missing(level)
         return f"no {self.typename} instance {level_name(self.instance, level)}"
 
 
