@@ -95,6 +95,21 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Client]:
         yield client
 
 
+@contextlib.contextmanager
+def clear_errors() -> Iterator[None]:
+    """Failures the user can act on (bad input, a locked node, an unusable store or file,
+    also when a worker raised them) as one line on stderr and exit status 1."""
+    from app.errors import DVIDError
+    from backends import StoreError
+
+    try:
+        yield
+    except DVIDError as e:
+        raise click.ClickException(e.message) from None
+    except (StoreError, ValueError, OSError) as e:
+        raise click.ClickException(" ".join(str(e).split())) from None
+
+
 def run_tasks(client: Client, fn: Callable[[T], R], items: Iterable[T], label: str) -> list[R]:
     """``fn`` over ``items`` on the cluster, with a progress bar on stderr; results in
     completion order. The first failure cancels the rest and is raised."""
