@@ -131,6 +131,8 @@ class _ServiceCollector:
             "value": svc.value_cache,
             "index": svc.index_cache,
             "bitmap": svc.bitmap_cache,
+            "answers": svc.answers.cache,
+            "remote": svc.remotes.cache,
         }
         hits = CounterMetricFamily(
             "dvid_cache_hits", "Lookups found in an in-memory cache.", labels=["cache"]
@@ -148,7 +150,8 @@ class _ServiceCollector:
         )
         weight = GaugeMetricFamily(
             "dvid_cache_weight",
-            "Weight held by an in-memory cache (bytes for value, entries for the others).",
+            "Weight held by an in-memory cache (bytes for value, answers and remote; entries "
+            "for the others).",
             labels=["cache"],
         )
         for name, cache in caches.items():

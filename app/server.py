@@ -26,6 +26,7 @@ from app.api.instances import InstanceDispatcher, error_response, unavailable_re
 from app.auth import install_auth
 from app.datatypes import load_all, load_plugins
 from app.errors import BadRequest, DVIDError, TooLarge
+from app.immutable import ImmutableResponses
 from app.metrics import install_metrics
 from app.remotes import remote_failure
 from app.services import Services
@@ -170,6 +171,7 @@ def create_app(settings: Settings, stores: dict[str, ObjectStore] | None = None)
     app.include_router(repos.router)
     app.include_router(nodes.router)
     app.router.routes.append(Mount("/api/node/{uuid}/{dataname}", app=dispatcher))
+    app.add_middleware(ImmutableResponses, answers=services.answers)
     install_auth(app, settings)
     app.add_middleware(
         CORSMiddleware,

@@ -13,6 +13,7 @@ from pyroaring import BitMap64
 
 from app.cache import LRUCache
 from app.catalog import Catalog
+from app.immutable import ImmutableAnswers
 from app.inflight import InflightWrites
 from app.remotes import Remotes
 from app.settings import Settings
@@ -47,6 +48,7 @@ class Services:
     arrays: ArrayHandles
     inflight: InflightWrites
     remotes: Remotes
+    answers: ImmutableAnswers
     counters: Counters = field(default_factory=Counters)
     started: float = field(default_factory=time.time)
 
@@ -72,6 +74,7 @@ class Services:
             arrays=ArrayHandles(),
             inflight=InflightWrites(stores[default], max_age=settings.max_request_seconds),
             remotes=Remotes(settings.proxy_config(), settings.proxy_cache_bytes),
+            answers=ImmutableAnswers(settings.response_cache_bytes),
         )
 
     def check(self) -> None:

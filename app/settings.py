@@ -140,6 +140,8 @@ class Settings(BaseSettings):
     admin_token: str | None = None
     #: Origins browsers may call from (``Access-Control-Allow-Origin``; env: a JSON list).
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    #: Bytes of encoded answers of locked versions kept in memory (app/immutable.py).
+    response_cache_bytes: int = Field(256 << 20, ge=0)
     #: Bytes of remote voxels (proxy instances) kept in memory; remotes are immutable.
     proxy_cache_bytes: int = Field(256 << 20, ge=0)
     #: ``DVID_CLOUD_BOSS_TOKEN`` and ``DVID_CLOUD_BRAINMAPS_CREDENTIALS``: the env forms

@@ -116,9 +116,12 @@ def test_cache_hits_and_misses_are_exposed(client: TestClient) -> None:
     root = new_repo_with_kv(client)
     client.post(f"/api/node/{root}/kv/key/k", content=b"cached")
     assert client.post(f"/api/node/{root}/commit", json={}).status_code == 200
-    for _ in range(3):  # values of a locked node are cached
+    for _ in range(3):  # answers at a locked node named by UUID are kept
         assert client.get(f"/api/node/{root}/kv/key/k").content == b"cached"
-    for cache in ("value", "index", "bitmap"):
+    for _ in range(3):  # by prefix (not kept as answers), the node's values are cached
+        assert client.get(f"/api/node/{root[:8]}/kv/key/k").content == b"cached"
+    assert value(client, "dvid_cache_hits_total", cache="answers") == 2
+    for cache in ("value", "index", "bitmap", "answers"):
         assert [s for s, _ in samples(client, "dvid_cache_hit_ratio") if s["cache"] == cache]
         assert [s for s, _ in samples(client, "dvid_cache_misses_total") if s["cache"] == cache]
     assert value(client, "dvid_cache_hits_total", cache="value") >= 2

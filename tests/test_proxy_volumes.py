@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -52,8 +53,8 @@ def boss() -> Iterator[FakeBoss]:
 def make_server(boss: FakeBoss) -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []
 
-    def make(token: str = TOKEN, **settings: object) -> TestClient:
-        proxy = {"boss": {"endpoint": boss.url, "token": token}, "timeout": 2, "attempts": 3}
+    def make(token: str = TOKEN, timeout: float = 2.0, **settings: object) -> TestClient:
+        proxy = {"boss": {"endpoint": boss.url, "token": token}, "timeout": timeout, "attempts": 3}
         app = create_app(Settings(proxy=proxy, **settings), {"default": MemoryStore()})
         client = TestClient(app)
         clients.append(client)
@@ -337,12 +338,18 @@ def test_a_failing_remote_answers_502(em: tuple[TestClient, str], boss: FakeBoss
     assert "BOSS" in r.text
 
 
-def test_a_silent_remote_answers_504(em: tuple[TestClient, str], boss: FakeBoss) -> None:
-    client, uuid = em
-    boss.delay = 3.0  # the proxy waits 2 s per request (the server's [proxy] timeout)
+def test_a_silent_remote_answers_504(
+    make_server: Callable[..., TestClient], boss: FakeBoss
+) -> None:
+    client = make_server(timeout=0.3)  # the server's [proxy] timeout, per request
+    uuid = _repo(client)
+    _proxy(client, uuid, "uint8blk", "em", "boss://col/em/img")
+    boss.delay = 0.6
     r = client.get(f"/api/node/{uuid}/em/raw/0_1_2/8_8_8/17_17_17")
     assert r.status_code == 504
     assert "BOSS" in r.text
+    boss.delay = 0.0
+    time.sleep(0.7)  # the fake finishes the abandoned requests before the next test
 
 
 def test_revoked_token_answers_502_naming_authentication(
@@ -371,9 +378,22 @@ def test_repeated_reads_hit_the_cache(em: tuple[TestClient, str], boss: FakeBoss
     assert boss.count("cutout") == sent
 
 
+def test_answers_are_immutable_at_open_versions(em: tuple[TestClient, str]) -> None:
+    """The remote does not change with the version: even an open node's answers carry an
+    ETag and may be kept by browsers and CDNs."""
+    client, uuid = em
+    r = client.get(f"/api/node/{uuid}/em/raw/0_1_2/8_8_8/3_3_3")
+    assert r.status_code == 200 and "etag" in r.headers
+    assert "immutable" in r.headers["cache-control"]
+    again = client.get(
+        f"/api/node/{uuid}/em/raw/0_1_2/8_8_8/3_3_3", headers={"If-None-Match": r.headers["etag"]}
+    )
+    assert again.status_code == 304
+
+
 def test_cache_bound_is_honoured(make_server: Callable[..., TestClient], boss: FakeBoss) -> None:
-    """With no cache, every read goes to the remote again."""
-    client = make_server(proxy_cache_bytes=0)
+    """With no caches, every read goes to the remote again."""
+    client = make_server(proxy_cache_bytes=0, response_cache_bytes=0)
     uuid = _repo(client)
     _proxy(client, uuid, "uint8blk", "em", "boss://col/em/img")
     path = f"/api/node/{uuid}/em/raw/0_1_2/8_8_8/0_0_0"

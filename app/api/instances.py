@@ -23,6 +23,7 @@ from app.api.common import JsonBody, json_object, json_response
 from app.datatypes import bind, load_all
 from app.datatypes.base import SCOPE_KEY, Data, bound
 from app.errors import BadRequest, Contention, DVIDError, Unavailable
+from app.immutable import IMMUTABLE
 from app.repo import Repo
 from app.services import Services
 from app.syncs import deliver, set_syncs
@@ -87,9 +88,14 @@ def post_sync(body: JsonBody, data: AnyData, replace: bool = False) -> Response:
     return Response()
 
 
+def route_of(scope: Scope) -> str:
+    """The path after ``/api/node/{uuid}/{dataname}/``."""
+    return str(scope["path"][len(scope.get("root_path", "")) :].strip("/"))
+
+
 def keyword_of(scope: Scope) -> str:
     """The first path segment after ``/api/node/{uuid}/{dataname}``."""
-    return scope["path"][len(scope.get("root_path", "")) :].strip("/").split("/")[0]
+    return route_of(scope).split("/")[0]
 
 
 def writes_versioned_data(data: Data, method: str, keyword: str) -> bool:
@@ -122,11 +128,16 @@ class InstanceDispatcher:
         services: Services = scope["app"].state.services
         params = scope["path_params"]
 
+        keyword = keyword_of(scope)
+
         def bind_request() -> tuple[Data, bool]:
+            """Bind the instance; a read is also made ready here (one thread hop)."""
             data = resolve(services, params["uuid"], params["dataname"])
-            writes = writes_versioned_data(data, scope["method"], keyword_of(scope))
+            writes = writes_versioned_data(data, scope["method"], keyword)
             if writes:
                 data.require_writable()
+            else:
+                data.prepare_read()
             return data, writes
 
         bound_request = await _blocking(bind_request, scope, receive, send)
@@ -134,8 +145,12 @@ class InstanceDispatcher:
             return
         data, writes = bound_request
         if not writes:
-            if isinstance(await _blocking(data.prepare_read, scope, receive, send), Answered):
-                return
+            if (
+                scope["method"] in ("GET", "HEAD")
+                and params["uuid"] == data.node.uuid
+                and data.answers_immutable(route_of(scope))
+            ):
+                scope[IMMUTABLE] = True
             scope[SCOPE_KEY] = data
             await self.apps[data.typename](scope, receive, send)
             return

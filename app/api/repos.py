@@ -190,6 +190,7 @@ def delete_instance(uuid: str, dataname: str, svc: Svc, imsure: bool = False) ->
         return inst
 
     removed = svc.catalog.update(repo.root, edit)
+    svc.answers.forget_all()
     bind(svc, repo, node.uuid, removed).drop()
     return json_response({"result": f"Deleted data instance {dataname!r} from repo {repo.root}"})
 

@@ -94,6 +94,9 @@ class Data:
     unversioned_keywords: ClassVar[frozenset[str]] = frozenset({"tags", "sync"})
     #: Keywords whose POSTs only read (DVID's ``IsMutationRequest`` answers false).
     read_posts: ClassVar[frozenset[str]] = frozenset()
+    #: GET keywords whose answers at a locked version never change (app/immutable.py
+    #: keeps them): data reads, not instance metadata such as ``info`` or ``tags``.
+    immutable_reads: ClassVar[frozenset[str]] = frozenset()
     #: Keywords whose POSTs DVID reserves to admins.
     admin_posts: ClassVar[frozenset[str]] = frozenset()
     #: Typenames whose instances this type may subscribe to (``POST .../sync``).
@@ -262,6 +265,12 @@ class Data:
     ) -> None:
         """Apply events ``source`` logged (this instance subscribes to it) within ``txn``."""
         raise BadRequest(f"datatype {self.typename} does not apply synced events")
+
+    def answers_immutable(self, route: str) -> bool:
+        """Whether a GET of ``route`` (the path after the instance name) at the bound
+        version reads data fixed forever."""
+        keyword = route.split("/", 1)[0]
+        return keyword in self.immutable_reads and self.instance.versioned and not self.mutable
 
     def require_writable(self) -> None:
         if not self.mutable:

@@ -68,6 +68,9 @@ class VolumeData(Data):
     default_block_size: ClassVar[str] = "32,32,32"
     interpolable: ClassVar[bool] = True
     transactional: ClassVar[bool] = True
+    immutable_reads = frozenset(
+        {"raw", "isotropic", "subvolblocks", "specificblocks", "blocks", "precomputed", "label"}
+    )
 
     @classmethod
     def routes(cls) -> APIRouter:
@@ -181,6 +184,15 @@ class VolumeData(Data):
             remotes.cache,
             remotes.pool,
         )
+
+    def answers_immutable(self, route: str) -> bool:
+        """A proxy's remote is immutable: its reads are fixed at every version. The
+        precomputed ``info`` is not: pyramid instances (repo-wide) may still be added."""
+        if route == "precomputed/info":
+            return False
+        if self.proxy is not None:
+            return route.split("/", 1)[0] in self.immutable_reads
+        return super().answers_immutable(route)
 
     def require_writable(self) -> None:
         if self.proxy is not None:

@@ -36,7 +36,7 @@ unknown scale key answers 400. ``info`` of a version with nothing written answer
 
 Caching: chunks of a locked version of a versioned instance, named by UUID (not by a
 branch reference, which moves), never change: ``Cache-Control: public, max-age=31536000,
-immutable``, and their encoded bytes are kept in a process-wide LRU. Their ``info`` gets
+immutable``, and :mod:`app.immutable` keeps their encoded bytes. Their ``info`` gets
 ``max-age=300`` (the voxel size and the pyramid instances are repo-wide settings that can
 still change). Everything else is ``no-cache``. Raw and compressed_segmentation chunks are
 gzipped (``Content-Encoding: gzip``) when the request accepts gzip.
@@ -50,7 +50,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.cache import LRUCache
 from app.errors import BadRequest, NotFound, TooLarge
 from app.volumes.base import VolumeData
 from app.volumes.geometry import COORD_LIMIT, Box, Vec
@@ -58,9 +57,6 @@ from app.volumes.requests import bounded
 
 #: A chunk request may ask for at most this many voxels (or one block, if larger).
 MAX_CHUNK_VOXELS = 1 << 24
-#: Encoded chunks of immutable versions, shared by all instances of the process.
-_CHUNKS: LRUCache[bytes] = LRUCache(128 << 20, weigh=len)
-
 IMMUTABLE = "public, max-age=31536000, immutable"
 LOCKED_INFO = "public, max-age=300"
 NO_CACHE = "no-cache"
@@ -229,21 +225,11 @@ def chunk(
     headers = {"Vary": "Accept-Encoding"}
     if compress:
         headers["Content-Encoding"] = "gzip"
-    keep = immutable(data, ref)
-    headers["Cache-Control"] = IMMUTABLE if keep else NO_CACHE
-    key = ""
-    if keep:
-        inst = level_data.instance
-        key = f"{inst.data_uuid}/{level_data.version.uuid}/{scale}/{name}/{encoding}/{compress}"
-        cached = _CHUNKS.get(key)
-        if cached is not None:
-            return cached, headers
+    headers["Cache-Control"] = IMMUTABLE if immutable(data, ref) else NO_CACHE
     voxels = level_data.volume(scale).read(box)
     body = level_data.encode_precomputed(voxels, encoding)
     if compress:
         body = gzip.compress(body, compresslevel=1, mtime=0)
-    if keep:
-        _CHUNKS.put(key, body)
     return body, headers
 
 

@@ -33,6 +33,7 @@ NO_METADATA = "Tile metadata has not been POSTed yet.  GET requests require meta
 @register
 class ImageTile(KeyedData):
     typename = "imagetile"
+    immutable_reads = frozenset({"tile", "raw"})
     type_version = "0.1"
     help_text = (Path(__file__).parent / "help.txt").read_text()
     #: Tile writes of ``tiles generate`` run as transactions; a reader at an open version

@@ -13,6 +13,7 @@ from app.datatypes.keyed import KeyedData
 @register
 class KeyValue(KeyedData):
     typename = "keyvalue"
+    immutable_reads = frozenset({"key"})
     type_version = "0.2"
     help_text = (Path(__file__).parent / "help.txt").read_text()
 
