@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -81,6 +82,8 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Client]:
     label index and record code do not)."""
     from distributed import Client, LocalCluster
 
+    # distributed sets its loggers to INFO: follow the command's --log-level instead.
+    logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger().level))
     if scheduler:
         with Client(scheduler) as client:
             yield client
