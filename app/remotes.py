@@ -8,14 +8,25 @@ immutable: blocks read once are kept in a byte-bounded LRU
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from app.cache import LRUCache
-from app.errors import BadGateway, DVIDError, GatewayTimeout
-from backends.remote import ProxyConfig, RemoteError, RemoteTimeout, RemoteVolume, open_remote
+from app.errors import BadGateway, BadRequest, DVIDError, GatewayTimeout
+from backends.remote import (
+    ProxyConfig,
+    RemoteAuthFailed,
+    RemoteError,
+    RemoteNotFound,
+    RemoteRejected,
+    RemoteTimeout,
+    RemoteVolume,
+    open_remote,
+)
 
 
 class Remotes:
@@ -53,3 +64,16 @@ def remote_failure(error: RemoteError) -> DVIDError:
     if isinstance(error, RemoteTimeout):
         return GatewayTimeout(str(error))
     return BadGateway(str(error))
+
+
+@contextlib.contextmanager
+def creating_from(what: str) -> Iterator[None]:
+    """While an instance reads its remote at creation: a remote with no such volume, one
+    that refuses the server's credentials or the request, or a malformed remote URL is
+    the creator's problem (400, naming ``what``); an unreachable one stays 502/504."""
+    try:
+        yield
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
+    except (RemoteNotFound, RemoteAuthFailed, RemoteRejected) as e:
+        raise BadRequest(f"cannot {what}: {e}") from None

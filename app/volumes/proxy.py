@@ -19,13 +19,11 @@ import numpy as np
 
 from app.cache import LRUCache
 from app.errors import BadRequest
+from app.remotes import creating_from
 from app.volumes.geometry import BlockGrid, Box, Vec, vec
 from backends.remote import (
     SCHEMES,
-    RemoteAuthFailed,
     RemoteLevel,
-    RemoteNotFound,
-    RemoteRejected,
     RemoteVolume,
 )
 
@@ -52,12 +50,8 @@ def describe_remote(services: Services, url: str, dtype: np.dtype, typename: str
     """Read the remote's metadata for a new proxy instance of ``typename`` (whose voxels
     are ``dtype``): the ``Proxy`` settings. 400 when the remote has no such volume, refuses
     the credentials, or holds another voxel type; 502/504 when it cannot be reached."""
-    try:
+    with creating_from(f"proxy {url}"):
         meta = services.remote(url).metadata()
-    except ValueError as e:
-        raise BadRequest(str(e)) from None
-    except (RemoteNotFound, RemoteAuthFailed, RemoteRejected) as e:
-        raise BadRequest(f"cannot proxy {url}: {e}") from None
     if meta.dtype != dtype:
         raise BadRequest(
             f"cannot proxy {url} as {typename}: the remote holds {meta.dtype.name} voxels, "

@@ -67,7 +67,9 @@ def open_remote(url: str, config: ProxyConfig) -> RemoteVolume:
     if url.startswith("brainmaps://"):
         from backends.remote.brainmaps import BrainMapsVolume
 
-        return BrainMapsVolume.from_url(url, config.brainmaps)
+        return BrainMapsVolume.from_url(
+            url, config.brainmaps, timeout=config.timeout, attempts=config.attempts
+        )
     raise ValueError(
         f"unsupported proxy {url!r}: use boss://<collection>/<experiment>/<channel> "
         "or brainmaps://<project>:<dataset>:<volume>"

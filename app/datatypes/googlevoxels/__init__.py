@@ -32,8 +32,8 @@ from app.datatypes.googlevoxels.scales import (
 )
 from app.datatypes.imagetile.tiles import MAX_TILE_SIDE
 from app.errors import BadRequest, NotFound
+from app.remotes import creating_from
 from app.volumes.geometry import Box, parse_int
-from backends.remote import RemoteAuthFailed, RemoteNotFound, RemoteRejected
 from backends.remote.brainmaps import SCHEME, BrainMapsVolume, Geometry, finest, parse_volume_id
 
 if TYPE_CHECKING:
@@ -88,10 +88,8 @@ class GoogleVoxels(Data):
         BrainMaps has no such volume, refuses the server's credentials or the request;
         502/504 when it cannot be reached."""
         volume_id = settings["VolumeID"]
-        try:
+        with creating_from(f"serve BrainMaps volume {volume_id}"):
             geometries = brainmaps_volume(services, volume_id).geometries()
-        except (RemoteNotFound, RemoteAuthFailed, RemoteRejected) as e:
-            raise BadRequest(f"cannot serve BrainMaps volume {volume_id}: {e}") from None
         if not geometries:
             raise BadRequest(f"BrainMaps volume {volume_id} lists no geometries")
         return {**settings, "Scales": [scale_json(g) for g in geometries]}

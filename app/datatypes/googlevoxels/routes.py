@@ -16,10 +16,10 @@ from app.datatypes.base import bound
 from app.datatypes.googlevoxels import GoogleVoxels, parse_tile_size
 from app.datatypes.googlevoxels.planes import parse_format
 from app.datatypes.imagetile.tiles import parse_scale, parse_tile
-from app.datatypes.labelmap.codecs import lz4_compress
 from app.errors import BadRequest
 from app.volumes import images
 from app.volumes.geometry import Box
+from app.volumes.lz4block import lz4_compress
 from app.volumes.requests import bounded, parse_dims, plane_box, volume_box
 
 router = APIRouter()

@@ -40,6 +40,7 @@ import lz4.block
 import numpy as np
 
 from app.errors import BadRequest
+from app.volumes.lz4block import lz4_compress
 
 __all__ = [
     "MAX_BLOCK_SIZE",
@@ -500,13 +501,6 @@ def gzip_decompress(data: bytes | memoryview, max_size: int | None = None) -> by
             raise BadBlock("truncated gzip data")
         buf = d.unused_data
     return b"".join(out)
-
-
-def lz4_compress(data: bytes | memoryview | np.ndarray) -> bytes:
-    """Compress into one raw LZ4 block (no frame, no size prefix), as DVID's ``lz4``."""
-    if isinstance(data, np.ndarray):
-        data = np.ascontiguousarray(data).data
-    return lz4.block.compress(data, store_size=False)
 
 
 def lz4_decompress(data: bytes | memoryview, size: int) -> bytes:
