@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -36,10 +37,19 @@ def main(ctx: click.Context, server: str) -> None:
 @click.option("--host", help="Address to bind (default 127.0.0.1).")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--workers", type=click.IntRange(1, 256), help="Server processes (default: one per core)."
+)
 def serve(
-    data_dir: str | None, port: int | None, host: str | None, config: str | None, log_level: str
+    data_dir: str | None,
+    port: int | None,
+    host: str | None,
+    config: str | None,
+    log_level: str,
+    workers: int | None,
 ) -> None:
-    """Start the server (flags override env vars, which override the config file)."""
+    """Start the server (flags override env vars, which override the config file).
+    Workers are processes sharing the port; each is a stateless replica of the others."""
     import uvicorn
 
     from app.logs import configure_logging
@@ -47,18 +57,36 @@ def serve(
 
     configure_logging(log_level)
     try:
-        settings = load_settings(config, data_dir=data_dir, port=port, host=host)
+        settings = load_settings(config, data_dir=data_dir, port=port, host=host, workers=workers)
         app = create_app(settings)
         app.state.services.check()
     except (StoreError, ValueError, OSError) as e:
         click.echo(f"dvid-cloud: cannot start: {_one_line(e)}", err=True)
         sys.exit(2)
+    processes = settings.workers or os.cpu_count() or 1
     logging.getLogger("dvid_cloud").info(
         "starting",
-        extra={"host": settings.host, "port": settings.port, "stores": list(settings.stores())},
+        extra={
+            "host": settings.host,
+            "port": settings.port,
+            "stores": list(settings.stores()),
+            "workers": processes,
+        },
     )
+    served: Any = app
+    if processes > 1:
+        # Workers build their app from the environment: hand them the flags through it.
+        app.state.services.close()
+        flags = {"DATA_DIR": data_dir, "PORT": port, "HOST": host, "CONFIG": config}
+        os.environ.update({f"DVID_CLOUD_{k}": str(v) for k, v in flags.items() if v is not None})
+        os.environ["DVID_CLOUD_LOG_LEVEL"] = log_level
+        served = "app.server:app_from_env"
     uvicorn.run(
-        app,
+        served,
+        factory=processes > 1,
+        workers=processes if processes > 1 else None,
+        # A worker on a loaded machine may take longer than uvicorn's 5 s to import.
+        timeout_worker_healthcheck=60,
         host=settings.host,
         port=settings.port,
         log_level=log_level,

@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     store_endpoint: str | None = None
     note: str = ""
     read_only: bool = False
+    #: Server processes of ``serve`` (None: one per core).
+    workers: int | None = Field(None, ge=1, le=256)
     #: Largest request body accepted, in bytes; larger ones get 413 before being read.
     max_body_bytes: int = Field(1 << 30, gt=0)
     #: How many immutable per-version key indices (of locked nodes) to keep in memory.
