@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,10 @@ from tests.fixtures_stores import (
 __all__ = ["gcs_endpoint", "gcs_env", "s3_endpoint", "s3_env"]
 
 BACKENDS = ["memory", "local", "s3", "gcs"]
+
+# Servers the tests start run one process each unless a test asks for more (serve's
+# default is one per core): the suite runs many servers at once on two cores.
+os.environ.setdefault("DVID_CLOUD_WORKERS", "1")
 
 
 _dispatchers: dict[tuple[object, ...], InstanceDispatcher] = {}

@@ -135,6 +135,7 @@ def isolated_server_env(work: Path) -> dict[str, str]:
         AWS_EC2_METADATA_DISABLED="true",
         AWS_CONFIG_FILE=missing,
         AWS_SHARED_CREDENTIALS_FILE=missing,
+        DVID_CLOUD_WORKERS="1",  # as the suite's other servers (tests/conftest.py)
     )
     return env
 

@@ -188,3 +188,33 @@ def test_wrong_credentials_fail_at_startup(tmp_path: Path) -> None:
     with moto_s3_server(check_credentials=True) as endpoint:
         line = failed_start("--config", s3_config(tmp_path, endpoint, "bucket"), env=S3_ENV)
         assert "main" in line
+
+
+def test_serve_runs_worker_processes(tmp_path: Path) -> None:
+    """``--workers 2``: two processes share the port, each built from the parent's flags
+    and config file, and each serves the same store."""
+    port = free_port()
+    config = tmp_path / "dvid.toml"
+    config.write_text(
+        f'[server]\nnote = "two workers"\n\n[store.main]\npath = "{tmp_path / "d"}"\n'
+    )
+    proc = subprocess.Popen(
+        [CLI, "serve", "--config", str(config), "--port", str(port), "--workers", "2"],
+        env={**os.environ, "DVID_CLOUD_WORKERS": "1"},  # the flag wins over the env
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for_heartbeat(url, proc, timeout=120)
+        root = httpx.post(f"{url}/api/repos", json={}).json()["root"]
+        for _ in range(20):  # new connections, spread over the workers by the kernel
+            with httpx.Client() as client:
+                assert client.get(f"{url}/api/server/note").text == "two workers"
+                assert client.get(f"{url}/api/node/{root}/status").status_code == 200
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0].decode()
+    started = {line for line in output.splitlines() if "Started server process" in line}
+    assert len(started) == 2, output
