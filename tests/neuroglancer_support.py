@@ -111,11 +111,17 @@ class ServerLog:
 
 
 @contextmanager
-def dvid_server(data_dir: Path, port: int) -> Iterator[tuple[str, ServerLog]]:
+def dvid_server(
+    data_dir: Path, port: int, config: Path | None = None
+) -> Iterator[tuple[str, ServerLog]]:
     """Run ``dvid-cloud serve`` on a local folder until the block ends; yields its base URL
-    and its log. The output is drained by a thread, so the pipe never fills."""
+    and its log. The output is drained by a thread, so the pipe never fills. ``config`` is
+    a TOML file for what flags cannot say (``[proxy.boss]``); the flags win over it."""
+    command = [CLI, "serve", "--data-dir", str(data_dir), "--port", str(port)]
+    if config is not None:
+        command += ["--config", str(config)]
     proc = subprocess.Popen(
-        [CLI, "serve", "--data-dir", str(data_dir), "--port", str(port)],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
