@@ -12,8 +12,9 @@ Layout (see docs/format.md):
 ``meta/version-counter``
     the last VersionID handed out (server-wide, like DVID's), then a nonce.
 
-Each request reads the repo object afresh, so a write through one server is seen by every
-other on its next request; only its parsing is skipped when the stored token is unchanged,
+Each request checks the repo object afresh (a conditional read, which transfers nothing
+when the stored token is unchanged), so a write through one server is seen by every other
+on its next request; an unchanged repo is neither read nor parsed again,
 and which repo a full UUID belongs to (which never changes) is remembered.
 """
 
@@ -30,6 +31,7 @@ from app.errors import BadRequest
 from app.repo import UUID_RE, Repo
 from app.storage import conditional, keys
 from backends import ObjectStore, PreconditionFailed
+from backends.base import UNCHANGED
 
 T = TypeVar("T")
 
@@ -47,12 +49,16 @@ class Catalog:
     def _load(self, root: str) -> tuple[Repo, str] | None:
         """The repo and its token. Readers share one parsed copy per stored version (its
         DAG keeps its cached ancestries); edits parse their own copy."""
-        blob = self.store.get(keys.repo(root))
+        cached = self._parsed.get(root)
+        if cached is None:
+            blob = self.store.get(keys.repo(root))
+        else:
+            found = self.store.get_if_changed(keys.repo(root), cached[0])
+            if found is UNCHANGED:
+                return cached[1], cached[0]
+            blob = found
         if blob is None:
             return None
-        cached = self._parsed.get(root)
-        if cached is not None and cached[0] == blob.token:
-            return cached[1], blob.token
         repo = Repo.from_json(orjson.loads(blob.data))
         self._parsed[root] = (blob.token, repo)
         return repo, blob.token

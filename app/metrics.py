@@ -51,6 +51,7 @@ from app.cache import LRUCache
 from app.logs import install_request_ids, request_id
 from app.services import Services
 from backends import Blob, ObjectInfo, ObjectStore, PreconditionFailed, StoreUnavailable
+from backends.base import Unchanged
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("dvid_cloud.access")
@@ -240,6 +241,14 @@ class InstrumentedStore(ObjectStore):
         if blob is not None:
             self._read.inc(len(blob.data))
         return blob
+
+    def get_if_changed(self, key: str, token: str) -> Blob | Unchanged | None:
+        found = self._call(
+            "get_if_changed", lambda: self.inner.get_if_changed(key, token), _not_none
+        )
+        if isinstance(found, Blob):
+            self._read.inc(len(found.data))
+        return found
 
     def get_range(self, key: str, start: int, end: int | None = None) -> bytes | None:
         data = self._call("get_range", lambda: self.inner.get_range(key, start, end), _not_none)

@@ -14,6 +14,7 @@ token (``if_match``) or does not exist yet (``if_absent``). A lost race raises
 from __future__ import annotations
 
 import abc
+import enum
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +41,16 @@ class Blob:
     token: str
 
 
+class Unchanged(enum.Enum):
+    """What :meth:`ObjectStore.get_if_changed` answers for an object that still carries
+    the token the caller holds."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = Unchanged.UNCHANGED
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     """One listing entry."""
@@ -57,6 +68,16 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def get(self, key: str) -> Blob | None:
         """The object and its token, or None if it does not exist."""
+
+    def get_if_changed(self, key: str, token: str) -> Blob | Unchanged | None:
+        """The object, unless it still carries ``token`` (then :data:`UNCHANGED`); None
+        if it does not exist. Stores override this with a conditional read (S3
+        ``If-None-Match``, a GCS generation precondition, a local stat), so that checking
+        a cached object for freshness transfers nothing when it has not changed."""
+        blob = self.get(key)
+        if blob is not None and blob.token == token:
+            return UNCHANGED
+        return blob
 
     @abc.abstractmethod
     def get_range(self, key: str, start: int, end: int | None = None) -> bytes | None:

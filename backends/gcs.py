@@ -36,12 +36,14 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from google.cloud.storage.retry import _should_retry as _is_transient
 
 from backends.base import (
+    UNCHANGED,
     Blob,
     ObjectInfo,
     ObjectStore,
     PreconditionFailed,
     StoreError,
     StoreUnavailable,
+    Unchanged,
     validate_key,
 )
 from backends.tensorstore_errors import bound_stalled_requests, bounded_context
@@ -147,17 +149,35 @@ class GCSStore(ObjectStore):
             raise StoreError(f"GCS {what}: {error}") from error
 
     def get(self, key: str) -> Blob | None:
+        found = self._download(key, None)
+        return None if found is UNCHANGED else found
+
+    def get_if_changed(self, key: str, token: str) -> Blob | Unchanged | None:
+        found = self._download(key, int(token))
+        # An emulator may ignore the precondition and send the object anyway.
+        if isinstance(found, Blob) and found.token == token:
+            return UNCHANGED
+        return found
+
+    def _download(self, key: str, not_generation: int | None) -> Blob | Unchanged | None:
+        """The object, or UNCHANGED when it still has generation ``not_generation``."""
         blob = self._blob(key)
         try:
             # The download also fills in blob.generation from the response headers, so the
             # token belongs to exactly these bytes.
             data = self._call(
                 f"get {key}",
-                lambda: blob.download_as_bytes(retry=self._retry, timeout=self._timeout),
+                lambda: blob.download_as_bytes(
+                    retry=self._retry,
+                    timeout=self._timeout,
+                    if_generation_not_match=not_generation,
+                ),
             )
         except StoreError as error:
             if isinstance(error.__cause__, gexc.NotFound):
                 return None
+            if isinstance(error.__cause__, gexc.NotModified):
+                return UNCHANGED
             raise
         if blob.generation is None:
             raise StoreError(f"GCS get {key}: response without generation")

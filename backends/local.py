@@ -22,7 +22,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from backends.base import Blob, ObjectInfo, ObjectStore, PreconditionFailed, validate_key
+from backends.base import (
+    UNCHANGED,
+    Blob,
+    ObjectInfo,
+    ObjectStore,
+    PreconditionFailed,
+    Unchanged,
+    validate_key,
+)
 
 _HIDDEN = (".tmp", ".locks")
 _PIECE = 200
@@ -67,6 +75,14 @@ class LocalStore(ObjectStore):
                 return Blob(f.read(), _token(stat))
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
+
+    def get_if_changed(self, key: str, token: str) -> Blob | Unchanged | None:
+        try:
+            if _token(self._path(key).stat()) == token:
+                return UNCHANGED
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return self.get(key)
 
     def get_range(self, key: str, start: int, end: int | None = None) -> bytes | None:
         try:

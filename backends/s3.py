@@ -37,12 +37,14 @@ import botocore.exceptions
 import urllib3.exceptions
 
 from backends.base import (
+    UNCHANGED,
     Blob,
     ObjectInfo,
     ObjectStore,
     PreconditionFailed,
     StoreError,
     StoreUnavailable,
+    Unchanged,
     validate_key,
 )
 from backends.tensorstore_errors import bound_stalled_requests, bounded_context
@@ -181,8 +183,10 @@ class S3Store(ObjectStore):
     def _full(self, key: str) -> str:
         return self.prefix + key
 
-    def _get_object(self, key: str, range_header: str | None) -> tuple[bytes, str] | None:
-        """GET (optionally ranged) and read the body; None if missing.
+    def _get_object(
+        self, key: str, range_header: str | None, if_none_match: str | None = None
+    ) -> tuple[bytes, str] | Unchanged | None:
+        """GET (optionally ranged, or conditional) and read the body; None if missing.
 
         The body is read outside botocore's retry loop, so a connection dropped mid-body is
         retried here with the same jittered exponential backoff.
@@ -190,6 +194,8 @@ class S3Store(ObjectStore):
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full(key)}
         if range_header is not None:
             kwargs["Range"] = range_header
+        if if_none_match is not None:
+            kwargs["IfNoneMatch"] = if_none_match
         for attempt in range(self.max_attempts):
             try:
                 response = self._client.get_object(**kwargs)
@@ -198,6 +204,8 @@ class S3Store(ObjectStore):
             except botocore.exceptions.ClientError as error:
                 if _is_not_found(error):
                     return None
+                if if_none_match is not None and _status(error) == 304:
+                    return UNCHANGED
                 if _code(error) == "InvalidRange" or _status(error) == 416:
                     return b"", ""  # the object exists; the range starts at or past its end
                 raise _translate(error, f"get {key}") from error
@@ -210,8 +218,14 @@ class S3Store(ObjectStore):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def get(self, key: str) -> Blob | None:
-        found = self._get_object(key, None)
-        if found is None:
+        return self._blob(key, self._get_object(key, None))
+
+    def get_if_changed(self, key: str, token: str) -> Blob | Unchanged | None:
+        found = self._get_object(key, None, if_none_match=token)
+        return found if found is UNCHANGED else self._blob(key, found)
+
+    def _blob(self, key: str, found: tuple[bytes, str] | Unchanged | None) -> Blob | None:
+        if found is None or found is UNCHANGED:
             return None
         data, etag = found
         if not etag:
@@ -229,7 +243,7 @@ class S3Store(ObjectStore):
         else:
             range_header = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
         found = self._get_object(key, range_header)
-        return None if found is None else found[0]
+        return None if found is None or found is UNCHANGED else found[0]
 
     def exists(self, key: str) -> bool:
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from backends import open_store
-from backends.base import ObjectStore, PreconditionFailed, StoreUnavailable
+from backends.base import UNCHANGED, ObjectStore, PreconditionFailed, StoreUnavailable
 from backends.gcs import GCSStore, parse_gs_url
 from backends.local import LocalStore
 from backends.memory import MemoryStore
@@ -629,3 +629,17 @@ def test_large_conditional_put(store_factory: StoreFactory, request: pytest.Fixt
     new_token = store.put("big", big + b"y", if_match=token)
     assert store.get_range("big", len(big)) == b"y"
     assert store.get("big").token == new_token  # type: ignore[union-attr]
+
+
+def test_get_if_changed(store_factory: StoreFactory) -> None:
+    """A conditional read: UNCHANGED while the object keeps the token, else the object."""
+    store = store_factory()
+    token = store.put("meta/cond", b"one")
+    assert store.get_if_changed("meta/cond", token) is UNCHANGED
+    newer = store.put("meta/cond", b"two")
+    found = store.get_if_changed("meta/cond", token)
+    assert found is not None and found is not UNCHANGED
+    assert found.data == b"two" and found.token == newer
+    assert store.get_if_changed("meta/cond", newer) is UNCHANGED
+    store.delete("meta/cond")
+    assert store.get_if_changed("meta/cond", newer) is None
