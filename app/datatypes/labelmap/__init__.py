@@ -166,9 +166,10 @@ class Labelmap(VolumeData):
     def bodies(self, labels: np.ndarray) -> np.ndarray:
         """Supervoxels -> bodies. Labels come in long runs along x, so the distinct values
         are found among run heads and the result is rebuilt run by run (several times
-        cheaper than ``np.unique(..., return_inverse=True)`` over every voxel)."""
+        cheaper than ``np.unique(..., return_inverse=True)`` over every voxel). A proxy
+        has no mapping: its bodies are the remote's labels."""
         flat = labels.ravel()
-        if flat.size == 0:
+        if flat.size == 0 or self.proxy is not None:
             return labels
         starts = np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))
         heads = flat[starts]
@@ -213,6 +214,8 @@ class Labelmap(VolumeData):
         return self.labels_at(np.asarray(points, dtype=np.int64).reshape(-1, 3), 0, True)
 
     def bodies_of(self, supervoxels: np.ndarray) -> np.ndarray:
+        if self.proxy is not None:
+            return np.asarray(supervoxels, dtype=np.uint64)
         bodies = self.mapping.lookup(np.asarray(supervoxels, dtype=np.uint64))
         bodies[supervoxels == 0] = 0
         return bodies
