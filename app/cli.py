@@ -319,5 +319,10 @@ def tiles_generate(
     click.echo(json.dumps(summary))
 
 
+from app.bulk.ingest import downres, ingest  # noqa: E402 - after main, as the other commands
+
+main.add_command(ingest)
+main.add_command(downres)
+
 if __name__ == "__main__":
     main()
