@@ -11,6 +11,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from app.server import create_app
 from app.settings import Settings
 from backends.memory import MemoryStore
 from tests.fakes.boss import FakeBoss, FakeChannel
+from tests.fakes.brainmaps import FakeBrainMaps, pyramid
 
 TOKEN = "s3cret-boss-token"
 # Level-0 extents: x 0..100, y 0..80, z 0..40 (not multiples of any block size).
@@ -401,3 +403,69 @@ def test_cache_bound_is_honoured(make_server: Callable[..., TestClient], boss: F
     sent = boss.count("cutout")
     client.get(path)
     assert boss.count("cutout") == 2 * sent
+
+
+# --- the other voxel types, and BrainMaps ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("typename", "url", "dtype", "source"),
+    [
+        ("uint16blk", "boss://col/em16/img", "<u2", lambda: _gray().astype(np.uint16)),
+        ("uint64blk", "boss://col/seg/labels", "<u8", _labels),
+    ],
+)
+def test_uint16_and_uint64_proxies(
+    server: TestClient,
+    typename: str,
+    url: str,
+    dtype: str,
+    source: Callable[[], np.ndarray],
+) -> None:
+    uuid = _repo(server)
+    _proxy(server, uuid, typename, "v", url)
+    got = _raw(server, f"/api/node/{uuid}/v/raw/0_1_2/30_20_10/60_50_25", (10, 20, 30), dtype)
+    assert np.array_equal(got, _expected(source(), (60, 50, 25), (30, 20, 10)))
+
+
+@pytest.fixture(scope="module")
+def brainmaps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeBrainMaps, Path]]:
+    with FakeBrainMaps() as fake:
+        fake.add_volume("p:d:em", pyramid(_gray(), (8.0, 8.0, 8.0), levels=2))
+        fake.add_volume("p:d:seg", pyramid(_labels(), (8.0, 8.0, 8.0), levels=2))
+        key = fake.write_key_file(tmp_path_factory.mktemp("keys") / "sa.json")
+        yield fake, key
+
+
+@pytest.fixture
+def brainmaps_server(brainmaps: tuple[FakeBrainMaps, Path]) -> Iterator[TestClient]:
+    fake, key = brainmaps
+    proxy = {"brainmaps": {"endpoint": fake.url, "credentials": str(key)}}
+    with TestClient(create_app(Settings(proxy=proxy), {"default": MemoryStore()})) as client:
+        yield client
+
+
+def test_brainmaps_proxies(
+    brainmaps_server: TestClient, brainmaps: tuple[FakeBrainMaps, Path]
+) -> None:
+    """uint8blk and labelmap over BrainMaps: extents and voxel size from its geometries,
+    voxels byte for byte at scale 0 and 1 (google-auth's service-account flow against the
+    fake's token endpoint), and the key file's contents nowhere in the answers."""
+    fake, key = brainmaps
+    client = brainmaps_server
+    uuid = _repo(client)
+    _proxy(client, uuid, "uint8blk", "em", "brainmaps://p:d:em")
+    _proxy(client, uuid, "labelmap", "seg", "brainmaps://p:d:seg")
+    info = client.get(f"/api/node/{uuid}/em/info")
+    assert info.json()["Extended"]["MaxPoint"] == [NX - 1, NY - 1, NZ - 1]
+    assert info.json()["Extended"]["VoxelSize"] == [8.0, 8.0, 8.0]
+    private_key = json.loads(key.read_text())["private_key"]
+    assert private_key[40:80] not in info.text and str(key) not in info.text
+    got = _raw(client, f"/api/node/{uuid}/em/raw/0_1_2/50_30_20/70_60_30", (20, 30, 50), "u1")
+    assert np.array_equal(got, _expected(_gray(), (70, 60, 30), (50, 30, 20)))
+    level1 = fake.volumes["p:d:seg"][1].data
+    r = client.get(f"/api/node/{uuid}/seg/raw/0_1_2/40_30_16/3_4_2", params={"scale": 1})
+    assert r.status_code == 200, r.text
+    got = np.frombuffer(r.content, "<u8").reshape(16, 30, 40)
+    assert np.array_equal(got, _expected(level1, (3, 4, 2), (40, 30, 16)))
+    assert fake.counts["token"] >= 1 and fake.counts["subvolume"] >= 2
