@@ -324,5 +324,12 @@ from app.bulk.ingest import downres, ingest  # noqa: E402 - after main, as the o
 main.add_command(ingest)
 main.add_command(downres)
 
+from app.bulk.bodies import meshes, skeletons  # noqa: E402 - after main, as the others
+from app.bulk.export import export  # noqa: E402 - after main, as the others
+
+main.add_command(export)
+main.add_command(meshes)
+main.add_command(skeletons)
+
 if __name__ == "__main__":
     main()
