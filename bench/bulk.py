@@ -9,7 +9,12 @@ count the voxels' bytes; the ingest figure is timed from the first task submitte
 summary line: after the cluster started and the workers imported the code), the wall
 time is the whole command's.
 
-    python -m bench.bulk [ingest] [--quick]
+``export``: the same volumes, put in place by ingest, exported by ``dvid-cloud export``
+(a real process, its own local cluster) with 1 and 2 workers, unsharded, and sharded with
+2 workers, beside one process of tensorstore copying the ingested chunk array into a
+precomputed volume with the same scale metadata (:func:`bench_export`).
+
+    python -m bench.bulk [ingest] [export] [--quick]
 
 ``--quick``: 256³ and 128³ in 2 MB tasks (else 64 MB, the default). Figures are
 printed, never checked.
@@ -143,7 +148,109 @@ def bench_ingest(quick: bool) -> None:
             shutil.rmtree(source)
 
 
-SECTIONS: dict[str, Callable[[bool], None]] = {"ingest": bench_ingest}
+# --- export ------------------------------------------------------------------------------
+
+
+def _tensorstore_export(data_dir: Path, root: str, name: str, target: Path) -> float:
+    """Seconds for one process of tensorstore to copy scale 0 of instance ``name`` (its
+    zarr3 chunk array, as ingest left it at ``root``) into a precomputed volume with the
+    export's scale metadata: the same bytes in and out, without Dask, the version's
+    chunk lookups or (labelmap) the mapping to bodies."""
+    from app.datatypes import bind
+    from app.services import Services
+    from app.settings import Settings
+    from app.volumes import keys, precomputed
+    from app.volumes.base import VolumeData
+
+    services = Services.from_settings(Settings(data_dir=str(data_dir)))
+    repo, node = services.catalog.resolve(root)
+    data = bind(services, repo, node.uuid, repo.instance(name))
+    assert isinstance(data, VolumeData)
+    info = precomputed.info(data)
+    scale = info["scales"][0]
+    (x0, y0, z0), (nx, ny, nz) = scale["voxel_offset"], scale["size"]
+    started = time.perf_counter()
+    store = data.store
+    path = keys.node_array(keys.chunk_array(data.root, 0), node.uuid)
+    kvstore = store.tensorstore_kvstore(path)
+    source = services.arrays.open(kvstore, data.spec(), False, store.tensorstore_context())
+    xyz = source[z0 : z0 + nz, y0 : y0 + ny, x0 : x0 + nx].T[..., ts.newaxis]
+    metadata = {
+        "key": "s0",
+        "resolution": scale["resolution"],
+        "voxel_offset": scale["voxel_offset"],
+        "size": scale["size"],
+        "chunk_size": scale["chunk_sizes"][0],
+        "encoding": scale["encoding"],
+    }
+    if "compressed_segmentation_block_size" in scale:
+        metadata["compressed_segmentation_block_size"] = [8, 8, 8]
+    spec = {
+        "driver": "neuroglancer_precomputed",
+        "kvstore": {"driver": "file", "path": f"{target}/"},
+        "multiscale_metadata": {k: info[k] for k in ("type", "data_type", "num_channels")},
+        "scale_metadata": metadata,
+    }
+    output = ts.open(spec, create=True).result()
+    output[ts.d[:3].translate_to[0]].write(xyz[ts.d[:3].translate_to[0]]).result()
+    return time.perf_counter() - started
+
+
+def _export(
+    data_dir: Path, root: str, name: str, dest: Path, workers: int, sharded: bool
+) -> dict[str, Any]:
+    command = [CLI, "export", str(dest), "--uuid", root, "--instance", name]
+    command += ["--data-dir", str(data_dir), "--workers", str(workers)]
+    command += ["--sharded"] if sharded else []
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    if done.returncode:
+        raise RuntimeError(f"export failed: {done.stderr[-2000:]}")
+    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    summary["wall"] = wall
+    return summary
+
+
+def bench_export(quick: bool) -> None:
+    """Each volume is put in place by ``dvid-cloud ingest`` (2 workers), then exported
+    unsharded with 1 and 2 workers and sharded with 2, beside :func:`_tensorstore_export`
+    of the same voxels. MB/s count the exported voxels' bytes (uint8, uint64); the export
+    figure is timed from the first task (after the cluster started), the wall time is the
+    whole command's."""
+    cases = [("uint8blk", 256 if quick else 1024, False), ("labelmap", 128 if quick else 512, True)]
+    with tempfile.TemporaryDirectory(prefix="bench-bulk-") as tmp:
+        work = Path(tmp)
+        data_dir = work / "data"
+        root = _new_repo(data_dir, [(t, t) for t, _, _ in cases])
+        print("export: dvid-cloud export (local folder to a folder) vs one tensorstore copy")
+        for typename, edge, labels in cases:
+            source = work / f"{typename}-source"
+            _make_source(source, edge, labels)
+            _ingest(source, data_dir, root, typename, 2, 64.0)
+            shutil.rmtree(source)
+            nbytes = edge**3 * (8 if labels else 1)
+            copy = _tensorstore_export(data_dir, root, typename, work / f"{typename}-copy")
+            base = nbytes / copy / MB
+            print(f"  {typename} {edge}³ ({nbytes / MB:.0f} MB)")
+            print(f"    tensorstore copy, 1 process   {base:8.1f} MB/s  ({copy:.1f} s)")
+            rates = {}
+            for workers, sharded in ((1, False), (2, False), (2, True)):
+                dest = work / f"{typename}-{workers}-{sharded}"
+                s = _export(data_dir, root, typename, dest, workers, sharded)
+                rates[workers, sharded] = s["MB_per_second"]
+                kind = "sharded  " if sharded else "unsharded"
+                print(
+                    f"    export {kind}, {workers} worker{'s' if workers > 1 else ' '}"
+                    f" {s['MB_per_second']:8.1f} MB/s  ({s['seconds']:.1f} s,"
+                    f" {s['wall']:.1f} s wall, {s['chunks']} chunks)"
+                    f"  = {s['MB_per_second'] / base:.2f}x tensorstore"
+                )
+                shutil.rmtree(dest)
+            print(f"    scaling 2 workers / 1 worker    {rates[2, False] / rates[1, False]:.2f}x")
+
+
+SECTIONS: dict[str, Callable[[bool], None]] = {"ingest": bench_ingest, "export": bench_export}
 
 
 def main() -> None:

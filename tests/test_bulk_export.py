@@ -165,17 +165,35 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient
     """An app on a local store holding :func:`populate`'s repo; (client, data dir, UUIDs)."""
     folder = tmp_path_factory.mktemp("export-store")
     with TestClient(create_app(Settings(), {"default": LocalStore(folder)})) as c:
-        yield c, str(folder), populate(c)
+        uuids = populate(c)
+        child = uuids["child"]
+        for body in (
+            {"typename": "rgba8blk", "dataname": "color", "BlockSize": "16,16,16"},
+            {"typename": "uint8blk", "dataname": "jgray", "Compression": "jpeg"},
+        ):
+            ok(c.post(f"/api/repo/{child}/instance", json=body))
+        color = np.random.default_rng(7).integers(0, 2**32, (20, 30, 40), dtype=np.uint32)
+        node = f"/api/node/{child}"
+        ok(
+            c.post(
+                f"{node}/color/raw/0_1_2/{box((40, 30, 20), (-8, 4, 2))}", content=color.tobytes()
+            )
+        )
+        z, y, x = np.mgrid[0:40, 0:50, 0:80]
+        smooth = 128 + 60 * np.sin(x / 9.0) * np.cos(y / 11.0) + 30 * np.sin(z / 7.0)
+        jpeg = smooth.astype(np.uint8).tobytes()
+        ok(c.post(f"{node}/jgray/raw/0_1_2/{box((80, 50, 40), (0, 0, 0))}", content=jpeg))
+        yield c, str(folder), uuids
 
 
 def raw(c: TestClient, uuid: str, name: str, level: int, scale: dict) -> np.ndarray:
     """``GET raw`` of the box of precomputed ``scale`` (ZYX), as the server gives it."""
     size, offset = scale["size"], scale["voxel_offset"]
-    if name == "gray":
-        path = f"{'gray_1' if level else 'gray'}/raw/0_1_2/{box(size, offset)}"
-    else:
+    if name == "seg":
         path = f"seg/raw/0_1_2/{box(size, offset)}?scale={level}"
-    dtype = np.uint8 if name == "gray" else np.uint64
+    else:
+        path = f"{name}{f'_{level}' if level else ''}/raw/0_1_2/{box(size, offset)}"
+    dtype = np.uint64 if name == "seg" else np.uint8
     body = ok(c.get(f"/api/node/{uuid}/{path}")).content
     return np.frombuffer(body, dtype).reshape(size[2], size[1], size[0])
 
@@ -263,6 +281,34 @@ def test_bodies_not_supervoxels(
         target = merged[0]
         assert set(np.unique(got[np.isin(supervoxels, merged)])) == {target}
         assert not np.isin(got, merged[1:]).any()
+
+
+def test_rgba_channels_and_jpeg(
+    local: tuple[TestClient, str, dict], run: Run, tmp_path: Path
+) -> None:
+    """rgba8blk: four uint8 channels, exact; a jpeg uint8blk: jpeg chunks, approximately."""
+    c, data_dir, uuids = local
+    child = uuids["child"]
+    common = ["--uuid", child, "--data-dir", data_dir, "--task-mb", "0.01"]
+    run("export", str(tmp_path / "color"), "--instance", "color", *common)
+    store = ts.open(
+        {
+            "driver": "neuroglancer_precomputed",
+            "kvstore": {"driver": "file", "path": f"{tmp_path}/color/"},
+        }
+    ).result()
+    assert store.dtype == ts.uint8 and tuple(store.domain.origin) == (-8, 4, 2, 0)
+    served = ok(c.get(f"/api/node/{child}/color/raw/0_1_2/{box((40, 30, 20), (-8, 4, 2))}"))
+    rgba = np.frombuffer(served.content, np.uint8).reshape(20, 30, 40, 4)
+    np.testing.assert_array_equal(store.read().result(), rgba.transpose(2, 1, 0, 3))
+
+    run("export", str(tmp_path / "jgray"), "--instance", "jgray", "--sharded", *common)
+    info = json.loads((tmp_path / "jgray" / "info").read_text())
+    assert info["scales"][0]["encoding"] == "jpeg" and "sharding" in info["scales"][0]
+    got = read_tensorstore({"driver": "file", "path": f"{tmp_path}/jgray/"}, 0)
+    expected = raw(c, child, "jgray", 0, info["scales"][0])
+    error = np.abs(got.astype(int) - expected.astype(int))
+    assert got.shape == expected.shape and error.mean() < 2 and error.max() < 40
 
 
 def test_export_to_s3(tmp_path: Path, s3_env: str, run: Run) -> None:

@@ -29,7 +29,13 @@ def kvstore(dest: str, endpoint: str | None = None) -> Spec:
         bucket = dest.split("://", 1)[1].split("/", 1)[0]
         if not bucket:
             raise ValueError(f"DEST {dest!r} names no bucket")
-        spec = open_store(dest.rstrip("/"), endpoint=endpoint).tensorstore_kvstore("")
+        from google.auth.exceptions import GoogleAuthError
+
+        try:
+            store = open_store(dest.rstrip("/"), endpoint=endpoint)
+        except GoogleAuthError as e:
+            raise ValueError(f"cannot reach DEST {dest}: {e}") from None
+        spec = store.tensorstore_kvstore("")
         return {**spec, "path": _directory(str(spec.get("path", "")))}
     if "://" in dest and not dest.startswith("file://"):
         raise ValueError(f"DEST {dest!r} is not a folder, file://, s3:// or gs:// URL")
