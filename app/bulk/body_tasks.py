@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -47,7 +48,7 @@ MAX_MASK_VOXELS = 1 << 27
 MAX_BATCH = 32
 
 
-class Shapes:
+class Shapes(ABC):
     """What one command computes and where it keeps it."""
 
     command: ClassVar[str]
@@ -58,15 +59,16 @@ class Shapes:
     member: ClassVar[str]
     folder_info: ClassVar[dict]
 
+    @abstractmethod
     def key(self, body: int) -> str:
-        raise NotImplementedError
+        """The keyvalue key of ``body``'s record."""
 
+    @abstractmethod
     def make(
         self, body: int, mask: shapes.Mask, voxel_size: shapes.Nanometers
     ) -> tuple[bytes, list[tuple[str, bytes]]] | None:
-        """The keyvalue record and the precomputed files of ``body``; None if the body
-        has no such shape."""
-        raise NotImplementedError
+        """The keyvalue record and the precomputed files of ``body`` (its voxels
+        ``mask``; ``voxel_size`` that of scale 0); None if the body has no such shape."""
 
 
 class Meshes(Shapes):

@@ -15,6 +15,10 @@ store and writes it. Boxes are whole write chunks of the output (single chunks, 
 shards), so no two tasks write the same file and a shard is written once, in one
 tensorstore transaction. Running again over the same destination rewrites it; a
 destination holding a different volume is refused before anything is written.
+
+The version is pinned by UUID when the command starts (``:master`` may move meanwhile).
+A committed version exports exactly; an open one is read as each task finds it, so
+writes to it during the export may show in some chunks and not in others.
 """
 
 from __future__ import annotations
