@@ -81,5 +81,5 @@ def configure_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for chatty in ("botocore", "boto3", "urllib3", "google"):
+    for chatty in ("botocore", "boto3", "urllib3", "google", "httpx", "httpcore"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
