@@ -221,6 +221,8 @@ def container(env: dict[str, str], port: int) -> Iterator[tuple[str, list[str]]]
     }
     # In the image, dvid-cloud is on the PATH; here it is in the test's venv.
     full = {**base, "PATH": f"{VENV_BIN}:{base.get('PATH', '')}", **dockerfile_env(), **env}
+    # One server process, so that /api/load's counters are those of every request.
+    full.setdefault("DVID_CLOUD_WORKERS", "1")
     proc = subprocess.Popen(
         entry_command(), env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
