@@ -14,88 +14,29 @@ Commands run in this process (click's runner) on one cluster per module
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import tensorstore as ts
-from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from app.cli import main
 from app.server import create_app
 from app.settings import Settings, load_settings
 from backends.local import LocalStore
-from tests.fixtures_stores import AWS_TEST_KEY, AWS_TEST_REGION, make_s3_store, new_bucket_name
+from tests.bulk_cluster import Run, refused, run, scheduler
+from tests.fixtures_stores import AWS_TEST_REGION, make_s3_store, new_bucket_name
 
-#: Test credentials for the workers' S3 clients (the test process gets them from s3_env).
-WORKER_ENV = {
-    "AWS_ACCESS_KEY_ID": AWS_TEST_KEY,
-    "AWS_SECRET_ACCESS_KEY": AWS_TEST_KEY,
-    "AWS_REGION": AWS_TEST_REGION,
-    "AWS_DEFAULT_REGION": AWS_TEST_REGION,
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "AWS_CONFIG_FILE": "/nonexistent",
-    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-}
+__all__ = ["run", "scheduler"]  # fixtures from tests.bulk_cluster
+
 
 GRAY_OFFSET = (5, 3, 1)  # not block-aligned
 GRAY_SIZE = (70, 50, 40)  # x, y, z
 SEG_SIZE = (64, 48, 48)  # written at 0,0,0
 MERGED_AT_ROOT = [3, 4, 5]
 MERGED_AT_CHILD = [3, 9, 99]
-
-
-@pytest.fixture(scope="module")
-def scheduler() -> Iterator[str]:
-    """One local cluster of two single-threaded worker processes for the module."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            env=WORKER_ENV,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        client.run(lambda: __import__("app.bulk.export_tasks"))  # imports once, up front
-        yield cluster.scheduler_address
-
-
-Run = Callable[..., dict[str, Any]]
-
-
-@pytest.fixture
-def run(scheduler: str) -> Iterator[Run]:
-    """Runs a command on the module's cluster; returns its summary (the last stdout line).
-    The root logger the command configures is put back afterwards."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-
-    def invoke(*args: str) -> dict[str, Any]:
-        result = CliRunner().invoke(main, [*args, "--scheduler", scheduler])
-        assert result.exit_code == 0, (result.output, result.stderr, result.exception)
-        return json.loads(result.stdout.strip().splitlines()[-1])
-
-    yield invoke
-    root.handlers[:], root.level = saved
-
-
-def refused(*args: str) -> tuple[int, str]:
-    """A command expected to fail before it needs a cluster: (exit code, stderr)."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    try:
-        result = CliRunner().invoke(main, list(args))
-    finally:
-        root.handlers[:], root.level = saved
-    return result.exit_code, result.stderr
 
 
 def ok(response: Any) -> Any:

@@ -15,13 +15,10 @@ The commands run in this process (click's runner) against one cluster per module
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,79 +26,20 @@ import numpy as np
 import pytest
 import tensorstore as ts
 import tifffile
-from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from pyroaring import BitMap64
 
-from app.cli import main
 from app.datatypes.labelmap import codecs
 from app.proto import labelmap_pb2 as pb
 from app.server import create_app
 from app.services import Services
 from app.settings import Settings, load_settings
+from tests.bulk_cluster import Run, moto_scheduler, refused, run, run_on_moto, scheduler
 from tests.conftest import Api
 from tests.dvid_process import CLI
-from tests.fixtures_stores import AWS_TEST_KEY, AWS_TEST_REGION, make_s3_store, new_bucket_name
+from tests.fixtures_stores import make_s3_store, new_bucket_name
 
-#: Test credentials for the workers' S3 clients (the test process gets them from s3_env).
-WORKER_ENV = {
-    "AWS_ACCESS_KEY_ID": AWS_TEST_KEY,
-    "AWS_SECRET_ACCESS_KEY": AWS_TEST_KEY,
-    "AWS_REGION": AWS_TEST_REGION,
-    "AWS_DEFAULT_REGION": AWS_TEST_REGION,
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "AWS_CONFIG_FILE": "/nonexistent",
-    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-}
-
-
-@pytest.fixture(scope="module")
-def scheduler() -> Iterator[str]:
-    """One local cluster of two single-threaded worker processes for the module."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            env=WORKER_ENV,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        client.run(lambda: __import__("app.bulk.volume_tasks"))  # imports once, up front
-        yield cluster.scheduler_address
-
-
-Run = Callable[..., dict[str, Any]]
-
-
-@pytest.fixture
-def run(scheduler: str) -> Iterator[Run]:
-    """Runs a command on the module's cluster; returns its summary (the last stdout line).
-    The root logger the command configures is put back afterwards."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-
-    def invoke(*args: str) -> dict[str, Any]:
-        result = CliRunner().invoke(main, [*args, "--scheduler", scheduler])
-        assert result.exit_code == 0, (result.output, result.stderr, result.exception)
-        return json.loads(result.stdout.strip().splitlines()[-1])
-
-    yield invoke
-    root.handlers[:], root.level = saved
-
-
-def refused(*args: str) -> tuple[int, str]:
-    """A command expected to fail before it needs a cluster: (exit code, stderr)."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    try:
-        result = CliRunner().invoke(main, list(args))
-    finally:
-        root.handlers[:], root.level = saved
-    return result.exit_code, result.stderr
+__all__ = ["moto_scheduler", "run", "run_on_moto", "scheduler"]  # fixtures from tests.bulk_cluster
 
 
 def labels_volume(shape: tuple[int, int, int], seed: int = 0, values: int = 24) -> np.ndarray:
@@ -415,8 +353,10 @@ def test_a_killed_ingest_resumes_where_it_stopped(tmp_path: Path, run: Run) -> N
         assert again["tasks_skipped"] == 16 and again["voxels"] == 0
 
 
-def test_ingest_and_downres_on_s3(tmp_path: Path, s3_env: str, run: Run) -> None:
-    """The same commands on a bucket (moto), configured by a TOML file; two tasks each."""
+def test_ingest_and_downres_on_s3(tmp_path: Path, s3_env: str, run_on_moto: Run) -> None:
+    """The same commands on a bucket (moto), configured by a TOML file; two tasks each,
+    run by two threads of one worker process (see :mod:`tests.bulk_cluster`)."""
+    run = run_on_moto
     bucket = new_bucket_name()
     make_s3_store(s3_env, bucket=bucket).client.create_bucket(Bucket=bucket)
     config = tmp_path / "dvid.toml"

@@ -1,0 +1,127 @@
+"""The Dask clusters and the command runner the bulk-command tests share.
+
+Commands run in the test process (click's runner) against a cluster started once per
+module and named with ``--scheduler``. Two clusters are offered:
+
+* ``scheduler``: two single-threaded worker processes, so tasks really run in
+  different processes against one store;
+* ``moto_scheduler``: one worker process with two threads, for commands that write to
+  moto S3. moto's ``If-Match`` is not atomic (``../shared/notes/toolchain.md``: two
+  writers won 13 of 20 trials), so two processes' transaction locks could both be
+  granted there; threads of one process also take the process's own lock, which keeps
+  the store's compare-and-swap serial while tasks still run concurrently.
+
+A test module imports the fixtures it uses and lists them in ``__all__``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from app.cli import main
+from tests.fixtures_stores import AWS_TEST_KEY, AWS_TEST_REGION
+
+#: Test credentials for the workers' S3 clients (the test process gets them from s3_env).
+WORKER_ENV = {
+    "AWS_ACCESS_KEY_ID": AWS_TEST_KEY,
+    "AWS_SECRET_ACCESS_KEY": AWS_TEST_KEY,
+    "AWS_REGION": AWS_TEST_REGION,
+    "AWS_DEFAULT_REGION": AWS_TEST_REGION,
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": "/nonexistent",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+}
+
+#: Task modules every worker imports up front, so the tests' time is the work's.
+TASK_MODULES = ("app.bulk.volume_tasks", "app.bulk.export_tasks", "app.bulk.body_tasks")
+
+Run = Callable[..., dict[str, Any]]
+
+
+def _warm() -> None:
+    for module in TASK_MODULES:
+        __import__(module)
+
+
+@contextmanager
+def local_cluster(processes: int, threads: int) -> Iterator[str]:
+    """A local cluster of ``processes`` workers with ``threads`` threads each; yields the
+    scheduler's address."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=processes,
+            threads_per_worker=threads,
+            processes=True,
+            dashboard_address=None,
+            env=WORKER_ENV,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.run(_warm)
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """Two single-threaded worker processes, for the module."""
+    with local_cluster(processes=2, threads=1) as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def moto_scheduler() -> Iterator[str]:
+    """One worker process with two threads, for commands that write to moto S3."""
+    with local_cluster(processes=1, threads=2) as address:
+        yield address
+
+
+@contextmanager
+def _runner(address: str) -> Iterator[Run]:
+    """Runs a command on the cluster at ``address``; returns its summary (the last stdout
+    line). The root logger the command configures is put back afterwards."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+
+    def invoke(*args: str) -> dict[str, Any]:
+        result = CliRunner().invoke(main, [*args, "--scheduler", address])
+        assert result.exit_code == 0, (result.output, result.stderr, result.exception)
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    try:
+        yield invoke
+    finally:
+        root.handlers[:], root.level = saved
+
+
+@pytest.fixture
+def run(scheduler: str) -> Iterator[Run]:
+    """A command runner on :func:`scheduler`."""
+    with _runner(scheduler) as invoke:
+        yield invoke
+
+
+@pytest.fixture
+def run_on_moto(moto_scheduler: str) -> Iterator[Run]:
+    """A command runner on :func:`moto_scheduler`."""
+    with _runner(moto_scheduler) as invoke:
+        yield invoke
+
+
+def refused(*args: str) -> tuple[int, str]:
+    """A command expected to fail before it needs a cluster: (exit code, stderr)."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        result = CliRunner().invoke(main, list(args))
+    finally:
+        root.handlers[:], root.level = saved
+    return result.exit_code, result.stderr
