@@ -28,7 +28,7 @@ chromium:
 test: $(STAMP) chromium  ## install, lint, then run the whole behavioural suite
 	$(BIN)/ruff check app backends tests bench
 	$(BIN)/mypy app backends
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=30 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check app backends tests bench
