@@ -217,6 +217,16 @@ def test_ingest_into_labelmap_equals_post_raw(tmp_path: Path, run: Run) -> None:
         box = "160_96_64/0_0_0"
         assert label_state(c, root, "seg", box, 2) == label_state(c, root, "posted", box, 2)
 
+        # Over what is there: the blocks' old labels leave the indices as POST raw's do.
+        again = labels_volume((64, 96, 128), seed=5)
+        np.save(tmp_path / "again.npy", again)
+        ok(c.post(f"/api/node/{root}/posted/raw/0_1_2/128_96_64/32_0_0", content=again.tobytes()))
+        run(
+            "ingest", str(tmp_path / "again.npy"), "--uuid", root, "--instance", "seg",
+            "--offset", "32,0,0", "--data-dir", data_dir, "--task-mb", "0.5",
+        )  # fmt: skip
+        assert label_state(c, root, "seg", box, 2) == label_state(c, root, "posted", box, 2)
+
         part = volume[5:60, 3:90, 1:100]
         np.save(tmp_path / "part.npy", part)
         padded = np.zeros((64, 96, 128), np.uint64)

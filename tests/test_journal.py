@@ -5,6 +5,7 @@ published whole, and the lock is taken over from a dead process."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
@@ -14,7 +15,7 @@ import pytest
 import tensorstore as ts
 
 from app.storage import keys
-from app.storage.journal import Head, Journal
+from app.storage.journal import ChunkSpace, Head, Journal
 from backends import ObjectStore, StoreUnavailable
 from backends.local import LocalStore
 from backends.memory import MemoryStore
@@ -96,6 +97,49 @@ def test_staged_chunks_publish_whole(store: ObjectStore) -> None:
     with journal.transaction() as txn:
         _write_array(store, txn.stage_path("data/d0/s0/n0/"), 0)  # fill value is kept too
     assert (_read_array(store, "data/d0/s0/n0/") == 0).all()
+
+
+def _stage_objects(store: ObjectStore) -> list[str]:
+    """Stage objects, wherever tensorstore keeps them (the memory store's arrays live in
+    tensorstore's own memory kvstore)."""
+    return ChunkSpace(store).list(f"data/{DATA}/stage/")
+
+
+def test_prestaged_chunks_publish_with_the_transaction(store: ObjectStore) -> None:
+    """A stage filled before the lock (no lock held meanwhile: another transaction runs
+    and commits) is published whole by the transaction it is given to, and removed."""
+    journal = Journal(store, DATA, NODE)
+    with journal.prestage() as stage:
+        _write_array(store, stage.path("data/d0/s0/n0/"), 7)
+        with journal.transaction() as other:  # the lock is free while staging
+            other.store.put("data/d0/rec/other", b"1")
+        assert store.get("data/d0/rec/other") is not None
+        assert not ChunkSpace(store).list("data/d0/s0/")  # nothing visible yet
+        with journal.transaction(stage) as txn:
+            assert txn.id == stage.id
+            txn.event({"Action": "prestaged"})
+    assert (_read_array(store, "data/d0/s0/n0/") == 7).all()
+    assert _stage_objects(store) == []
+    assert [events for _, events in journal.entries()][-1] == [{"Action": "prestaged"}]
+
+
+@pytest.mark.parametrize("where", ["before the transaction", "inside it", "never adopted"])
+def test_prestage_that_fails_is_discarded(store: ObjectStore, where: str) -> None:
+    """A stage whose writer fails before or inside its transaction, or that no
+    transaction adopts, leaves nothing: no stage objects, no chunks, no applied write."""
+    journal = Journal(store, DATA, NODE)
+    raised = pytest.raises(Crash) if where != "never adopted" else contextlib.nullcontext()
+    with raised, journal.prestage() as stage:
+        _write_array(store, stage.path("data/d0/s0/n0/"), 3)
+        assert _stage_objects(store)
+        if where == "before the transaction":
+            raise Crash
+        if where == "inside it":
+            with journal.transaction(stage):
+                raise Crash
+    assert _stage_objects(store) == []
+    assert not ChunkSpace(store).list("data/d0/s0/")
+    assert journal.applied() == 0
 
 
 class Crash(Exception):

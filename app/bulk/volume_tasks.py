@@ -103,16 +103,35 @@ def ingest_box(task: IngestTask) -> Done:
     chunks = len(grid.blocks(box))
     if _holds(data, box, voxels):
         return Done(box.voxels, chunks, voxels.nbytes, skipped=True)
-    aligned = isinstance(data, Labelmap) and grid.is_aligned(box)
-    whole = _blocks(grid, box, voxels) if aligned else None
     with services.inflight.writing(task.node):
-        fresh = writable(services, task.node, task.instance)
-        with fresh.transaction():
-            if isinstance(fresh, Labelmap):
-                write_blocks(fresh, whole or _merged(fresh, box, voxels), stamp=task.stamp)
-            else:
-                fresh.write(box, voxels)
+        if grid.is_aligned(box):
+            _write_whole(services, task, _blocks(grid, box, voxels))
+        else:
+            fresh = writable(services, task.node, task.instance)
+            with fresh.transaction():
+                if isinstance(fresh, Labelmap):
+                    write_blocks(fresh, _merged(fresh, box, voxels), stamp=task.stamp)
+                else:
+                    fresh.write(box, voxels)
     return Done(box.voxels, chunks, voxels.nbytes)
+
+
+def _write_whole(services: Services, task: IngestTask, blocks: list[Block]) -> None:
+    """Write the whole blocks of a block-aligned box: encoded and uploaded into a
+    prestaged stage before the transaction lock is taken (so tasks on one instance and
+    version overlap there), then adopted and published in the transaction, which holds
+    the lock only for the bookkeeping (label index, scales, extents)."""
+    data = writable(services, task.node, task.instance)
+    volume = data.volume()
+    assert isinstance(volume, VersionedVolume)  # writable: not a proxy
+    with data.journal().prestage() as stage:
+        volume.stage_blocks(stage, blocks)
+        fresh = writable(services, task.node, task.instance)
+        with fresh.transaction(stage):
+            if isinstance(fresh, Labelmap):
+                write_blocks(fresh, blocks, stamp=task.stamp, staged=True)
+            else:
+                fresh.publish_staged(task.box)
 
 
 def _holds(data: VolumeData, box: Box, voxels: np.ndarray) -> bool:

@@ -25,7 +25,7 @@ from app.errors import BadRequest, LockedNode
 from app.repo import Instance, Repo, now
 from app.storage import keys
 from app.storage.counter import Counter
-from app.storage.journal import Journal, Transaction
+from app.storage.journal import Journal, Stage, Transaction
 from backends import ObjectStore
 
 if TYPE_CHECKING:
@@ -210,12 +210,15 @@ class Data:
         return type(self)(self.services, self.repo, node, self.instance)
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        """Run the body's writes as one transaction (nested calls join the open one)."""
+    def transaction(self, stage: Stage | None = None) -> Iterator[Transaction]:
+        """Run the body's writes as one transaction (nested calls join the open one), in
+        ``stage`` if a writer filled one first (:meth:`Journal.prestage`)."""
         if self._txn is not None:
+            if stage is not None:
+                raise RuntimeError("a prestaged stage cannot join a running transaction")
             yield self._txn
             return
-        with self.journal().transaction() as txn:
+        with self.journal().transaction(stage) as txn:
             self._txn = txn
             try:
                 yield txn

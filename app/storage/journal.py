@@ -11,7 +11,9 @@ A write runs as a :class:`Transaction` on ``(instance, version node)``:
    applied now (roll forward), before anything else is read.
 3. **Stage.** The request reads the state as committed so far and computes its writes:
    record puts and deletes are buffered in :attr:`Transaction.store` (which reads its own
-   writes); chunk arrays are written by tensorstore under the transaction's stage prefix.
+   writes); chunk arrays are written by tensorstore under the transaction's stage prefix
+   (a writer whose chunks depend on nothing stored may fill that stage before step 1:
+   :meth:`Journal.prestage`).
 4. **Commit point.** One put of the redo record ``redo-<seq>`` listing every buffered put
    and delete, every staged chunk object to publish and the events to log. Before it
    nothing is visible; after it the transaction will be completed by someone.
@@ -267,25 +269,56 @@ class ChunkSpace:
 # --- transactions ------------------------------------------------------------------------------
 
 
+def new_txn_id() -> str:
+    """A transaction's id: unique, and it names its stage."""
+    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+
+
+class Stage:
+    """Where one transaction's chunk arrays are written before its commit publishes them.
+
+    A transaction usually opens its own stage once it holds the lock. A writer whose
+    chunks do not depend on what the version holds (whole blocks of a bulk ingest) may
+    fill a stage first, outside the lock, with :meth:`Journal.prestage`, and hand it to
+    :meth:`Journal.transaction`: encoding and uploading then overlap across writers, and
+    only the publish takes turns."""
+
+    def __init__(self, data_uuid: str, txn_id: str) -> None:
+        self.id = txn_id
+        self.prefix = keys.txn_stage(data_uuid, txn_id)
+        #: Per staged array path, the ids of the chunks staged so far (for reads).
+        self.staged: dict[str, set[int]] = {}
+        #: Per array path, chunks staged before the lock and not yet adopted by the
+        #: transaction (until then its reads do not see them).
+        self.prestaged: dict[str, set[int]] = {}
+        #: Whether a path was handed out (only then can the stage hold objects).
+        self.touched = False
+        #: Whether a transaction took the stage over (it then publishes or discards it).
+        self.adopted = False
+
+    def path(self, path: str) -> str:
+        self.touched = True
+        return self.prefix + path
+
+
 class Transaction:
     """One write to an instance at a version; see the module docstring."""
 
-    def __init__(self, journal: Journal, seq: int, txn_id: str) -> None:
+    def __init__(self, journal: Journal, seq: int, stage: Stage) -> None:
         self.journal = journal
         self.seq = seq
-        self.id = txn_id
+        self.stage = stage
+        self.id = stage.id
         self.store = BufferedStore(journal.store)
         self.events: list[dict[str, Any]] = []
         #: Per staged array path, the ids of the chunks staged so far (for reads).
-        self.staged: dict[str, set[int]] = {}
+        self.staged = stage.staged
         #: Between the start of the commit-point write and the head's advance.
         self.committing = False
-        self._staging = False
 
     def stage_path(self, path: str) -> str:
         """Where chunk arrays bound for ``path`` are written during this transaction."""
-        self._staging = True
-        return keys.txn_stage(self.journal.data_uuid, self.id) + path
+        return self.stage.path(path)
 
     def event(self, event: dict[str, Any]) -> None:
         """Record an event for the mutation log and for synced instances."""
@@ -295,10 +328,10 @@ class Transaction:
     def touched_arrays(self) -> bool:
         """Whether a stage path was handed out: only then can the stage hold objects
         (edits of the mapping and indices alone skip listing and clearing it)."""
-        return self._staging
+        return self.stage.touched
 
     def redo(self) -> Redo:
-        stage = keys.txn_stage(self.journal.data_uuid, self.id)
+        stage = self.stage.prefix
         staged = ChunkSpace(self.journal.store).list(stage) if self.touched_arrays else []
         return Redo(
             self.seq,
@@ -422,21 +455,37 @@ class Journal:
     # --- running a transaction -----------------------------------------------------------
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        """Run a write: the body stages it, the exit publishes it (or, on an exception,
-        throws it away)."""
+    def prestage(self) -> Iterator[Stage]:
+        """A stage to fill before the lock is taken, for :meth:`transaction`. It is thrown
+        away if the body raises or never hands it to a transaction. A process killed
+        before its transaction's commit point leaves it behind, inert: only a redo
+        record names staged chunks to publish."""
+        stage = Stage(self.data_uuid, new_txn_id())
+        try:
+            yield stage
+        finally:
+            if stage.touched and not stage.adopted:
+                self._discard(stage.id)
+
+    @contextlib.contextmanager
+    def transaction(self, stage: Stage | None = None) -> Iterator[Transaction]:
+        """Run a write: the body stages it (in ``stage`` if given, already partly filled
+        by :meth:`prestage`), the exit publishes it (or, on an exception, throws it
+        away)."""
         lock = self._thread_lock()
         if not lock.acquire(timeout=self.wait):
             raise Contention(f"version {self.node_uuid} of instance {self.data_uuid} is busy")
         try:
-            txn_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
-            head, token, dead = self._acquire(txn_id)
+            if stage is None:
+                stage = Stage(self.data_uuid, new_txn_id())
+            head, token, dead = self._acquire(stage.id)
             txn: Transaction | None = None
             try:
                 token = self._recover(head, token)
                 if dead is not None:  # what it staged without reaching its commit point
                     self._discard(dead.txn)
-                txn = Transaction(self, head.seq + 1, txn_id)
+                txn = Transaction(self, head.seq + 1, stage)
+                stage.adopted = True
                 try:
                     yield txn
                 except BaseException:

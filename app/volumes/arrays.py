@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import tensorstore as ts
 
-from app.storage.journal import Transaction
+from app.storage.journal import Stage, Transaction
 from app.volumes import keys
 from app.volumes.geometry import COORD_LIMIT, BlockGrid, Box, Vec, pack, unpack, vec
 from app.volumes.ownership import ChunkOwnership
@@ -281,12 +281,34 @@ class VersionedVolume:
 
     def write_blocks(self, blocks: list[tuple[Vec, np.ndarray]]) -> None:
         """Write whole blocks at the bound (open) version."""
-        array = self._write_array()
+        self._record(self._put_blocks(self._write_array(), blocks))
+
+    def stage_blocks(self, stage: Stage, blocks: list[tuple[Vec, np.ndarray]]) -> None:
+        """Encode and store whole blocks into ``stage`` before its transaction holds the
+        lock (:meth:`app.storage.journal.Journal.prestage`); :meth:`adopt_staged` inside
+        that transaction then counts them as written."""
+        kvstore = self.store.tensorstore_kvstore(stage.path(self._path))
+        context = self.store.tensorstore_context()
+        array = self.arrays.open(kvstore, self.spec, True, context, staging=True)
+        ids = self._put_blocks(array, blocks)
+        stage.prestaged.setdefault(self._path, set()).update(int(i) for i in ids)
+
+    def adopt_staged(self) -> None:
+        """Inside the transaction given a prestaged stage: from now on the chunks staged
+        there for this array are its writes (reads see them; the commit publishes them
+        as the node's own). Reads before this see only what the version holds."""
+        assert self.txn is not None, "adopting staged chunks needs the transaction"
+        ids = self.txn.stage.prestaged.pop(self._path, set())
+        self._record(np.fromiter(ids, dtype=np.uint64, count=len(ids)))
+
+    def _put_blocks(
+        self, array: ts.TensorStore, blocks: list[tuple[Vec, np.ndarray]]
+    ) -> np.ndarray:
+        """Write whole blocks into ``array`` concurrently; their chunk ids."""
         futures = [array[_zyx(self.grid.block_box(c))].write(v) for c, v in blocks]
         for future in futures:
             future.result()
-        coords = np.array([c for c, _ in blocks], dtype=np.int64).reshape(-1, 3)
-        self._record(pack(coords))
+        return pack(np.array([c for c, _ in blocks], dtype=np.int64).reshape(-1, 3))
 
     def _record(self, ids: np.ndarray) -> None:
         """Count written chunks as the node's own (in a transaction: once it commits)."""

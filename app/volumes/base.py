@@ -215,6 +215,17 @@ class VolumeData(Data):
         self.grow_extents(box)
         self.event("mutate-blocks", Scale=0, Blocks=volume.grid.blocks(box).tolist())
 
+    def publish_staged(self, box: Box) -> None:
+        """Inside a transaction given a prestaged stage holding the whole scale-0 blocks
+        of the block-aligned ``box``: adopt them, and do what :meth:`write` does besides
+        encoding."""
+        volume = self.volume()
+        if not isinstance(volume, VersionedVolume):
+            raise TypeError(f"{type(volume).__name__} has no stage to adopt")
+        volume.adopt_staged()
+        self.grow_extents(box)
+        self.event("mutate-blocks", Scale=0, Blocks=volume.grid.blocks(box).tolist())
+
     def _extents_keys(self) -> VersionedKeys:
         return VersionedKeys(
             self.store,

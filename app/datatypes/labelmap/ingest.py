@@ -13,6 +13,7 @@ import numpy as np
 from app.datatypes.labelmap.codecs import encode_block_key
 from app.proto import labelmap_pb2 as pb
 from app.repo import now
+from app.volumes.arrays import VersionedVolume
 from app.volumes.geometry import Vec
 
 if TYPE_CHECKING:
@@ -47,25 +48,37 @@ def write_blocks(
     bookkeeping: bool = True,
     stamp: Stamp | None = None,
     bodies: set[int] | None = None,
+    staged: bool = False,
 ) -> None:
     """Replace whole blocks at ``scale``: every label block write goes through here. At
     scale 0 the label index (unless ``index`` is false or the instance is not indexed), the
     max label and the extents follow; with ``downres`` every lower scale up to
     MaxDownresLevel is recomputed for these blocks. Without ``bookkeeping`` only the blocks
     are written (``ingest-supervoxels``: the client does the rest). Rewritten indices
-    carry ``stamp`` (a voxel write without one takes a new mutation id, as DVID's does)."""
+    carry ``stamp`` (a voxel write without one takes a new mutation id, as DVID's does).
+    With ``staged`` the blocks were already encoded into the transaction's prestaged
+    stage (:meth:`VersionedVolume.stage_blocks`) and are adopted instead of written."""
     if not blocks:
         return
     volume = data.volume(scale)
+
+    def put() -> None:
+        if not staged:
+            volume.write_blocks(blocks)
+        elif isinstance(volume, VersionedVolume):
+            volume.adopt_staged()
+        else:
+            raise TypeError(f"{type(volume).__name__} has no stage to adopt")
+
     if not bookkeeping:
-        volume.write_blocks(blocks)
+        put()
         return
     coords = np.array([c for c, _ in blocks], dtype=np.int64).reshape(-1, 3)
     if scale == 0 and index and data.indexed:
         old = dict(volume.read_blocks(coords))
         stamp = stamp or Stamp(data.new_mutation_id())
         _update_indices(data, [(c, old.get(c), v) for c, v in blocks], stamp, bodies)
-    volume.write_blocks(blocks)
+    put()
     if scale == 0:
         largest = int(max(int(v.max()) for _, v in blocks))
         data.raise_max_label(largest)
