@@ -54,6 +54,17 @@ def post_info(data: AnyData) -> Response:
     return json_response(data.instance_json())
 
 
+@common.get("/diff/{from_ref}")
+def diff(from_ref: str, data: AnyData) -> Response:
+    """What differs in this instance from version ``from_ref`` to the bound one, in the
+    repo diff's JSON with one instance (:mod:`app.repo_diff`)."""
+    from app import repo_diff
+
+    was = repo_diff.version_in(data.services, data.repo, from_ref)
+    answer = repo_diff.diff(data.services, data.repo, was, data.node, [data.name])
+    return json_response(answer)
+
+
 @common.get("/tags")
 def get_tags(data: AnyData) -> Response:
     return json_response({"Tags": data.instance.tags or None})

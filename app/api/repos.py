@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from app import repo_diff
 from app.api.common import JsonBody, Svc, json_object, json_response, string_field, string_list
 from app.dag import MASTER, Node, node_dag_json
 from app.datatypes import bind, get
@@ -214,14 +215,34 @@ def _merge_rule(repo: Repo, parents: list[Node]) -> str:
     return parents[0].branch
 
 
+MERGE_MODES = ("default", "strict")
+
+
 @router.post("/repo/{uuid}/merge")
-def merge(uuid: str, body: JsonBody, svc: Svc) -> Response:
+def merge(
+    uuid: str, body: JsonBody, svc: Svc, dryrun: str = "false", mode: str = "default"
+) -> Response:
+    """``dryrun=true`` reports every conflict the merge would have and writes nothing
+    (:func:`app.repo_diff.merge_report`); ``mode=strict`` refuses a merge with any; the
+    default merges anyway (a conflicting item errors on read until resolved)."""
     body = json_object(body)
     merge_type = string_field(body, "mergeType")
     if merge_type != "conflict-free":
         raise BadRequest(f"unsupported mergeType {merge_type!r}: only 'conflict-free' exists")
+    dry = parse_bool(dryrun, "dryrun")
+    if mode not in MERGE_MODES:
+        raise BadRequest(f"unknown merge mode {mode!r}: use one of {', '.join(MERGE_MODES)}")
     repo, _ = svc.catalog.resolve(uuid)
     parents = _merge_parents(svc, repo, string_list(body, "parents"))
+    if dry or mode == "strict":
+        report = repo_diff.merge_report(svc, repo, [repo.dag.node(p) for p in parents])
+        if dry:
+            return json_response(report)
+        if report["count"]:
+            raise BadRequest(
+                f"merge refused (mode=strict): {report['count']} conflicts in instances "
+                f"{', '.join(report['conflicts'])}; POST with dryrun=true lists them"
+            )
     child = create_child(svc, repo.root, parents, _merge_rule, note=string_field(body, "note"))
     return json_response({"child": child.uuid})
 

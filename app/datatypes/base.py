@@ -29,6 +29,7 @@ from app.storage.journal import Journal, Stage, Transaction
 from backends import ObjectStore
 
 if TYPE_CHECKING:
+    from app.diff import MergeSides
     from app.services import Services
 
 TYPE_URL_BASE = "github.com/janelia-flyem/dvid/datatype/"
@@ -74,6 +75,11 @@ def parse_compression(value: str) -> str:
             raise BadRequest(f"bad compression {value!r}: only gzip takes a level, 1 to 9")
         return f"{fmt}:{level}"
     return fmt
+
+
+class NotComparable(BadRequest):
+    """A datatype that cannot answer a diff or a merge check (400); a repo-wide diff
+    lists its instances apart instead of failing."""
 
 
 def data_root(instance: Instance) -> str:
@@ -319,6 +325,23 @@ class Data:
     def conflicts(self, parents: list[Node]) -> dict[str, list[str]]:
         """For ``resolve``: per lower-priority parent UUID, the keys it must give up."""
         raise BadRequest(f"datatype {self.typename} cannot resolve merge conflicts")
+
+    def diff(self, other: Self) -> dict[str, Any] | None:
+        """What a read of this instance at ``other``'s version sees differently from one
+        at this version: the instance's members of a diff (``keys``, ``blocks``,
+        ``labels``...; :mod:`app.diff`), or None if nothing differs. A type without
+        per-version indexes to compare says so (400, :class:`NotComparable`)."""
+        raise NotComparable(
+            f"datatype {self.typename} keeps no per-version index a diff could compare"
+        )
+
+    def merge_conflicts(self, merge: MergeSides) -> dict[str, Any] | None:
+        """What a merge of ``merge.parents`` would conflict on in this instance (members
+        as :meth:`diff`'s, each a list), or None if nothing; 400 for a type that cannot
+        tell (:class:`NotComparable`)."""
+        raise NotComparable(
+            f"datatype {self.typename} keeps no per-version index to check for conflicts"
+        )
 
     def tombstone(self, keys: list[str]) -> None:
         """Delete ``keys`` at :attr:`version` (used by resolve)."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, Self
 
 from app.dag import Node
 from app.datatypes.base import Data
+from app.diff import MergeSides, key_conflicts, key_diff
 from app.storage.keyed import KeyView, VersionedKeys, decode_key
 
 
@@ -49,6 +51,16 @@ class KeyedData(Data):
                 elif version != first:
                     doomed.setdefault(parent.uuid, []).append(decode_key(hexkey))
         return doomed
+
+    def diff(self, other: Self) -> dict[str, Any] | None:
+        """Keys added, changed (by bytes) and deleted from this version to ``other``'s."""
+        changes = key_diff(self.keys(), self.view(), other.view())
+        return {"keys": changes.to_json()} if changes else None
+
+    def merge_conflicts(self, merge: MergeSides) -> dict[str, Any] | None:
+        """Keys changed on two or more sides to different bytes."""
+        found = key_conflicts(self.keys(), self.dag, merge)
+        return {"keys": found} if found else None
 
     def tombstone(self, keys: list[str]) -> None:
         for key in keys:

@@ -184,6 +184,17 @@ class KeyView:
         self.mutable = mutable
         self._own: NodeIndex | None = None
 
+    def records_of(self, version_id: int) -> NodeIndex:
+        """The records ``version_id`` wrote (this node's own, if open, from a listing)."""
+        return self._records_of(version_id)
+
+    def holders(self, hexkey: str) -> list[int]:
+        """The versions holding the values a read of ``hexkey`` here sees: none (absent
+        or deleted), one (the answer) or several (a merge conflict). Tombstones shadow
+        only what they descend from (:meth:`_read_winner`)."""
+        winners = self._winners(hexkey, [self.node.version_id])
+        return [v for v in winners if not self._records_of(v).records[hexkey]]
+
     def _records_of(self, version_id: int) -> NodeIndex:
         node = self.dag.by_id[version_id]
         if node is self.node and self.mutable:

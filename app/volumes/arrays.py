@@ -148,6 +148,21 @@ class ArrayHandles:
         return handle
 
 
+def chunk_object(store: ObjectStore, base: str, node_uuid: str, index: Vec) -> bytes | None:
+    """The stored (encoded) bytes of the chunk at array position ``index`` (z, y, x) of
+    the array ``node_uuid`` wrote under ``base``, or None if it holds none (never written,
+    or all background). Read as an object where tensorstore shares the store's keys, else
+    through tensorstore's own kvstore (the in-memory store)."""
+    path = keys.chunk(base, node_uuid, index)
+    if store.tensorstore_shares_keys():
+        blob = store.get(path)
+        return None if blob is None else blob.data
+    spec = store.tensorstore_kvstore(keys.node_array(base, node_uuid))
+    kvstore = ts.KvStore.open(spec, context=store.tensorstore_context()).result()
+    found = kvstore.read(path[len(keys.node_array(base, node_uuid)) :]).result()
+    return bytes(found.value) if found.state == "value" else None
+
+
 def _zyx(box: Box) -> tuple[slice, slice, slice]:
     (x0, y0, z0), (x1, y1, z1) = box.offset, box.end
     return slice(z0, z1), slice(y0, y1), slice(x0, x1)

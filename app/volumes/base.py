@@ -5,17 +5,19 @@ neuroglancer reads, and how the volume shows as a neuroglancer precomputed volum
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 from fastapi import APIRouter
 
+from app.dag import Node
 from app.datatypes.base import Data
+from app.diff import MergeSides, chunk_conflicts, chunk_diff
 from app.errors import BadRequest
 from app.storage.keyed import VersionedKeys
 from app.volumes import images, keys
-from app.volumes.arrays import VersionedVolume, VolumeSpec, Voxels, codecs_for
-from app.volumes.geometry import Box, Vec
+from app.volumes.arrays import VersionedVolume, VolumeSpec, Voxels, chunk_object, codecs_for
+from app.volumes.geometry import Box, Vec, unpack
 from app.volumes.ownership import ChunkOwnership
 from app.volumes.proxy import ProxyVolume, describe_remote, level_box, parse_proxy
 
@@ -165,9 +167,50 @@ class VolumeData(Data):
         if self.proxy is not None:
             return self._proxy_volume(self.proxy, scale)
         base = keys.chunk_array(self.root, scale)
-        ownership = ChunkOwnership(self.store, base, self.services.bitmap_cache, self.at)
         return VersionedVolume(
-            self.store, base, self.spec(), ownership, self.services.arrays, self.txn
+            self.store, base, self.spec(), self.ownership(scale), self.services.arrays, self.txn
+        )
+
+    def ownership(self, scale: int = 0) -> ChunkOwnership:
+        """Which version wrote which chunk at ``scale``, as seen from the bound version."""
+        base = keys.chunk_array(self.root, scale)
+        return ChunkOwnership(self.store, base, self.services.bitmap_cache, self.at)
+
+    # --- diffs and merge conflicts (app.diff) ----------------------------------------------
+
+    def diff(self, other: Self) -> dict[str, Any] | None:
+        """Scale-0 block coordinates whose chunk comes from other versions at ``other``'s
+        version (bitmaps only; a proxy's remote never differs between versions)."""
+        if self.proxy is not None:
+            return None
+        ids = chunk_diff(self.ownership(), other.ownership())
+        return {"blocks": unpack(ids).tolist()} if ids.size else None
+
+    def merge_conflicts(self, merge: MergeSides) -> dict[str, Any] | None:
+        """Scale-0 blocks whose stored chunks differ on two or more sides."""
+        if self.proxy is None:
+            ids = self.conflicting_chunks(merge)
+            if ids.size:
+                return {"blocks": unpack(ids).tolist()}
+        return None
+
+    def conflicting_chunks(self, merge: MergeSides, scale: int = 0) -> np.ndarray:
+        """Chunk ids at ``scale`` a merge would conflict on (stored chunk bytes compared)."""
+        base = keys.chunk_array(self.root, scale)
+        bz, by, bx = reversed(self.block_size)
+        oz, oy, ox = self.spec().offsets()
+        first = (oz // bz, oy // by, ox // bx)
+
+        def read(node: Node, chunk: int) -> bytes | None:
+            x, y, z = (int(v) for v in unpack(np.array([chunk], dtype=np.uint64))[0])
+            index = (z + first[0], y + first[1], x + first[2])
+            return chunk_object(self.store, base, node.uuid, index)
+
+        return chunk_conflicts(
+            [self.at_node(parent).ownership(scale) for parent in merge.parents],
+            [self.at_node(node).ownership(scale) for node in merge.bases],
+            merge,
+            read,
         )
 
     def _proxy_volume(self, proxy: dict[str, Any], scale: int) -> ProxyVolume:

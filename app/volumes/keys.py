@@ -23,6 +23,13 @@ def node_array(base: str, node_uuid: str) -> str:
     return f"{base}/{node_uuid}/"
 
 
+def chunk(base: str, node_uuid: str, index: tuple[int, int, int]) -> str:
+    """The object of one chunk of the array ``node_uuid`` wrote: ``index`` is the chunk's
+    z, y, x position in the array (zarr v3 default chunk key encoding)."""
+    z, y, x = index
+    return f"{node_array(base, node_uuid)}c/{z}/{y}/{x}"
+
+
 def owned(base: str, node_uuid: str) -> str:
     """The bitmap of chunk ids ``node_uuid`` wrote under ``base``."""
     return f"{base}/owned/{node_uuid}.roaring"

@@ -64,16 +64,20 @@ class ChunkOwnership:
             self.store, keys.owned(self.base, node_uuid), edit, what=f"chunks of {node_uuid}"
         )
 
-    def owners(self, ids: np.ndarray) -> dict[int, np.ndarray]:
+    def owners(
+        self, ids: np.ndarray, conflicts: dict[int, list[int]] | None = None
+    ) -> dict[int, np.ndarray]:
         """For each version holding some of ``ids`` (nearest along the ancestry), the ids
-        it holds. Ids no version wrote are absent from the result (background)."""
+        it holds. Ids no version wrote are absent from the result (background). Below a
+        merge, a chunk written along two merge paths raises :class:`Conflict`, or, given
+        ``conflicts``, is left out and recorded there with its holders (for diffs)."""
         at = self.at
         remaining = BitMap64(ids.astype(np.uint64))
         found: dict[int, BitMap64] = {}
         current: Node | None = at.node
         while current is not None and remaining:
             if len(current.parents) > 1:
-                self._resolve_merge(current, remaining, found)
+                self._resolve_merge(current, remaining, found, conflicts)
                 break
             owned = remaining & self.written(current, at.is_open(current))
             if owned:
@@ -82,7 +86,13 @@ class ChunkOwnership:
             current = at.owner(current.parents[0]) if current.parents else None
         return {v: np.array(bitmap.to_array(), dtype=np.uint64) for v, bitmap in found.items()}
 
-    def _resolve_merge(self, merge: Node, remaining: BitMap64, found: dict[int, BitMap64]) -> None:
+    def _resolve_merge(
+        self,
+        merge: Node,
+        remaining: BitMap64,
+        found: dict[int, BitMap64],
+        conflicts: dict[int, list[int]] | None = None,
+    ) -> None:
         """Below a merge, resolve chunk by chunk with the shadowing rule (README §2.2);
         chunks written along two merge paths conflict."""
         own = remaining & self.written(merge, mutable=not merge.locked)
@@ -98,7 +108,9 @@ class ChunkOwnership:
 
         for chunk in remaining:
             winners = self.at.dag.nearest_records(merge.parents, partial(holds, chunk=chunk))
-            if len(winners) > 1:
+            if len(winners) > 1 and conflicts is not None:
+                conflicts[chunk] = sorted(winners)
+            elif len(winners) > 1:
                 raise Conflict(
                     f"block {chunk} was written on more than one path into merged node "
                     f"{merge.uuid}: write it at that node to resolve the conflict"

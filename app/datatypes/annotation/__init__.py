@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from fastapi import APIRouter
@@ -24,6 +24,7 @@ from app.datatypes.annotation.records import decode_placed
 from app.datatypes.base import Data
 from app.datatypes.capabilities import LabelSource
 from app.datatypes.keyed import KeyedData
+from app.diff import MergeSides
 from app.errors import BadRequest
 from app.repo import Instance
 from app.storage.journal import Transaction
@@ -85,6 +86,20 @@ class Annotation(KeyedData):
         from app.datatypes.annotation.follow import follow
 
         follow(self, events)
+
+    # --- diffs and merge conflicts (app.diff) ----------------------------------------------
+
+    def diff(self, other: Self) -> dict[str, Any] | None:
+        """Elements added, changed and deleted (label and tag lists follow from them)."""
+        from app.datatypes.annotation.changes import element_changes
+
+        elements = element_changes(self, other)
+        return {"elements": elements} if any(elements.values()) else None
+
+    def merge_conflicts(self, merge: MergeSides) -> dict[str, Any] | None:
+        from app.datatypes.annotation.changes import conflicts
+
+        return conflicts(self, merge) or None
 
     # --- as element lists for counters (capabilities.ElementLabels) ----------------------
 

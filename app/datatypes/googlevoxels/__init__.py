@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 from fastapi import APIRouter
@@ -37,6 +37,7 @@ from app.volumes.geometry import Box, parse_int
 from backends.remote.brainmaps import SCHEME, BrainMapsVolume, Geometry, finest, parse_volume_id
 
 if TYPE_CHECKING:
+    from app.diff import MergeSides
     from app.services import Services
 
 DEFAULT_TILE_SIZE = 512
@@ -68,6 +69,13 @@ class GoogleVoxels(Data):
         from app.datatypes.googlevoxels.routes import router
 
         return router
+
+    def diff(self, other: Self) -> dict[str, Any] | None:
+        """The remote volume is the same at every version: nothing ever differs."""
+        return None
+
+    def merge_conflicts(self, merge: MergeSides) -> dict[str, Any] | None:
+        return None
 
     @classmethod
     def parse_settings(cls, config: dict[str, str]) -> dict:

@@ -10,15 +10,17 @@ version written.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Self
 
 import numpy as np
 from fastapi import APIRouter
 
 from app.datatypes import register
 from app.datatypes.base import parse_bool
-from app.datatypes.labelmap import codecs, keys
+from app.datatypes.labelmap import codecs, history, keys
 from app.datatypes.labelmap.mutate import supervoxels_of as index_supervoxels
 from app.datatypes.labelmap.state import MAX_UINT64, LabelIndices, Mapping, NextLabel
+from app.diff import MergeSides, key_conflicts, key_diff
 from app.errors import BadRequest
 from app.storage.counter import Counter
 from app.storage.idmap import IdMap
@@ -131,6 +133,34 @@ class Labelmap(VolumeData):
             self._counters(),
         ):
             keyed.seal(self.node.uuid)
+
+    # --- diffs and merge conflicts (app.diff) ----------------------------------------------
+
+    def diff(self, other: Self) -> dict[str, Any] | None:
+        """Blocks, the labels whose label index changed (voxels or supervoxels moved in
+        or out: writes, merges, cleaves, splits), and the mutations logged between."""
+        found = super().diff(other) or {}
+        if self.proxy is not None:
+            return found or None
+        index = self._keyed(keys.index(self.root))
+        changes = key_diff(index, self.at.view(index), other.at.view(index))
+        labels = sorted(int(k, 16) for k in (*changes.added, *changes.changed, *changes.deleted))
+        if labels:
+            found["labels"] = labels
+        mutations = history.between(self, other)
+        if mutations:
+            found["mutations"] = mutations
+        return found or None
+
+    def merge_conflicts(self, merge: MergeSides) -> dict[str, Any] | None:
+        """Blocks, and labels whose label index changed on two or more sides."""
+        found = super().merge_conflicts(merge) or {}
+        if self.proxy is None:
+            index = self._keyed(keys.index(self.root))
+            labels = [int(k, 16) for k in key_conflicts(index, self.dag, merge)]
+            if labels:
+                found["labels"] = labels
+        return found or None
 
     def max_label(self) -> int | None:
         """The largest label written at this version or its ancestors."""

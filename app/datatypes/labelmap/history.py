@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from app.dag import Node
+from app.diff import divergent
 from app.errors import BadRequest
 
 if TYPE_CHECKING:
@@ -40,6 +41,13 @@ def records(data: Labelmap, node: Node) -> Iterator[dict[str, Any]]:
         for event in events:
             if event.get("Action") in COMPLETE_ACTIONS:
                 yield event
+
+
+def between(data: Labelmap, other: Labelmap) -> list[dict[str, Any]]:
+    """The completed-mutation records of the versions exactly one of the two bound
+    versions descends from (what a diff between them lists), oldest version first."""
+    versions = sorted(divergent(data.dag, data.version, other.version))
+    return [r for v in versions for r in records(data, data.dag.by_id[v])]
 
 
 def json_array(found: Iterator[dict[str, Any]]) -> bytes:

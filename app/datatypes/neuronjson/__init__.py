@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import orjson
 from fastapi import APIRouter
@@ -20,6 +20,7 @@ from app.datatypes.keyed import KeyedData
 from app.datatypes.neuronjson import docjson, provenance, schema
 from app.datatypes.neuronjson.store import Documents
 from app.datatypes.neuronjson.table import DocView
+from app.diff import MergeSides, key_conflicts, key_diff
 from app.errors import BadRequest
 from app.storage import parallel
 from app.storage.keyed import VersionedKeys
@@ -102,6 +103,23 @@ class NeuronJSON(KeyedData):
     def delete_schema(self, name: str) -> None:
         self.schemas().delete(self.version.uuid, name)
         self.event("deleteschema", Key=name)
+
+    # --- diffs and merge conflicts (app.diff) ----------------------------------------------
+
+    def diff(self, other: Self) -> dict[str, Any] | None:
+        """Body ids (and schema keys, as ``/key`` names them) added, changed, deleted."""
+        changes = key_diff(self.keys(), self.view(), other.view())
+        schemas = self.schemas()
+        meta = key_diff(schemas, self.at.view(schemas), other.at.view(schemas))
+        changes.added += meta.added
+        changes.changed += meta.changed
+        changes.deleted += meta.deleted
+        return {"keys": changes.to_json()} if changes else None
+
+    def merge_conflicts(self, merge: MergeSides) -> dict[str, Any] | None:
+        keys = key_conflicts(self.keys(), self.dag, merge)
+        keys += key_conflicts(self.schemas(), self.dag, merge)
+        return {"keys": keys} if keys else None
 
     # --- writes --------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Any, Self
 
 import numpy as np
 from fastapi import APIRouter
@@ -104,6 +105,20 @@ class Roi(KeyedData):
             for o, e, s, first in zip(box.offset, box.end, size, lo, strict=True)
         )
         return inside[np.ix_(z, y, x)].view(np.uint8)
+
+    # --- diffs (app.diff) ------------------------------------------------------------------
+
+    def diff(self, other: Self) -> dict[str, Any] | None:
+        """The spans of blocks added to and deleted from the ROI at ``other``'s version."""
+        if super().diff(other) is None:
+            return None
+        was, now = self.index, other.index
+        before, after = was.blocks(), now.blocks()
+        added = roi_spans.from_blocks(after[~was.contains(after)])
+        deleted = roi_spans.from_blocks(before[~now.contains(before)])
+        if not len(added) and not len(deleted):
+            return None
+        return {"spans": {"added": added.tolist(), "deleted": deleted.tolist()}}
 
     # --- the Region capability -----------------------------------------------------------
 

@@ -74,6 +74,19 @@ def decode(value: bytes) -> np.ndarray:
     return np.frombuffer(value, dtype=SPAN_DTYPE).reshape(-1, 4)
 
 
+def from_blocks(blocks: np.ndarray) -> np.ndarray:
+    """Blocks ``(n, 3)`` x,y,z as the fewest spans ``(m, 4)`` z, y, x0, x1, sorted."""
+    b = np.asarray(blocks, dtype=np.int64).reshape(-1, 3)
+    if not len(b):
+        return np.empty((0, 4), SPAN_DTYPE)
+    b = b[np.lexsort((b[:, 0], b[:, 1], b[:, 2]))]
+    starts = np.ones(len(b), dtype=bool)
+    starts[1:] = (b[1:, 2] != b[:-1, 2]) | (b[1:, 1] != b[:-1, 1]) | (b[1:, 0] != b[:-1, 0] + 1)
+    first = np.flatnonzero(starts)
+    last = np.append(first[1:], len(b)) - 1
+    return np.stack([b[first, 2], b[first, 1], b[first, 0], b[last, 0]], axis=1).astype(SPAN_DTYPE)
+
+
 def _row_keys(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (z.astype(np.int64) << 32) + (y.astype(np.int64) + _Y_BIAS)
 

@@ -1,0 +1,259 @@
+"""What differs between two versions, and what a merge of several would conflict on,
+computed from the per-version indexes (key indexes, chunk ownership bitmaps), never from
+voxels.
+
+Only versions that one side descends from and the other does not can make the sides
+differ: ``ancestors(A) ^ ancestors(B)``. The records or chunks those versions wrote are the
+candidates; a candidate differs when a read at A and a read at B resolve it to different
+*holders* (the versions whose records the read sees). Keyed records whose holders differ
+are then compared by their bytes, so rewriting a value unchanged is no change; chunks are
+not read (a chunk rewritten on a branch is listed even if its voxels came out the same).
+
+A merge of parents P1..Pn is judged three-way against the merge bases (the newest
+versions every parent descends from): an item written on one side only is no conflict;
+one written on two or more sides conflicts when the values those sides see differ from the
+base and from each other. Here values are compared by bytes: stored records, or stored
+chunk objects (the encoded chunk, not decoded voxels); the same bytes on both sides is no
+conflict.
+
+The machinery is generic over keyed records (:class:`VersionedKeys`) and chunk arrays
+(:class:`ChunkOwnership`); each datatype says which of its stores to compare and how to
+show the result (``Data.diff`` and ``Data.merge_conflicts``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+from pyroaring import BitMap64
+
+from app.dag import Node, VersionDAG
+from app.storage import parallel
+from app.storage.keyed import KeyView, VersionedKeys, decode_key
+from app.volumes.ownership import ChunkOwnership
+
+#: The versions whose records a read sees: () none, (v,) one, several a merge conflict.
+Holders = tuple[int, ...]
+#: What a read sees, comparable by bytes: None (absent), the bytes, or for a conflicted
+#: read the sorted bytes of every holder.
+Value = bytes | tuple[bytes | None, ...] | None
+
+T = TypeVar("T", bound=Hashable)
+
+
+def divergent(dag: VersionDAG, a: Node, b: Node) -> frozenset[int]:
+    """The versions exactly one of ``a`` and ``b`` descends from (itself included)."""
+    return dag.ancestors(a.version_id) ^ dag.ancestors(b.version_id)
+
+
+@dataclass(frozen=True)
+class MergeSides:
+    """The parents of a merge seen three-way: per parent, the versions not every parent
+    descends from (its *side*), and the merge bases (the newest common ancestors)."""
+
+    parents: list[Node]
+    sides: list[frozenset[int]]
+    bases: list[Node]
+
+    @classmethod
+    def of(cls, dag: VersionDAG, parents: list[Node]) -> MergeSides:
+        lines = [dag.ancestors(p.version_id) for p in parents]
+        common = frozenset.intersection(*lines)
+        older: set[int] = set()
+        for version in common:
+            older.update(dag.ancestors(version) - {version})
+        bases = [dag.by_id[v] for v in sorted(common - older)]
+        return cls(parents, [line - common for line in lines], bases)
+
+
+def _value(holders: Holders, values: dict[tuple[int, T], bytes | None], item: T) -> Value:
+    if not holders:
+        return None
+    if len(holders) == 1:
+        return values[(holders[0], item)]
+    found = {values[(v, item)] for v in holders}
+    if len(found) == 1:  # a conflicted read whose holders agree byte for byte
+        return found.pop()
+    return tuple(sorted(found, key=lambda b: (b is not None, b or b"")))
+
+
+def _fetch(
+    wanted: Iterable[tuple[int, T]], read: Callable[[int, list[T]], list[bytes | None]]
+) -> dict[tuple[int, T], bytes | None]:
+    """The bytes of every (version, item) in ``wanted``, read version by version."""
+    by_version: dict[int, list[T]] = {}
+    for version, item in wanted:
+        by_version.setdefault(version, []).append(item)
+    found: dict[tuple[int, T], bytes | None] = {}
+    for version, items in by_version.items():
+        for item, value in zip(items, read(version, items), strict=True):
+            found[(version, item)] = value
+    return found
+
+
+def _conflicting(
+    items: list[T],
+    parent_holders: list[dict[T, Holders]],
+    base_holders: list[dict[T, Holders]],
+    read: Callable[[int, list[T]], list[bytes | None]],
+) -> list[T]:
+    """The items whose values differ from the bases' on two or more sides, and differ
+    from each other there (three-way, by bytes)."""
+    undecided = [i for i in items if len({h[i] for h in parent_holders}) > 1]
+    wanted = {(v, i) for i in undecided for h in (*parent_holders, *base_holders) for v in h[i]}
+    values = _fetch(wanted, read)
+    found = []
+    for item in undecided:
+        base = {_value(h[item], values, item) for h in base_holders} or {None}
+        changed = {_value(h[item], values, item) for h in parent_holders} - base
+        if len(changed) > 1:
+            found.append(item)
+    return found
+
+
+# --- keyed records -----------------------------------------------------------------------
+
+
+@dataclass
+class KeyChanges:
+    """Keys of a keyed store that differ between two versions (sorted by key bytes)."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.deleted)
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {"added": self.added, "changed": self.changed, "deleted": self.deleted}
+
+
+def _key_reader(keys: VersionedKeys, dag: VersionDAG) -> Callable[[int, list[str]], list]:
+    def read(version: int, hexkeys: list[str]) -> list[bytes | None]:
+        found = keys.read_values(dag.by_id[version].uuid, hexkeys)
+        return [v if isinstance(v, bytes) else None for v in found]
+
+    return read
+
+
+def key_diff(keys: VersionedKeys, a: KeyView, b: KeyView) -> KeyChanges:
+    """What a read of ``keys`` at ``b`` sees differently from one at ``a``."""
+    dag = a.dag
+    in_a = dag.ancestors(a.node.version_id)
+    candidates: set[str] = set()
+    for version in divergent(dag, a.node, b.node):
+        view = a if version in in_a else b
+        candidates.update(view.records_of(version).records)
+    changes = KeyChanges()
+    pending: list[tuple[str, Holders, Holders]] = []
+    for hexkey in sorted(candidates):
+        was, now = tuple(a.holders(hexkey)), tuple(b.holders(hexkey))
+        if was == now:
+            continue
+        if not was:
+            changes.added.append(decode_key(hexkey))
+        elif not now:
+            changes.deleted.append(decode_key(hexkey))
+        else:
+            pending.append((hexkey, was, now))
+    values = _fetch(
+        {(v, k) for k, *sides in pending for h in sides for v in h}, _key_reader(keys, dag)
+    )
+    changes.changed = [
+        decode_key(k) for k, was, now in pending if _value(was, values, k) != _value(now, values, k)
+    ]
+    return changes
+
+
+def key_conflicts(keys: VersionedKeys, dag: VersionDAG, merge: MergeSides) -> list[str]:
+    """Keys a merge of ``merge.parents`` would conflict on (three-way, by bytes)."""
+    views = [keys.at(dag, parent, mutable=False) for parent in merge.parents]
+    written_on: dict[str, int] = {}
+    for side, view in zip(merge.sides, views, strict=True):
+        written: set[str] = set()
+        for version in side:
+            written.update(view.records_of(version).records)
+        for hexkey in written:
+            written_on[hexkey] = written_on.get(hexkey, 0) + 1
+    candidates = sorted(k for k, sides in written_on.items() if sides > 1)
+    bases = [keys.at(dag, base, mutable=False) for base in merge.bases]
+    found = _conflicting(
+        candidates,
+        [{k: tuple(view.holders(k)) for k in candidates} for view in views],
+        [{k: tuple(view.holders(k)) for k in candidates} for view in bases],
+        _key_reader(keys, dag),
+    )
+    return [decode_key(k) for k in found]
+
+
+# --- chunk arrays --------------------------------------------------------------------------
+
+
+def _written(ownership: ChunkOwnership, versions: Iterable[int]) -> BitMap64:
+    at = ownership.at
+    found = BitMap64()
+    for version in versions:
+        node = at.owner(version)
+        found |= ownership.written(node, at.is_open(node))
+    return found
+
+
+def _chunk_holders(ownership: ChunkOwnership, ids: np.ndarray) -> dict[int, Holders]:
+    """Per chunk id of ``ids``, the versions whose copy a read there sees."""
+    conflicts: dict[int, list[int]] = {}
+    held: dict[int, Holders] = {int(i): () for i in ids.tolist()}
+    for version, owned in ownership.owners(ids, conflicts).items():
+        for chunk in owned.tolist():
+            held[int(chunk)] = (version,)
+    for chunk, versions in conflicts.items():
+        held[chunk] = tuple(versions)
+    return held
+
+
+def chunk_diff(a: ChunkOwnership, b: ChunkOwnership) -> np.ndarray:
+    """Chunk ids (sorted) whose copy a read at ``b`` takes from other versions than one at
+    ``a`` (ownership bitmaps only: no chunk is read)."""
+    dag = a.at.dag
+    in_a = dag.ancestors(a.at.node.version_id)
+    changed = divergent(dag, a.at.node, b.at.node)
+    candidates = _written(a, changed & in_a) | _written(b, changed - in_a)
+    ids = np.array(candidates.to_array(), dtype=np.uint64)
+    if ids.size == 0:
+        return ids
+    was, now = _chunk_holders(a, ids), _chunk_holders(b, ids)
+    return np.array([i for i in ids.tolist() if was[i] != now[i]], dtype=np.uint64)
+
+
+def chunk_conflicts(
+    parents: list[ChunkOwnership],
+    bases: list[ChunkOwnership],
+    merge: MergeSides,
+    read_chunk: Callable[[Node, int], bytes | None],
+) -> np.ndarray:
+    """Chunk ids (sorted) a merge would conflict on: written on two or more sides, with
+    stored chunk objects (``read_chunk`` reads one) that differ three-way."""
+    seen: dict[int, int] = {}
+    for side, ownership in zip(merge.sides, parents, strict=True):
+        for chunk in _written(ownership, side):
+            seen[chunk] = seen.get(chunk, 0) + 1
+    candidates = sorted(c for c, sides in seen.items() if sides > 1)
+    ids = np.array(candidates, dtype=np.uint64)
+    if ids.size == 0:
+        return ids
+    dag = parents[0].at.dag
+
+    def read(version: int, chunks: list[int]) -> list[bytes | None]:
+        node = dag.by_id[version]
+        return parallel.each(lambda chunk: read_chunk(node, chunk), chunks)
+
+    found = _conflicting(
+        candidates,
+        [_chunk_holders(o, ids) for o in parents],
+        [_chunk_holders(o, ids) for o in bases],
+        read,
+    )
+    return np.array(found, dtype=np.uint64)
