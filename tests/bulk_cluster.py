@@ -1,15 +1,9 @@
 """The Dask clusters and the command runner the bulk-command tests share.
 
 Commands run in the test process (click's runner) against a cluster started once per
-module and named with ``--scheduler``. Two clusters are offered:
-
-* ``scheduler``: two single-threaded worker processes, so tasks really run in
-  different processes against one store;
-* ``moto_scheduler``: one worker process with two threads, for commands that write to
-  moto S3. moto's ``If-Match`` is not atomic (``../shared/notes/toolchain.md``: two
-  writers won 13 of 20 trials), so two processes' transaction locks could both be
-  granted there; threads of one process also take the process's own lock, which keeps
-  the store's compare-and-swap serial while tasks still run concurrently.
+module and named with ``--scheduler``: two single-threaded worker processes, so tasks
+really run in different processes against one store (on S3 too: the test moto server's
+conditional writes are atomic, see ``tests/moto_atomic.py``).
 
 A test module imports the fixtures it uses and lists them in ``__all__``.
 """
@@ -77,13 +71,6 @@ def scheduler() -> Iterator[str]:
         yield address
 
 
-@pytest.fixture(scope="module")
-def moto_scheduler() -> Iterator[str]:
-    """One worker process with two threads, for commands that write to moto S3."""
-    with local_cluster(processes=1, threads=2) as address:
-        yield address
-
-
 @contextmanager
 def _runner(address: str) -> Iterator[Run]:
     """Runs a command on the cluster at ``address``; returns its summary (the last stdout
@@ -106,13 +93,6 @@ def _runner(address: str) -> Iterator[Run]:
 def run(scheduler: str) -> Iterator[Run]:
     """A command runner on :func:`scheduler`."""
     with _runner(scheduler) as invoke:
-        yield invoke
-
-
-@pytest.fixture
-def run_on_moto(moto_scheduler: str) -> Iterator[Run]:
-    """A command runner on :func:`moto_scheduler`."""
-    with _runner(moto_scheduler) as invoke:
         yield invoke
 
 

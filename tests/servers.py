@@ -113,8 +113,8 @@ def moto_s3_server(timeout: float = 60.0, check_credentials: bool = False) -> It
     env = {"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if check_credentials else None
 
     def command(port: int) -> list[str]:
-        code = "import sys; from moto.server import main; main(sys.argv[1:])"
-        return [sys.executable, "-c", code, "-H", _HOST, "-p", str(port)]
+        script = Path(__file__).with_name("moto_atomic.py")  # If-Match made atomic
+        return [sys.executable, str(script), "-H", _HOST, "-p", str(port)]
 
     with _serve("moto_server", command, "/moto-api/", timeout, env) as url:
         yield url

@@ -28,11 +28,11 @@ from app.bulk import shapes
 from app.server import create_app
 from app.settings import Settings, load_settings
 from backends.local import LocalStore
-from tests.bulk_cluster import Run, moto_scheduler, refused, run, run_on_moto, scheduler
+from tests.bulk_cluster import Run, refused, run, scheduler
 from tests.fixtures_stores import make_s3_store, new_bucket_name
 from tests.test_bulk_export import box, ok
 
-__all__ = ["moto_scheduler", "run", "run_on_moto", "scheduler"]  # fixtures from tests.bulk_cluster
+__all__ = ["run", "scheduler"]  # fixtures from tests.bulk_cluster
 
 SIZE = (96, 64, 48)  # x, y, z, written at 0, 0, 0
 VOXEL = (8.0, 8.0, 16.0)
@@ -224,10 +224,8 @@ def test_precomputed_meshes_and_skeletons(
     assert expected is not None and stored == expected.precomputed()
 
 
-def test_on_s3(tmp_path: Path, s3_env: str, run_on_moto: Run) -> None:
-    """A store on moto S3 (configured by a TOML file), precomputed files to a bucket; run
-    by two threads of one worker process (see :mod:`tests.bulk_cluster`)."""
-    run = run_on_moto
+def test_on_s3(tmp_path: Path, s3_env: str, run: Run) -> None:
+    """A store on moto S3 (configured by a TOML file), precomputed files to a bucket."""
     bucket, out = new_bucket_name(), new_bucket_name()
     for name in (bucket, out):
         make_s3_store(s3_env, bucket=name).client.create_bucket(Bucket=name)

@@ -34,12 +34,12 @@ from app.proto import labelmap_pb2 as pb
 from app.server import create_app
 from app.services import Services
 from app.settings import Settings, load_settings
-from tests.bulk_cluster import Run, moto_scheduler, refused, run, run_on_moto, scheduler
+from tests.bulk_cluster import Run, refused, run, scheduler
 from tests.conftest import Api
 from tests.dvid_process import CLI
 from tests.fixtures_stores import make_s3_store, new_bucket_name
 
-__all__ = ["moto_scheduler", "run", "run_on_moto", "scheduler"]  # fixtures from tests.bulk_cluster
+__all__ = ["run", "scheduler"]  # fixtures from tests.bulk_cluster
 
 
 def labels_volume(shape: tuple[int, int, int], seed: int = 0, values: int = 24) -> np.ndarray:
@@ -363,10 +363,8 @@ def test_a_killed_ingest_resumes_where_it_stopped(tmp_path: Path, run: Run) -> N
         assert again["tasks_skipped"] == 16 and again["voxels"] == 0
 
 
-def test_ingest_and_downres_on_s3(tmp_path: Path, s3_env: str, run_on_moto: Run) -> None:
-    """The same commands on a bucket (moto), configured by a TOML file; two tasks each,
-    run by two threads of one worker process (see :mod:`tests.bulk_cluster`)."""
-    run = run_on_moto
+def test_ingest_and_downres_on_s3(tmp_path: Path, s3_env: str, run: Run) -> None:
+    """The same commands on a bucket (moto), configured by a TOML file; two tasks each."""
     bucket = new_bucket_name()
     make_s3_store(s3_env, bucket=bucket).client.create_bucket(Bucket=bucket)
     config = tmp_path / "dvid.toml"

@@ -6,8 +6,9 @@ by compare-and-swap (``If-Match``), node UUIDs and new repos are claimed with
 ``If-None-Match: *``.
 
 moto checks both conditions and then stores the object without holding a lock across the
-two steps (``moto/s3/responses.py``, ``put_object``), so two racing writers can both win
-there, which real S3 does not allow. To tell such a fake-store failure from an app bug,
+two steps (``moto/s3/responses.py``, ``put_object``), so two racing writers could both win
+there, which real S3 does not allow; the test server therefore runs ``put_object`` under
+one lock (``tests/moto_atomic.py``). To tell a fake-store failure from an app bug anyway,
 the bucket has versioning turned on. A correct compare-and-swap history only grows. If a
 stored version lacks something an older version had, a writer was allowed to build on a
 stale copy. :func:`store_forks` reports these cases, and any failure message says whether
@@ -52,8 +53,8 @@ RACE_TRIALS = 5
 
 MOTO_NOTE = (
     "moto checks If-Match / If-None-Match and then stores the object without a lock "
-    "(moto/s3/responses.py put_object), so two racing conditional writers can both win; "
-    "real S3 refuses the second."
+    "(moto/s3/responses.py put_object), so two racing conditional writers can both win "
+    "unless tests/moto_atomic.py's lock is in place; real S3 refuses the second."
 )
 
 
