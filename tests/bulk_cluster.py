@@ -11,15 +11,13 @@ A test module imports the fixtures it uses and lists them in ``__all__``.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from app.cli import main
+from tests.cli_support import invoke
 from tests.fixtures_stores import AWS_TEST_KEY, AWS_TEST_REGION
 
 #: Test credentials for the workers' S3 clients (the test process gets them from s3_env).
@@ -71,37 +69,13 @@ def scheduler() -> Iterator[str]:
         yield address
 
 
-@contextmanager
-def _runner(address: str) -> Iterator[Run]:
-    """Runs a command on the cluster at ``address``; returns its summary (the last stdout
-    line). The root logger the command configures is put back afterwards."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
+@pytest.fixture
+def run(scheduler: str) -> Run:
+    """Runs a command on :func:`scheduler`; returns its summary (the last stdout line)."""
 
-    def invoke(*args: str) -> dict[str, Any]:
-        result = CliRunner().invoke(main, [*args, "--scheduler", address])
+    def command(*args: str) -> dict[str, Any]:
+        result = invoke(*args, "--scheduler", scheduler)
         assert result.exit_code == 0, (result.output, result.stderr, result.exception)
         return json.loads(result.stdout.strip().splitlines()[-1])
 
-    try:
-        yield invoke
-    finally:
-        root.handlers[:], root.level = saved
-
-
-@pytest.fixture
-def run(scheduler: str) -> Iterator[Run]:
-    """A command runner on :func:`scheduler`."""
-    with _runner(scheduler) as invoke:
-        yield invoke
-
-
-def refused(*args: str) -> tuple[int, str]:
-    """A command expected to fail before it needs a cluster: (exit code, stderr)."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    try:
-        result = CliRunner().invoke(main, list(args))
-    finally:
-        root.handlers[:], root.level = saved
-    return result.exit_code, result.stderr
+    return command

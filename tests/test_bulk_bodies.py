@@ -28,7 +28,8 @@ from app.bulk import shapes
 from app.server import create_app
 from app.settings import Settings, load_settings
 from backends.local import LocalStore
-from tests.bulk_cluster import Run, refused, run, scheduler
+from tests.bulk_cluster import Run, run, scheduler
+from tests.cli_support import refused
 from tests.fixtures_stores import make_s3_store, new_bucket_name
 from tests.test_bulk_export import box, ok
 

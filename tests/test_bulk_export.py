@@ -26,7 +26,8 @@ from fastapi.testclient import TestClient
 from app.server import create_app
 from app.settings import Settings, load_settings
 from backends.local import LocalStore
-from tests.bulk_cluster import Run, refused, run, scheduler
+from tests.bulk_cluster import Run, run, scheduler
+from tests.cli_support import refused
 from tests.fixtures_stores import AWS_TEST_REGION, make_s3_store, new_bucket_name
 
 __all__ = ["run", "scheduler"]  # fixtures from tests.bulk_cluster

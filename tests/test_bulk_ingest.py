@@ -34,7 +34,8 @@ from app.proto import labelmap_pb2 as pb
 from app.server import create_app
 from app.services import Services
 from app.settings import Settings, load_settings
-from tests.bulk_cluster import Run, refused, run, scheduler
+from tests.bulk_cluster import Run, run, scheduler
+from tests.cli_support import refused
 from tests.conftest import Api
 from tests.dvid_process import CLI
 from tests.fixtures_stores import make_s3_store, new_bucket_name

@@ -21,6 +21,7 @@ from PIL import Image
 from app.datatypes.imagetile.generate import downsample
 from app.server import create_app
 from app.settings import Settings
+from tests.cli_support import refused
 from tests.conftest import Api
 from tests.test_cli import CLI
 
@@ -331,12 +332,7 @@ def test_generate_refuses_bad_requests_and_writes_nothing(tmp_path: Path) -> Non
         (["kv", "--source", "empty"], "not an imagetile"),
         (["nope", "--source", "empty"], "nope"),
     ]:
-        result = subprocess.run(
-            [CLI, "tiles", "generate", root, *args, "--data-dir", str(data_dir)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 1 and why in result.stderr, (args, result.stderr)
+        code, stderr = refused("tiles", "generate", root, *args, "--data-dir", str(data_dir))
+        assert code == 1 and why in stderr, (args, stderr)
     with TestClient(create_app(Settings(data_dir=str(data_dir)))) as c:
         assert c.get(url(root, "metadata")).status_code == 400

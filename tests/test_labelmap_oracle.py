@@ -886,7 +886,8 @@ def run(oracle: Oracle) -> None:
     assert not pending, f"never applicable: {pending}"
 
 
-@pytest.mark.parametrize(("backend", "seed"), [("memory", 1), ("memory", 2), ("local", 3)])
+# Every run tries each kind of step at least once; two seeds keep the suite within budget.
+@pytest.mark.parametrize(("backend", "seed"), [("memory", 1), ("local", 3)])
 def test_edits_match_the_model(api: Api, backend: str, seed: int) -> None:
     with api.c:  # one event-loop portal for every request, not one each
         run(Oracle(api, seed))
