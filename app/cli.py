@@ -331,5 +331,9 @@ main.add_command(export)
 main.add_command(meshes)
 main.add_command(skeletons)
 
+from app.diff_command import diff  # noqa: E402 - after main, as the others
+
+main.add_command(diff)
+
 if __name__ == "__main__":
     main()
