@@ -125,10 +125,10 @@ def _update_indices(
             touched[body].add(key)
             new_counts[body].setdefault(key, {})[sv] = n
     indices = data.indices()
-    for body, keys in touched.items():
-        if body == 0 or (only is not None and body not in only):
-            continue
-        index = indices.get(body) or pb.LabelIndex(label=body)
+    targets = [b for b in touched if b != 0 and (only is None or b in only)]
+    for body, found in zip(targets, indices.get_many(targets), strict=True):
+        keys = touched[body]
+        index = found or pb.LabelIndex(label=body)
         for key in keys:
             block_counts = new_counts[body].get(key)
             if block_counts:

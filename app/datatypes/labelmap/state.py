@@ -26,7 +26,7 @@ from app.context import VersionContext
 from app.datatypes.labelmap import keys
 from app.errors import BadRequest
 from app.proto import labelmap_pb2 as pb
-from app.storage import conditional
+from app.storage import conditional, parallel
 from app.storage.idmap import IdMap
 from app.storage.keyed import KeyView, VersionedKeys
 from backends import ObjectStore
@@ -148,6 +148,11 @@ class LabelIndices:
         index = pb.LabelIndex()
         index.ParseFromString(data)
         return index if index.blocks else None
+
+    def get_many(self, labels: list[int]) -> list[pb.LabelIndex | None]:
+        """:meth:`get` of each label, the store round trips overlapped (a voxel write
+        rewrites the index of every body its blocks touch)."""
+        return parallel.each(self.get, labels)
 
     def put(self, index: pb.LabelIndex) -> None:
         """Store ``index`` at the bound (open) node; an index without blocks is deleted."""
