@@ -335,5 +335,10 @@ from app.diff_command import diff  # noqa: E402 - after main, as the others
 
 main.add_command(diff)
 
+from app.transfer.cli import pull, push  # noqa: E402 - after main, as the others
+
+main.add_command(push)
+main.add_command(pull)
+
 if __name__ == "__main__":
     main()

@@ -21,7 +21,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
-from app.api import diff, nodes, repos, server
+from app.api import diff, nodes, repos, server, transfer
 from app.api.common import json_body, raw_body
 from app.api.instances import InstanceDispatcher, error_response, unavailable_response
 from app.auth import install_auth
@@ -172,6 +172,7 @@ def create_app(settings: Settings, stores: dict[str, ObjectStore] | None = None)
     app.include_router(repos.router)
     app.include_router(diff.router)
     app.include_router(nodes.router)
+    app.include_router(transfer.router)
     app.router.routes.append(Mount("/api/node/{uuid}/{dataname}", app=dispatcher))
     app.add_middleware(ImmutableResponses, answers=services.answers)
     install_auth(app, settings)

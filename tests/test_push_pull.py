@@ -1,0 +1,280 @@
+"""dvid-cloud push and pull (issue 18): versions copied between folders, buckets and
+servers, read back on the destination as neuroglancer and DVID clients read them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.server import create_app
+from app.settings import Settings
+from app.transfer import engine
+from app.transfer.cli import open_end
+from app.transfer.layout import Kind, classify
+from tests.cli_support import invoke
+from tests.dvid_process import DvidServer
+from tests.fixtures_stores import (  # noqa: F401 - fixtures
+    isolated_server_env,
+    make_s3_store,
+    s3_endpoint,
+    s3_env,
+)
+
+SIZE = 64
+BLOCK = "32,32,32"
+KEYS = ["a", "b", "c"]
+BOX = f"raw/0_1_2/{SIZE}_{SIZE}_{SIZE}/0_0_0"
+
+
+class Client:
+    """DVID calls on a TestClient or an httpx client; each asserts success."""
+
+    def __init__(self, c: Any) -> None:
+        self.c = c
+
+    def ok(self, method: str, path: str, **kw: Any) -> Any:
+        r = self.c.request(method, path, **kw)
+        assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
+        return r
+
+    def child(self, uuid: str) -> str:
+        return str(self.ok("POST", f"/api/node/{uuid}/newversion", json={}).json()["child"])
+
+    def commit(self, uuid: str) -> None:
+        self.ok("POST", f"/api/node/{uuid}/commit", json={})
+
+
+def populate(c: Client) -> tuple[str, str]:
+    """A root with a keyvalue, a uint8blk and a labelmap, and a committed child that
+    changed one block of each volume and some keys."""
+    rng = np.random.default_rng(7)
+    root = c.ok("POST", "/api/repos", json={"alias": "pp"}).json()["root"]
+    for typename, name in (("keyvalue", "kv"), ("uint8blk", "grey"), ("labelmap", "seg")):
+        body = {"typename": typename, "dataname": name}
+        if typename != "keyvalue":
+            body["BlockSize"] = BLOCK
+        c.ok("POST", f"/api/repo/{root}/instance", json=body)
+    grey = rng.integers(0, 255, (SIZE,) * 3, dtype=np.uint8)
+    seg = (np.arange(SIZE**3, dtype=np.uint64).reshape((SIZE,) * 3) // 5000) + 1
+    c.ok("POST", f"/api/node/{root}/grey/{BOX}", content=grey.tobytes())
+    c.ok("POST", f"/api/node/{root}/seg/{BOX}", content=seg.tobytes())
+    for k in KEYS:
+        c.ok("POST", f"/api/node/{root}/kv/key/{k}", content=f"root-{k}".encode())
+    c.commit(root)
+    child = c.child(root)
+    patch = rng.integers(0, 255, (16, 16, 16), dtype=np.uint8)
+    c.ok("POST", f"/api/node/{child}/grey/raw/0_1_2/16_16_16/40_8_0", content=patch.tobytes())
+    labels = np.full((32, 32, 32), 777, dtype=np.uint64)
+    c.ok("POST", f"/api/node/{child}/seg/raw/0_1_2/32_32_32/0_32_0", content=labels.tobytes())
+    c.ok("POST", f"/api/node/{child}/kv/key/b", content=b"child-b")
+    c.ok("DELETE", f"/api/node/{child}/kv/key/c")
+    c.commit(child)
+    return root, child
+
+
+def reads(c: Any, uuid: str) -> dict[str, Any]:
+    """What clients read at a version: raw voxels and labels, a precomputed chunk and
+    its info, a label, keyvalue values and keys."""
+    out: dict[str, Any] = {}
+    for name in ("grey", "seg"):
+        out[name] = c.get(f"/api/node/{uuid}/{name}/{BOX}").content
+        info = c.get(f"/api/node/{uuid}/{name}/precomputed/info").json()
+        key = info["scales"][0]["key"]
+        out[f"{name}-info"] = info
+        out[f"{name}-chunk"] = c.get(
+            f"/api/node/{uuid}/{name}/precomputed/{key}/32-64_32-64_0-32"
+        ).content
+    out["label"] = c.get(f"/api/node/{uuid}/seg/label/10_45_10").json()
+    for k in KEYS:
+        r = c.get(f"/api/node/{uuid}/kv/key/{k}")
+        out[f"kv-{k}"] = (r.status_code, r.content)
+    out["keys"] = c.get(f"/api/node/{uuid}/kv/keys").json()
+    return out
+
+
+@pytest.fixture
+def folder_app(tmp_path: Path) -> Iterator[Any]:
+    """TestClients on data folders (fresh ones read what commands wrote since)."""
+    clients: list[TestClient] = []
+
+    def make(name: str) -> TestClient:
+        client = TestClient(create_app(Settings(data_dir=tmp_path / name)))
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def run(*args: str) -> dict[str, Any]:
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def refused(*args: str) -> str:
+    result = invoke(*args)
+    assert result.exit_code != 0, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def node_objects(folder: Path, uuid: str, nodes: set[str]) -> tuple[int, int]:
+    """(count, bytes) of the objects of ``uuid`` under ``data/`` of a folder store."""
+    count = size = 0
+    for path in (folder / "data").rglob("*"):
+        if path.is_file():
+            rel = path.relative_to(folder / "data").as_posix().split("/", 1)[1]
+            kind, owner = classify(rel, nodes)
+            if kind is Kind.NODE and owner == uuid:
+                count, size = count + 1, size + path.stat().st_size
+    return count, size
+
+
+def test_push_sends_what_is_missing_and_reads_equal(folder_app: Any, tmp_path: Path) -> None:
+    src = folder_app("a")
+    root, child = populate(Client(src))
+    nodes = {root, child}
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+
+    first = run("push", root, b, "--data-dir", a)
+    assert (first["nodes_added"], first["objects"]) == (1, node_objects(Path(a), root, nodes)[0])
+    second = run("push", child, b, "--data-dir", a)
+    count, nbytes = node_objects(Path(a), child, nodes)
+    assert (second["nodes_added"], second["objects"], second["bytes"]) == (1, count, nbytes)
+    again = run("push", child, b, "--data-dir", a)
+    assert (again["nodes_added"], again["objects"]) == (0, 0)
+
+    dest = folder_app("b")
+    for version in (root, child):
+        assert reads(dest, version) == reads(src, version)
+    dag = dest.get(f"/api/repo/{root}/info").json()["DAG"]["Nodes"]
+    assert set(dag) == nodes and all(n["Locked"] for n in dag.values())
+    assert reads(dest, child)["kv-c"][0] == 404
+
+
+def test_interrupted_push_resumes_and_nothing_is_visible_before(
+    folder_app: Any, tmp_path: Path
+) -> None:
+    src = folder_app("a")
+    root, child = populate(Client(src))
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    source, dest = open_end(a, None), open_end(b, None)
+    planned = engine.plan(source, dest, child)
+    half = planned.items[: len(planned.items) // 2]
+    dest.prepare()
+    engine.copy(source, dest, half, lambda n: None)  # a push killed before publishing
+    assert root not in folder_app("b").get("/api/repos/info").json()
+
+    resumed = run("push", child, b, "--data-dir", a)
+    assert resumed["skipped_objects"] == len(half) > 0
+    assert resumed["objects"] == len(planned.items) - len(half)
+    assert reads(folder_app("b"), child) == reads(src, child)
+
+
+def test_diverged_branch_is_refused_unless_forced(folder_app: Any, tmp_path: Path) -> None:
+    src = folder_app("a")
+    root, child = populate(Client(src))
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    run("push", root, b, "--data-dir", a)
+    dest = Client(folder_app("b"))
+    theirs = dest.child(root)
+    dest.ok("POST", f"/api/node/{theirs}/kv/key/a", content=b"theirs")
+    dest.commit(theirs)
+
+    line = refused("push", child, b, "--data-dir", a)
+    assert "diverged" in line and theirs in line
+    nodes = dest.ok("GET", f"/api/repo/{root}/info").json()["DAG"]["Nodes"]
+    assert set(nodes) == {root, theirs}
+
+    forced = run("push", child, b, "--data-dir", a, "--force")
+    assert (forced["nodes_added"], forced["nodes_removed"]) == (1, 1)
+    after = folder_app("b")
+    assert set(after.get(f"/api/repo/{root}/info").json()["DAG"]["Nodes"]) == {root, child}
+    assert reads(after, child) == reads(src, child)
+
+
+def test_flatten_gives_one_root_node_with_the_version_s_reads(
+    folder_app: Any, tmp_path: Path
+) -> None:
+    src = folder_app("a")
+    _root, child = populate(Client(src))
+    a, c = str(tmp_path / "a"), str(tmp_path / "c")
+    summary = run("push", child, c, "--data-dir", a, "--flatten")
+    assert summary["root"] == child and summary["nodes_added"] == 1
+    dest = folder_app("c")
+    repo = dest.get(f"/api/repo/{child}/info").json()
+    assert repo["Root"] == child and list(repo["DAG"]["Nodes"]) == [child]
+    assert reads(dest, child) == reads(src, child)
+
+
+def test_pull_into_the_local_store(folder_app: Any, tmp_path: Path) -> None:
+    src = folder_app("a")
+    root, child = populate(Client(src))
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    summary = run("pull", child, a, "--data-dir", b)
+    assert summary["nodes_added"] == 2
+    assert reads(folder_app("b"), child) == reads(src, child)
+    assert reads(folder_app("b"), root) == reads(src, root)
+
+
+def test_bad_input_is_one_line_and_publishes_nothing(folder_app: Any, tmp_path: Path) -> None:
+    src = Client(folder_app("a"))
+    _root, child = populate(src)
+    open_node = src.child(child)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert "partial match" in refused("push", "feedbeef", b, "--data-dir", a)
+    assert "open" in refused("push", open_node, b, "--data-dir", a)
+    assert "cannot reach" in refused("push", child, "http://127.0.0.1:9", "--data-dir", a)
+    assert "unsupported store" in refused("push", child, "ftp://x/y", "--data-dir", a)
+    assert "cannot reach" in refused("pull", child, "http://127.0.0.1:9", "--data-dir", b)
+    assert not (tmp_path / "b" / "meta" / "repos").exists()
+
+
+@pytest.fixture
+def two_servers(
+    s3_endpoint: str,  # noqa: F811 - fixture
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, str]]:
+    """Two server processes, each on its own moto S3 bucket."""
+    tmp = tmp_path_factory.mktemp("push-servers")
+    env = isolated_server_env(tmp)
+    env["AWS_ENDPOINT_URL"] = s3_endpoint
+    servers = []
+    for name in ("src", "dst"):
+        bucket = make_s3_store(s3_endpoint).bucket
+        config = tmp / f"{name}.toml"
+        config.write_text(f'[store.main]\npath = "s3://{bucket}/dvid"\n')
+        servers.append(DvidServer(tmp / f"{name}.log", env, config=config).start())
+    try:
+        yield servers[0].url, servers[1].url
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_push_between_two_servers_on_s3(
+    two_servers: tuple[str, str],
+    s3_env: str,  # noqa: F811 - fixture
+) -> None:
+    src_url, dst_url = two_servers
+    with (
+        httpx.Client(base_url=src_url, timeout=60) as src,
+        httpx.Client(base_url=dst_url, timeout=60) as dst,
+    ):
+        root, child = populate(Client(src))
+        first = run("push", root, dst_url, "--server", src_url)
+        second = run("push", child, dst_url, "--server", src_url)
+        assert first["nodes_added"] == second["nodes_added"] == 1
+        assert 0 < second["objects"] < first["objects"]
+        for version in (root, child):
+            assert reads(dst, version) == reads(src, version)
