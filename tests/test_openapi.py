@@ -165,6 +165,7 @@ PLAUSIBLE = {
     "n": ["3", "0"],
     "scale": ["0", "1"],
     "t": ["1", "0"],
+    "from_ref": [":master", "0"],
 }
 
 
@@ -367,8 +368,15 @@ def _advertised(help_text: str) -> set[tuple[str, str]]:
 
 
 #: Endpoints every instance serves (app/api/instances.py) that some of DVID's help texts,
-#: kept verbatim, do not list (labelsz's; roi's omits sync too; imagetile's POST info).
-COMMON_UNLISTED = {("GET", "tags"), ("POST", "tags"), ("POST", "sync"), ("POST", "info")}
+#: kept verbatim, do not list (labelsz's; roi's omits sync too; imagetile's POST info;
+#: ``diff`` is dvid-cloud's own, listed in the server's help).
+COMMON_UNLISTED = {
+    ("GET", "tags"),
+    ("POST", "tags"),
+    ("POST", "sync"),
+    ("POST", "info"),
+    ("GET", "diff"),
+}
 
 
 @pytest.mark.parametrize("typename", sorted(load_all()))

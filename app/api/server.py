@@ -44,6 +44,10 @@ POST /api/repo/{{uuid}}/instance      {{"typename","dataname",settings...}}
 DELETE /api/repo/{{uuid}}/{{dataname}}?imsure=true   delete an instance and its data
 POST /api/repo/{{uuid}}/merge         {{"mergeType":"conflict-free","parents":[...],"note"}}
 POST /api/repo/{{uuid}}/resolve       {{"data":[...],"parents":[...],"note"}}
+POST /api/repo/{{uuid}}/merge?dryrun=true   every conflict the merge would have
+POST /api/repo/{{uuid}}/merge?mode=strict   refuse a merge with any conflict
+GET  /api/repo/{{uuid}}/diff/{{from}}/{{to}}  what differs per instance
+GET  /api/node/{{to}}/{{dataname}}/diff/{{from}}  what differs in one instance
 </pre><h2>Versions</h2><pre>
 GET  /api/node/{{uuid}}/status        {{"Locked": bool}} (also GET .../commit)
 POST /api/node/{{uuid}}/commit        {{"note","log"}} locks the node
