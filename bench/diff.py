@@ -4,9 +4,10 @@
    chunks, in milliseconds; then how that grows with the number of changed chunks (fixed
    1024³) versus the volume size (fixed 1 %). A diff reads only chunk ownership bitmaps,
    so the versions' bitmaps are written in the store's real format
-   (:meth:`ChunkOwnership.add`) rather than a GiB of voxels. Baseline: loading the two
-   bitmaps from the store and a numpy set difference of the two versions' chunk ids (the
-   I/O and compute floor of any diff that starts from written-chunk lists).
+   (:meth:`ChunkOwnership.add`) rather than a GiB of voxels. Warm: the locked versions'
+   bitmaps in memory, as a running server keeps them; cold: read from the store. Baseline:
+   loading the two bitmaps from the store and a numpy set difference of the two versions'
+   chunk ids (the I/O and compute floor of a diff that starts from written-chunk lists).
 2. Merge dry-run of two branches that each changed 10⁵ keys of a keyvalue instance, 1 %
    of them on both sides (half to the same bytes). Baseline: loading both sides' key
    indexes and intersecting their key sets in Python (what finding both-side candidates
@@ -32,6 +33,7 @@ from fastapi.testclient import TestClient
 from pyroaring import BitMap64
 
 from app import repo_diff
+from app.cache import LRUCache
 from app.datatypes import bind
 from app.datatypes.imageblk import Uint8Blk
 from app.datatypes.keyvalue import KeyValue
@@ -47,10 +49,13 @@ from backends.memory import MemoryStore
 CHUNK = 64
 
 
-def median_ms(fn: Callable[[], object], runs: int) -> float:
+def median_ms(
+    fn: Callable[[], object], runs: int, before: Callable[[], object] = lambda: None
+) -> float:
     fn()
     samples = []
     for _ in range(runs):
+        before()
         t = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - t) * 1000)
@@ -120,7 +125,9 @@ def volume_pair(world: World, side: int, changed: int, rng: np.random.Generator)
     return root, child, data, touched
 
 
-def diff_ms(world: World, root: str, child: str, runs: int) -> float:
+def diff_ms(world: World, root: str, child: str, runs: int) -> tuple[float, float]:
+    """Warm (the locked versions' bitmaps in memory, as a running server keeps them) and
+    cold (every bitmap read from the store) medians."""
     services = world.services
     repo, was = services.catalog.resolve(root)
     now = repo.dag.node(child)
@@ -129,7 +136,10 @@ def diff_ms(world: World, root: str, child: str, runs: int) -> float:
         answer = repo_diff.diff(services, repo, was, now)
         assert answer["instances"]
 
-    return median_ms(run, runs)
+    def forget() -> None:
+        services.bitmap_cache = LRUCache(world.services.settings.index_cache_entries)
+
+    return median_ms(run, runs), median_ms(run, runs, forget)
 
 
 def baseline_ms(world: World, data: Uint8Blk, root: str, child: str, runs: int) -> float:
@@ -149,14 +159,17 @@ def baseline_ms(world: World, data: Uint8Blk, root: str, child: str, runs: int) 
 def volumes(world: World, runs: int) -> None:
     rng = np.random.default_rng(18)
     print("diff of two versions of a volume (64³ chunks), median of", runs, "runs")
-    print(f"{'volume':>8} {'chunks':>7} {'changed':>8} {'diff ms':>9} {'baseline ms':>12}")
+    print(
+        f"{'volume':>8} {'chunks':>7} {'changed':>8} {'warm ms':>9} {'cold ms':>9}"
+        f" {'baseline ms':>12}"
+    )
 
     def row(side: int, changed: int) -> None:
         root, child, data, _ = volume_pair(world, side, changed, rng)
-        ms = diff_ms(world, root, child, runs)
+        warm, cold = diff_ms(world, root, child, runs)
         base = baseline_ms(world, data, root, child, runs)
         total = (side // CHUNK) ** 3
-        print(f"{side:>7}³ {total:>7} {changed:>8} {ms:>9.2f} {base:>12.2f}")
+        print(f"{side:>7}³ {total:>7} {changed:>8} {warm:>9.2f} {cold:>9.2f} {base:>12.2f}")
 
     total = (1024 // CHUNK) ** 3
     row(1024, total // 100)
