@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def populate(c: Client) -> tuple[str, str]:
             body["BlockSize"] = BLOCK
         c.ok("POST", f"/api/repo/{root}/instance", json=body)
     grey = rng.integers(0, 255, (SIZE,) * 3, dtype=np.uint8)
-    seg = (np.arange(SIZE**3, dtype=np.uint64).reshape((SIZE,) * 3) // 5000) + 1
+    seg = (np.arange(SIZE**3, dtype=np.uint64).reshape((SIZE,) * 3) // 30000) + 1
     c.ok("POST", f"/api/node/{root}/grey/{BOX}", content=grey.tobytes())
     c.ok("POST", f"/api/node/{root}/seg/{BOX}", content=seg.tobytes())
     for k in KEYS:
@@ -73,6 +74,7 @@ def populate(c: Client) -> tuple[str, str]:
     c.ok("POST", f"/api/node/{child}/grey/raw/0_1_2/16_16_16/40_8_0", content=patch.tobytes())
     labels = np.full((32, 32, 32), 777, dtype=np.uint64)
     c.ok("POST", f"/api/node/{child}/seg/raw/0_1_2/32_32_32/0_32_0", content=labels.tobytes())
+    c.ok("POST", f"/api/node/{child}/seg/merge", json=[1, 2, 3])
     c.ok("POST", f"/api/node/{child}/kv/key/b", content=b"child-b")
     c.ok("DELETE", f"/api/node/{child}/kv/key/c")
     c.commit(child)
@@ -81,21 +83,29 @@ def populate(c: Client) -> tuple[str, str]:
 
 def reads(c: Any, uuid: str) -> dict[str, Any]:
     """What clients read at a version: raw voxels and labels, a precomputed chunk and
-    its info, a label, keyvalue values and keys."""
+    its info, labels and sizes, keyvalue values and keys. Every read but a missing key
+    must succeed (equal errors would prove nothing)."""
+
+    def ok(r: Any) -> Any:
+        assert r.status_code == 200, f"{r.request.url}: {r.status_code} {r.text}"
+        return r
+
     out: dict[str, Any] = {}
     for name in ("grey", "seg"):
-        out[name] = c.get(f"/api/node/{uuid}/{name}/{BOX}").content
-        info = c.get(f"/api/node/{uuid}/{name}/precomputed/info").json()
+        out[name] = ok(c.get(f"/api/node/{uuid}/{name}/{BOX}")).content
+        info = ok(c.get(f"/api/node/{uuid}/{name}/precomputed/info")).json()
         key = info["scales"][0]["key"]
         out[f"{name}-info"] = info
-        out[f"{name}-chunk"] = c.get(
-            f"/api/node/{uuid}/{name}/precomputed/{key}/32-64_32-64_0-32"
+        out[f"{name}-chunk"] = ok(
+            c.get(f"/api/node/{uuid}/{name}/precomputed/{key}/32-64_32-64_0-32")
         ).content
-    out["label"] = c.get(f"/api/node/{uuid}/seg/label/10_45_10").json()
+    out["label"] = ok(c.get(f"/api/node/{uuid}/seg/label/10_45_10")).json()
+    out["merged"] = ok(c.get(f"/api/node/{uuid}/seg/label/48_20_7")).json()  # supervoxel 2
+    out["sizes"] = ok(c.post(f"/api/node/{uuid}/seg/sizes", content=b"[1, 2, 777]")).content
     for k in KEYS:
         r = c.get(f"/api/node/{uuid}/kv/key/{k}")
         out[f"kv-{k}"] = (r.status_code, r.content)
-    out["keys"] = c.get(f"/api/node/{uuid}/kv/keys").json()
+    out["keys"] = ok(c.get(f"/api/node/{uuid}/kv/keys")).json()
     return out
 
 
@@ -157,6 +167,8 @@ def test_push_sends_what_is_missing_and_reads_equal(folder_app: Any, tmp_path: P
     dest = folder_app("b")
     for version in (root, child):
         assert reads(dest, version) == reads(src, version)
+    before, after = reads(dest, root), reads(dest, child)
+    assert all(before[k] != after[k] for k in ("grey", "seg", "merged", "kv-b", "kv-c"))
     dag = dest.get(f"/api/repo/{root}/info").json()["DAG"]["Nodes"]
     assert set(dag) == nodes and all(n["Locked"] for n in dag.values())
     assert reads(dest, child)["kv-c"][0] == 404
@@ -240,21 +252,46 @@ def test_bad_input_is_one_line_and_publishes_nothing(folder_app: Any, tmp_path: 
     assert not (tmp_path / "b" / "meta" / "repos").exists()
 
 
+def test_push_from_a_folder_into_an_s3_bucket(
+    folder_app: Any,
+    tmp_path: Path,
+    s3_endpoint: str,  # noqa: F811 - fixture
+    s3_env: str,  # noqa: F811 - fixture
+) -> None:
+    src = folder_app("a")
+    root, child = populate(Client(src))
+    bucket = make_s3_store(s3_endpoint).bucket
+    url = f"s3://{bucket}/pushed"
+    run("push", root, url, "--data-dir", str(tmp_path / "a"))
+    second = run("push", child, url, "--data-dir", str(tmp_path / "a"))
+    count, nbytes = node_objects(tmp_path / "a", child, {root, child})
+    assert (second["objects"], second["bytes"]) == (count, nbytes)
+    with TestClient(create_app(Settings(store_url=url))) as dest:
+        for version in (root, child):
+            assert reads(dest, version) == reads(src, version)
+
+
+ADMIN = "push-admin-secret"
+
+
 @pytest.fixture
 def two_servers(
     s3_endpoint: str,  # noqa: F811 - fixture
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[str, str]]:
-    """Two server processes, each on its own moto S3 bucket."""
+    """Two server processes, each on its own moto S3 bucket; the second with auth on."""
     tmp = tmp_path_factory.mktemp("push-servers")
-    env = isolated_server_env(tmp)
-    env["AWS_ENDPOINT_URL"] = s3_endpoint
-    servers = []
+    servers: list[DvidServer] = []
     for name in ("src", "dst"):
+        env = isolated_server_env(tmp) | {"AWS_ENDPOINT_URL": s3_endpoint}
+        if name == "dst":
+            env |= {"DVID_CLOUD_AUTH_REQUIRED": "true", "DVID_CLOUD_ADMIN_TOKEN": ADMIN}
         bucket = make_s3_store(s3_endpoint).bucket
         config = tmp / f"{name}.toml"
         config.write_text(f'[store.main]\npath = "s3://{bucket}/dvid"\n')
-        servers.append(DvidServer(tmp / f"{name}.log", env, config=config).start())
+        servers.append(DvidServer(tmp / f"{name}.log", env, config=config))
+    with ThreadPoolExecutor(2) as pool:  # the two start-ups overlap
+        list(pool.map(DvidServer.start, servers))
     try:
         yield servers[0].url, servers[1].url
     finally:
@@ -262,19 +299,26 @@ def two_servers(
             server.stop()
 
 
-def test_push_between_two_servers_on_s3(
+def test_push_between_two_servers_on_s3_then_pull(
     two_servers: tuple[str, str],
     s3_env: str,  # noqa: F811 - fixture
+    folder_app: Any,
+    tmp_path: Path,
 ) -> None:
     src_url, dst_url = two_servers
     with (
         httpx.Client(base_url=src_url, timeout=60) as src,
-        httpx.Client(base_url=dst_url, timeout=60) as dst,
+        httpx.Client(base_url=dst_url, timeout=60, params={"admintoken": ADMIN}) as dst,
     ):
         root, child = populate(Client(src))
-        first = run("push", root, dst_url, "--server", src_url)
-        second = run("push", child, dst_url, "--server", src_url)
+        assert "401" in refused("push", root, dst_url, "--server", src_url)
+        first = run("push", root, dst_url, "--server", src_url, "--token", ADMIN)
+        second = run("push", child, dst_url, "--server", src_url, "--token", ADMIN)
         assert first["nodes_added"] == second["nodes_added"] == 1
         assert 0 < second["objects"] < first["objects"]
         for version in (root, child):
             assert reads(dst, version) == reads(src, version)
+
+        pulled = run("pull", child, dst_url, "--data-dir", str(tmp_path / "p"), "--token", ADMIN)
+        assert pulled["nodes_added"] == 2
+        assert reads(folder_app("p"), child) == reads(src, child)
