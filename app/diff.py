@@ -32,6 +32,7 @@ from pyroaring import BitMap64
 
 from app.dag import Node, VersionDAG
 from app.storage import parallel
+from app.storage.idmap import IdMap
 from app.storage.keyed import KeyView, VersionedKeys, decode_key
 from app.volumes.ownership import ChunkOwnership
 
@@ -194,6 +195,33 @@ def key_conflicts(keys: VersionedKeys, dag: VersionDAG, merge: MergeSides) -> li
         _key_reader(keys, dag),
     )
     return [decode_key(k) for k in found]
+
+
+# --- partitioned id maps ------------------------------------------------------------------
+
+
+def map_diff(a: IdMap, b: IdMap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ids (sorted) whose value differs between ``a``'s and ``b``'s versions, with their
+    values at each (an id without an entry is its own value). Only partitions whose
+    copy comes from other versions (:func:`chunk_diff` of the partition bitmaps) are
+    loaded."""
+    ids, was, now = [], [], []
+    for part in chunk_diff(a.ownership, b.ownership).tolist():
+        (ka, va), (kb, vb) = a.partition_at(int(part)), b.partition_at(int(part))
+        every = np.union1d(ka, kb)
+        at_a, at_b = every.copy(), every.copy()
+        at_a[np.searchsorted(every, ka)] = va
+        at_b[np.searchsorted(every, kb)] = vb
+        differ = at_a != at_b
+        ids.append(every[differ])
+        was.append(at_a[differ])
+        now.append(at_b[differ])
+    if not ids:
+        empty = np.empty(0, np.uint64)
+        return empty, empty, empty
+    every = np.concatenate(ids)
+    order = np.argsort(every)
+    return every[order], np.concatenate(was)[order], np.concatenate(now)[order]
 
 
 # --- chunk arrays --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from app.cli import main
+from app.proto import labelmap_pb2 as pb
 from app.server import create_app
 from app.settings import Settings
 from backends.local import LocalStore
@@ -181,6 +182,20 @@ def test_labelmap_blocks_labels_and_mutations(mem: Api) -> None:
     assert found["labels"] == [1, 2, 7]
     assert [m["Action"] for m in found["mutations"]] == ["merge-complete"]
     assert found["mutations"][0]["Target"] == 1
+
+
+def test_labelmap_labels_whose_mapping_alone_changed(mem: Api) -> None:
+    root = mem.new_repo()
+    mem.new_instance(root, "labelmap", "seg", BlockSize="32,32,32")
+    raw(mem, root, "seg", "0_0_0", 9, "<u8")
+    raw(mem, root, "seg", "32_0_0", 11, "<u8")
+    mem.commit(root)
+    child = mem.newversion(root)
+    ops = pb.MappingOps(mappings=[pb.MappingOp(mapped=7, original=[9])])
+    r = mem.c.post(f"/api/node/{child}/seg/mappings", content=ops.SerializeToString())
+    assert r.status_code == 200, r.text
+    found = diff(mem, root, child)["instances"]["seg"]
+    assert found == {"typename": "labelmap", "labels": [7, 9]}  # 9 lost its voxels to 7
 
 
 def test_annotation_elements(mem: Api) -> None:

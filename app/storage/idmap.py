@@ -146,6 +146,19 @@ class IdMap:
             self.store.put(partition_path(self.base, node.uuid, part), out.getvalue())
         self.ownership.add(touched)
 
+    def partition_at(self, part: int) -> tuple[np.ndarray, np.ndarray]:
+        """The entries (ids sorted) of partition ``part`` as a read at the bound version
+        sees them. Where merge parents wrote it along different paths (a read would
+        conflict), every path's entries, later versions' winning: a diff must not fail."""
+        conflicts: dict[int, list[int]] = {}
+        owners = self.ownership.owners(np.array([part], dtype=np.uint64), conflicts)
+        versions = sorted({*owners, *conflicts.get(part, [])})
+        found = [self._load(self.at.owner(v), part) for v in versions]
+        keys_, values = np.empty(0, np.uint64), np.empty(0, np.uint64)
+        for more_keys, more_values in found:
+            keys_, values = _merge_sorted(keys_, values, more_keys, more_values)
+        return keys_, values
+
     def entries(self, ordered: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Every entry visible at the bound node, sorted by id unless ``ordered`` is
         false (a ranking by value needs no id order)."""

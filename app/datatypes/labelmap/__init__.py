@@ -20,8 +20,8 @@ from app.datatypes.base import parse_bool
 from app.datatypes.labelmap import codecs, history, keys
 from app.datatypes.labelmap.mutate import supervoxels_of as index_supervoxels
 from app.datatypes.labelmap.state import MAX_UINT64, LabelIndices, Mapping, NextLabel
-from app.diff import MergeSides, key_conflicts, key_diff
-from app.errors import BadRequest
+from app.diff import MergeSides, key_conflicts, key_diff, map_diff
+from app.errors import BadRequest, Conflict
 from app.storage.counter import Counter
 from app.storage.idmap import IdMap
 from app.storage.keyed import VersionedKeys
@@ -144,13 +144,30 @@ class Labelmap(VolumeData):
             return found or None
         index = self._keyed(keys.index(self.root))
         changes = key_diff(index, self.at.view(index), other.at.view(index))
-        labels = sorted(int(k, 16) for k in (*changes.added, *changes.changed, *changes.deleted))
+        labels = {int(k, 16) for k in (*changes.added, *changes.changed, *changes.deleted)}
+        labels.update(self._remapped(other))
         if labels:
-            found["labels"] = labels
+            found["labels"] = sorted(labels)
         mutations = history.between(self, other)
         if mutations:
             found["mutations"] = mutations
         return found or None
+
+    def _remapped(self, other: Labelmap) -> set[int]:
+        """Bodies that gained or lost supervoxels through the mapping alone (``POST
+        mappings``; edits also rewrite label indices): both bodies of a reassigned
+        supervoxel, and both targets of a changed fold."""
+        was, now = self.mapping, other.mapping
+        svs, *assigned = map_diff(was.supervoxels, now.supervoxels)
+        bodies, *targets = map_diff(was.renames, now.renames)
+        moved = np.union1d(svs, bodies)
+        if not moved.size:
+            return set()
+        try:
+            found = {*was.lookup(moved).tolist(), *now.lookup(moved).tolist()}
+        except Conflict:  # a merged version whose parents remapped the same partition
+            found = {*bodies.tolist(), *np.concatenate([*assigned, *targets]).tolist()}
+        return found - {0}
 
     def merge_conflicts(self, merge: MergeSides) -> dict[str, Any] | None:
         """Blocks, and labels whose label index changed on two or more sides."""
