@@ -322,3 +322,15 @@ def test_push_between_two_servers_on_s3_then_pull(
         pulled = run("pull", child, dst_url, "--data-dir", str(tmp_path / "p"), "--token", ADMIN)
         assert pulled["nodes_added"] == 2
         assert reads(folder_app("p"), child) == reads(src, child)
+
+
+def test_tag_nodes_are_told_apart_from_key_words() -> None:
+    uuid = "0123456789abcdef0123456789abcdef"
+    nodes = {uuid, "v", "release-1"}
+    assert classify(f"v/{uuid}/6b", nodes) == (Kind.NODE, uuid)  # a UUID match wins
+    assert classify("s0/release-1/c/0/0/0", nodes) == (Kind.NODE, "release-1")
+    assert classify("maxrepolabel", nodes) == (Kind.SHARED, "")
+    assert classify("s0/fedcba9876543210fedcba9876543210/zarr.json", nodes) == (Kind.SKIP, "")
+    assert classify("stage/123-abc/s0/v/c/0/0/0", nodes) == (Kind.SKIP, "")
+    with pytest.raises(Exception, match="more than one version"):
+        classify("v/v/6b", nodes)

@@ -18,14 +18,14 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import BadRequest, Conflict
-from app.repo import Repo
+from app.repo import UUID_RE, Repo
 from app.transfer.flatten import flatten, nearest_first
-from app.transfer.layout import Kind, classify, instance_prefix
+from app.transfer.layout import Kind, classify, instance_prefix, node_segment
 from app.transfer.publish import (
     PublishRequest,
     diverged,
@@ -97,6 +97,8 @@ def plan(
             f"version {node.uuid} is open: commit it first (only committed versions are "
             "pushed or pulled, so a version is the same everywhere it exists)"
         )
+    if flatten_it and not UUID_RE.match(node.uuid):
+        raise BadRequest(f"--flatten makes {node.uuid} a repo root, which a tag cannot be")
     if flatten_it:
         pushed_repo = parse_repo(one_node_repo(repo, node.uuid), "the flattened repo")
         pushed = [node.uuid]
@@ -128,7 +130,9 @@ def plan(
                 inst.data_uuid,
                 inst.typename,
                 set(repo.dag.by_uuid),
-                set(missing),
+                # an unversioned instance keeps everything at the root, writable after
+                # the root is locked: its objects are compared on every transfer
+                set(missing) if inst.versioned else {*missing, repo.root},
                 order,
             )
     return result
@@ -171,12 +175,34 @@ def _plan_instance(
         made = [(key, key, size) for key, size in wanted.items()]
     if not made:
         return
-    present = dict(dest.list(store, prefix))
+    present = _present(dest, store, prefix, [key for key, _, _ in made], nodes)
     for key, src, size in made:
         if present.get(key) == size:
             result.skipped += 1
         else:
             result.items.append(Item(store, key, src, size))
+
+
+#: Past this many node prefixes, the destination's whole instance is listed at once.
+MAX_PREFIX_LISTINGS = 64
+
+
+def _present(
+    dest: Side, store: str, prefix: str, keys: list[str], nodes: set[str]
+) -> dict[str, int]:
+    """Sizes of the destination's objects among ``keys``: one listing per node prefix the
+    keys fall under (``.../<node>/`` or ``.../<node>.roaring``), so a push of one new
+    version lists little more than that version's own keys."""
+    heads: set[str] = set()
+    for key in keys:
+        segments = key[len(prefix) :].split("/")
+        _, node = classify(key[len(prefix) :], nodes)
+        at = next(i for i, s in enumerate(segments) if node_segment(s) == node)
+        head = prefix + "/".join(segments[: at + 1])
+        heads.add(head + "/" if at + 1 < len(segments) else head)
+    if len(heads) > MAX_PREFIX_LISTINGS:
+        heads = {prefix}
+    return {key: size for head in sorted(heads) for key, size in dest.list(store, head)}
 
 
 Progress = Callable[[int], None]
@@ -193,9 +219,12 @@ def copy(source: Side, dest: Side, items: list[Item], progress: Progress) -> Non
         dest.put(item.store, item.key, data)
         return len(data)
 
-    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="transfer") as pool:
-        for sent in pool.map(one, items):
-            progress(sent)
+    pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="transfer")
+    try:
+        for done in as_completed([pool.submit(one, item) for item in items]):
+            progress(done.result())
+    finally:  # on a failure, what has not started is dropped: a rerun resumes
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def finish(source: Side, dest: Side, planned: Plan) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from pyroaring import BitMap64
 
 from app.dag import VersionDAG
 from app.storage.keyed import NodeIndex
-from app.transfer.layout import ROARING, node_segment
+from app.transfer.layout import ROARING, Kind, classify, node_segment
 from app.volumes.geometry import pack
 
 
@@ -62,13 +62,11 @@ def _sort(objects: dict[str, int], order: list[str]) -> _Families:
     found = _Families()
     rank = set(order)
     for rel in objects:
-        if rel.startswith("stage/"):
+        kind, node = classify(rel, rank)
+        if kind is not Kind.NODE:
             continue
         segments = rel.split("/")
-        at = next((i for i, s in enumerate(segments) if node_segment(s) in rank), None)
-        if at is None:
-            continue
-        node = node_segment(segments[at])
+        at = next(i for i, s in enumerate(segments) if node_segment(s) == node)
         before, after = segments[:at], segments[at + 1 :]
         if before and before[-1] == "v" and len(after) == 1:
             family = found.keyed.setdefault(_join(before[:-1]), {})

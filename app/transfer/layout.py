@@ -14,6 +14,7 @@ import importlib
 from collections.abc import Callable, Collection
 from enum import Enum
 
+from app.errors import BadRequest
 from app.repo import UUID_RE
 
 ROARING = ".roaring"
@@ -43,17 +44,28 @@ def classify(rel: str, nodes: Collection[str]) -> tuple[Kind, str]:
     """``rel`` is a key relative to ``data/<DataUUID>/``; returns its kind and, for a node
     object, the node. A segment that looks like a UUID but names no node of the DAG (a
     node removed by a forced push, a crash between claiming a UUID and adding it) makes
-    the object inert: it is never sent."""
+    the object inert: it is never sent.
+
+    Tag nodes are named by their tag, which may equal another segment of a key (a tag
+    ``v`` or ``c``): a UUID match wins, and a key naming two nodes otherwise is refused
+    rather than guessed."""
     if rel.startswith("stage/"):
         return Kind.SKIP, ""
-    foreign = False
-    for segment in rel.split("/"):
-        name = node_segment(segment)
-        if name in nodes:
-            return Kind.NODE, name
-        if UUID_RE.match(name):
-            foreign = True
-    return (Kind.SKIP, "") if foreign else (Kind.SHARED, "")
+    named = [node_segment(s) for s in rel.split("/")]
+    matches = [n for n in named if n in nodes]
+    uuids = [n for n in matches if UUID_RE.match(n)]
+    if uuids:
+        return Kind.NODE, uuids[0]
+    if len(set(matches)) > 1 or (matches and named.count(matches[0]) > 1):
+        raise BadRequest(
+            f"key {rel!r} names more than one version ({', '.join(sorted(set(matches)))}): "
+            "a tag equal to a key segment cannot be transferred"
+        )
+    if matches:
+        return Kind.NODE, matches[0]
+    if any(UUID_RE.match(n) for n in named):
+        return Kind.SKIP, ""
+    return Kind.SHARED, ""
 
 
 def keep_existing(rel: str, current: bytes | None, incoming: bytes) -> bytes | None:

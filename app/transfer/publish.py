@@ -23,7 +23,7 @@ import orjson
 
 from app.dag import Node, VersionDAG
 from app.errors import BadRequest, Conflict
-from app.repo import UUID_RE, Instance, Repo
+from app.repo import TAG_RE, UUID_RE, Instance, Repo
 from app.storage import conditional, keys
 from app.storage.counter import Counter
 from backends import ObjectStore, PreconditionFailed
@@ -67,10 +67,11 @@ def parse_repo(data: dict[str, Any], what: str) -> Repo:
     """A repo JSON from the other end, checked before any of it names an object key."""
     try:
         repo = Repo.from_json(data)
-        bad = [repo.root, *repo.dag.by_uuid]
-        bad += [i.data_uuid for i in repo.instances.values()]
-        if not all(isinstance(u, str) and UUID_RE.match(u) for u in bad):
+        uuids = [repo.root, *(i.data_uuid for i in repo.instances.values())]
+        if not all(isinstance(u, str) and UUID_RE.match(u) for u in uuids):
             raise ValueError("a UUID is not 32 lowercase hex characters")
+        if not all(UUID_RE.match(u) or TAG_RE.match(u) for u in repo.dag.by_uuid):
+            raise ValueError("a node is named neither by a UUID nor by a tag")
         if not all(isinstance(i.store, str) for i in repo.instances.values()):
             raise ValueError("an instance's store is not a name")
         if repo.root not in repo.dag.by_uuid:
