@@ -236,13 +236,31 @@ def _written(ownership: ChunkOwnership, versions: Iterable[int]) -> BitMap64:
     return found
 
 
-def _chunk_holders(ownership: ChunkOwnership, ids: np.ndarray) -> dict[int, Holders]:
-    """Per chunk id of ``ids``, the versions whose copy a read there sees."""
+#: In :func:`_chunk_owners`, a chunk no version wrote, and one held on several paths.
+_NONE, _SEVERAL = -1, -2
+
+
+def _chunk_owners(
+    ownership: ChunkOwnership, ids: np.ndarray
+) -> tuple[np.ndarray, dict[int, list[int]]]:
+    """Per chunk of the sorted ``ids``, the version whose copy a read sees (vectorized:
+    a diff may cover every chunk of a volume), and the chunks whose read would conflict
+    with their holders."""
     conflicts: dict[int, list[int]] = {}
-    held: dict[int, Holders] = {int(i): () for i in ids.tolist()}
+    found = np.full(ids.size, _NONE, dtype=np.int64)
     for version, owned in ownership.owners(ids, conflicts).items():
-        for chunk in owned.tolist():
-            held[int(chunk)] = (version,)
+        found[np.searchsorted(ids, owned)] = version
+    if conflicts:
+        found[np.searchsorted(ids, np.array(list(conflicts), dtype=np.uint64))] = _SEVERAL
+    return found, conflicts
+
+
+def _chunk_holders(ownership: ChunkOwnership, ids: np.ndarray) -> dict[int, Holders]:
+    """Per chunk id of the sorted ``ids``, the versions whose copy a read there sees."""
+    found, conflicts = _chunk_owners(ownership, ids)
+    held: dict[int, Holders] = {}
+    for chunk, version in zip(ids.tolist(), found.tolist(), strict=True):
+        held[chunk] = () if version == _NONE else (version,)
     for chunk, versions in conflicts.items():
         held[chunk] = tuple(versions)
     return held
@@ -258,8 +276,12 @@ def chunk_diff(a: ChunkOwnership, b: ChunkOwnership) -> np.ndarray:
     ids = np.array(candidates.to_array(), dtype=np.uint64)
     if ids.size == 0:
         return ids
-    was, now = _chunk_holders(a, ids), _chunk_holders(b, ids)
-    return np.array([i for i in ids.tolist() if was[i] != now[i]], dtype=np.uint64)
+    (was, was_several), (now, now_several) = _chunk_owners(a, ids), _chunk_owners(b, ids)
+    differ = was != now
+    for chunk in was_several.keys() & now_several.keys():
+        if sorted(was_several[chunk]) == sorted(now_several[chunk]):
+            differ[np.searchsorted(ids, np.uint64(chunk))] = False
+    return ids[differ]
 
 
 def chunk_conflicts(

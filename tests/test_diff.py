@@ -100,6 +100,26 @@ def test_volume_blocks_from_bitmaps(api: Api) -> None:
     assert found == {"typename": "uint8blk", "blocks": [[0, 1, -1], [1, 0, 0]]}
 
 
+def test_volume_blocks_over_merges(api: Api) -> None:
+    root = api.new_repo()
+    api.new_instance(root, "uint8blk", "img", BlockSize="32,32,32")
+    raw(api, root, "img", "0_0_0", 1)
+    api.commit(root)
+    left = api.newversion(root)
+    right = api.branch(root, "side")
+    raw(api, left, "img", "0_0_0", 2)
+    raw(api, right, "img", "0_0_0", 3)  # written on both paths: a read conflict
+    raw(api, right, "img", "32_0_0", 3)
+    api.commit(left)
+    api.commit(right)
+    merged = api.merge(root, [left, right])
+    again = api.merge(root, [right, left])
+    assert diff(api, left, merged, root)["instances"]["img"]["blocks"] == [[0, 0, 0], [1, 0, 0]]
+    assert diff(api, right, merged, root)["instances"]["img"]["blocks"] == [[0, 0, 0]]
+    # Two merges of the same parents see the same conflicted chunk: no difference.
+    assert diff(api, merged, again, root)["instances"] == {}
+
+
 def test_diff_across_branches_and_over_a_merge(api: Api) -> None:
     root = kv_repo(api)
     left = api.newversion(root)
