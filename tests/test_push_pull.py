@@ -106,6 +106,8 @@ def reads(c: Any, uuid: str) -> dict[str, Any]:
         r = c.get(f"/api/node/{uuid}/kv/key/{k}")
         out[f"kv-{k}"] = (r.status_code, r.content)
     out["keys"] = ok(c.get(f"/api/node/{uuid}/kv/keys")).json()
+    out["maxlabel"] = ok(c.get(f"/api/node/{uuid}/seg/maxlabel")).json()
+    out["nextlabel"] = ok(c.get(f"/api/node/{uuid}/seg/nextlabel")).json()  # repo-wide
     return out
 
 
@@ -201,6 +203,7 @@ def test_diverged_branch_is_refused_unless_forced(folder_app: Any, tmp_path: Pat
     dest = Client(folder_app("b"))
     theirs = dest.child(root)
     dest.ok("POST", f"/api/node/{theirs}/kv/key/a", content=b"theirs")
+    dest.ok("POST", f"/api/node/{theirs}/seg/maxlabel/100000")
     dest.commit(theirs)
 
     line = refused("push", child, b, "--data-dir", a)
@@ -212,7 +215,11 @@ def test_diverged_branch_is_refused_unless_forced(folder_app: Any, tmp_path: Pat
     assert (forced["nodes_added"], forced["nodes_removed"]) == (1, 1)
     after = folder_app("b")
     assert set(after.get(f"/api/repo/{root}/info").json()["DAG"]["Nodes"]) == {root, child}
-    assert reads(after, child) == reads(src, child)
+    mine, pushed = reads(src, child), reads(after, child)
+    assert pushed["nextlabel"] == {"nextlabel": 100001} != mine["nextlabel"]  # never lowered
+    assert {k: v for k, v in pushed.items() if k != "nextlabel"} == {
+        k: v for k, v in mine.items() if k != "nextlabel"
+    }
 
 
 def test_flatten_gives_one_root_node_with_the_version_s_reads(
