@@ -80,6 +80,15 @@ def _on_several(sides: list[set[T]]) -> set[T]:
     return found
 
 
+def _on_several_bitmaps(sides: list[BitMap64]) -> BitMap64:
+    """:func:`_on_several` of chunk bitmaps."""
+    found = BitMap64()
+    for i, side in enumerate(sides):
+        for other in sides[i + 1 :]:
+            found |= side & other
+    return found
+
+
 def _value(holders: Holders, values: dict[tuple[int, T], bytes | None], item: T) -> Value:
     if not holders:
         return None
@@ -224,6 +233,30 @@ def map_diff(a: IdMap, b: IdMap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return every[order], np.concatenate(was)[order], np.concatenate(now)[order]
 
 
+def map_conflicts(parents: list[IdMap], bases: list[IdMap], merge: MergeSides) -> np.ndarray:
+    """Ids (sorted) whose value two or more sides of a merge changed, to different
+    values (three-way per id, in the partitions written on two or more sides)."""
+    written = [_written(m.ownership, side) for side, m in zip(merge.sides, parents, strict=True)]
+    found: list[int] = []
+    for part in sorted(_on_several_bitmaps(written)):
+        sides = [m.partition_at(part) for m in parents]
+        olds = [m.partition_at(part) for m in bases]
+        every = np.unique(np.concatenate([k for k, _ in (*sides, *olds)]))
+
+        def values(entries: tuple[np.ndarray, np.ndarray], every: np.ndarray = every) -> np.ndarray:
+            out = every.copy()
+            out[np.searchsorted(every, entries[0])] = entries[1]
+            return out
+
+        now = np.stack([values(e) for e in sides])
+        was = np.stack([values(e) for e in olds]) if olds else every[None, :]
+        for i in np.flatnonzero((now != now[0]).any(axis=0)).tolist():
+            changed = set(now[:, i].tolist()) - set(was[:, i].tolist())
+            if len(changed) > 1:
+                found.append(int(every[i]))
+    return np.array(sorted(found), dtype=np.uint64)
+
+
 # --- chunk arrays --------------------------------------------------------------------------
 
 
@@ -293,11 +326,7 @@ def chunk_conflicts(
     """Chunk ids (sorted) a merge would conflict on: written on two or more sides, with
     stored chunk objects (``read_chunk`` reads one) that differ three-way."""
     written = [_written(o, side) for side, o in zip(merge.sides, parents, strict=True)]
-    several = BitMap64()
-    for i, side in enumerate(written):
-        for other in written[i + 1 :]:
-            several |= side & other
-    candidates = [int(c) for c in several]
+    candidates = [int(c) for c in _on_several_bitmaps(written)]
     ids = np.array(candidates, dtype=np.uint64)
     if ids.size == 0:
         return ids

@@ -13,6 +13,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from app.proto import labelmap_pb2 as pb
 from app.server import create_app
 from app.settings import Settings
 from backends import ObjectStore
@@ -188,6 +189,32 @@ def test_labelmap_blocks_and_labels(mem: Api) -> None:
     assert found["typename"] == "labelmap"
     assert found["blocks"] == [[0, 1, 0]]
     assert found["labels"] == [1]  # body 1's index differs on both sides
+
+
+def test_labelmap_mapping_conflicts_per_supervoxel(mem: Api) -> None:
+    root = mem.new_repo()
+    mem.new_instance(root, "labelmap", "seg", BlockSize="32,32,32")
+    for i, label in enumerate((9, 10, 11)):
+        raw(mem, root, "seg", f"{32 * i}_0_0", label, "<u8")
+    mem.commit(root)
+    left = mem.newversion(root)
+    right = mem.branch(root, "side")
+    for uuid, body in ((left, 7), (right, 8)):
+        ops = pb.MappingOps(
+            mappings=[
+                pb.MappingOp(mapped=body, original=[9]),  # to different bodies: a conflict
+                pb.MappingOp(mapped=5, original=[10]),  # the same on both sides: none
+            ]
+        )
+        r = mem.c.post(f"/api/node/{uuid}/seg/mappings", content=ops.SerializeToString())
+        assert r.status_code == 200, r.text
+    ops = pb.MappingOps(mappings=[pb.MappingOp(mapped=6, original=[11])])  # one side only
+    r = mem.c.post(f"/api/node/{left}/seg/mappings", content=ops.SerializeToString())
+    assert r.status_code == 200, r.text
+    mem.commit(left)
+    mem.commit(right)
+    found = merge(mem, root, [left, right], "?dryrun=true").json()["conflicts"]
+    assert found == {"seg": {"typename": "labelmap", "labels": [9]}}
 
 
 def test_annotation_blocks_and_labels(mem: Api) -> None:

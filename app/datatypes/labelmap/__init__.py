@@ -20,7 +20,7 @@ from app.datatypes.base import parse_bool
 from app.datatypes.labelmap import codecs, history, keys
 from app.datatypes.labelmap.mutate import supervoxels_of as index_supervoxels
 from app.datatypes.labelmap.state import MAX_UINT64, LabelIndices, Mapping, NextLabel
-from app.diff import MergeSides, key_conflicts, key_diff, map_diff
+from app.diff import MergeSides, key_conflicts, key_diff, map_conflicts, map_diff
 from app.errors import BadRequest, Conflict
 from app.storage.counter import Counter
 from app.storage.idmap import IdMap
@@ -170,13 +170,21 @@ class Labelmap(VolumeData):
         return found - {0}
 
     def merge_conflicts(self, merge: MergeSides) -> dict[str, Any] | None:
-        """Blocks, and labels whose label index changed on two or more sides."""
+        """Blocks, and labels changed on two or more sides to different values: label
+        indices (bodies), supervoxel assignments and body folds of the mapping."""
         found = super().merge_conflicts(merge) or {}
         if self.proxy is None:
             index = self._keyed(keys.index(self.root))
-            labels = [int(k, 16) for k in key_conflicts(index, self.dag, merge)]
+            labels = {int(k, 16) for k in key_conflicts(index, self.dag, merge)}
+            parents = [self.at_node(p).mapping for p in merge.parents]
+            bases = [self.at_node(b).mapping for b in merge.bases]
+            svs = map_conflicts(
+                [m.supervoxels for m in parents], [m.supervoxels for m in bases], merge
+            )
+            folds = map_conflicts([m.renames for m in parents], [m.renames for m in bases], merge)
+            labels.update(svs.tolist(), folds.tolist())
             if labels:
-                found["labels"] = labels
+                found["labels"] = sorted(labels)
         return found or None
 
     def max_label(self) -> int | None:
