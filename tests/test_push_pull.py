@@ -226,14 +226,22 @@ def test_flatten_gives_one_root_node_with_the_version_s_reads(
     folder_app: Any, tmp_path: Path
 ) -> None:
     src = folder_app("a")
-    _root, child = populate(Client(src))
+    root, child = populate(Client(src))
     a, c = str(tmp_path / "a"), str(tmp_path / "c")
+    run("push", root, c, "--data-dir", a)  # the original repo is there too
     summary = run("push", child, c, "--data-dir", a, "--flatten")
     assert summary["root"] == child and summary["nodes_added"] == 1
     dest = folder_app("c")
     repo = dest.get(f"/api/repo/{child}/info").json()
     assert repo["Root"] == child and list(repo["DAG"]["Nodes"]) == [child]
     assert reads(dest, child) == reads(src, child)
+    assert reads(dest, root) == reads(src, root)
+    original = dest.get(f"/api/repo/{root}/info").json()["DataInstances"]
+    flat = repo["DataInstances"]
+    assert all(flat[n]["Base"]["DataUUID"] != original[n]["Base"]["DataUUID"] for n in flat)
+    again = run("push", child, c, "--data-dir", a, "--flatten")
+    assert (again["nodes_added"], again["objects"]) == (0, 0)
+    assert "already belongs" in refused("push", child, c, "--data-dir", a)
 
 
 def test_pull_into_the_local_store(folder_app: Any, tmp_path: Path) -> None:

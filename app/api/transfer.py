@@ -11,6 +11,7 @@ non-GET) need a server admin when auth is on (app/auth.py's rule for server-leve
 | ``GET /api/repo/{uuid}/transfer/objects?store=&prefix=data/<D>/`` | ``<key> <size>`` lines |
 | ``GET /api/repo/{uuid}/transfer/object?store=&key=`` | one object's bytes |
 | ``POST /api/transfer/repo?root=`` | ``{"repo": <stored JSON or null>}`` |
+| ``POST /api/transfer/owners`` (JSON list of UUIDs) | ``{uuid: root}`` of those claimed |
 | ``POST /api/transfer/list?store=&prefix=`` | ``<key> <size>`` lines of this server's store |
 | ``PUT /api/transfer/object?store=&key=`` | writes one data object (inert until published) |
 | ``POST /api/transfer/merge?store=&key=&typename=`` | merges a shared object by its type's rule |
@@ -94,6 +95,13 @@ def source_object(uuid: str, svc: Svc, key: str, store: str = "default") -> Resp
 @router.post("/transfer/repo")
 def dest_repo(root: str, svc: Svc) -> Response:
     return json_response({"repo": _side(svc).repo(root)})
+
+
+@router.post("/transfer/owners")
+def dest_owners(body: JsonBody, svc: Svc) -> Response:
+    if not isinstance(body, list) or not all(isinstance(n, str) for n in body):
+        raise BadRequest("body must be a JSON list of node UUIDs")
+    return json_response(_side(svc).owners(body))
 
 
 @router.post("/transfer/list")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid as uuidlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from app.transfer.sides import Side
 
 log = logging.getLogger("dvid_cloud.transfer")
 
+#: Namespace of the DataUUIDs of flattened instances (:func:`flat_data_uuid`).
+FLATTENED = uuidlib.UUID("5f0a6c1e-18d4-4c8e-9b2f-7d1e0f3a2b18")
 #: Objects copied at once.
 WORKERS = 8
 
@@ -53,10 +56,12 @@ class Item:
 
 @dataclass(frozen=True)
 class Shared:
-    """An object every version shares, merged at the destination by its type's rule."""
+    """An object every version shares, merged at the destination (``target``) by its
+    type's rule."""
 
     store: str
     key: str
+    target: str
     typename: str
 
 
@@ -77,13 +82,28 @@ class Plan:
         return sum(item.size for item in self.items)
 
 
-def one_node_repo(source: Repo, uuid: str) -> dict[str, Any]:
-    """The repo a flattened push stands for: the version alone, as the root."""
+def flat_data_uuid(data_uuid: str, node: str) -> str:
+    """The DataUUID of an instance in a flattened repo: its own, so that the new repo
+    never shares a data folder with the repo it came from (deleting an instance in one
+    must not touch the other); derived, so that a rerun resumes into the same folder."""
+    return uuidlib.uuid5(FLATTENED, f"{data_uuid}/{node}").hex
+
+
+def one_node_repo(source: Repo, uuid: str, renamed: dict[str, str]) -> dict[str, Any]:
+    """The repo a flattened push stands for: the version alone, as the root, with its
+    instances' DataUUIDs ``renamed``."""
     data = source.to_json()
     node = next(n for n in data["Nodes"] if n["UUID"] == uuid)
     node["Parents"], node["Children"] = [], []
     data["Root"], data["Nodes"] = uuid, [node]
+    for inst in data["Instances"].values():
+        inst["data_uuid"] = renamed[inst["data_uuid"]]
     return data
+
+
+def _rename(rel: str, renamed: dict[str, str]) -> str:
+    """A key's DataUUID segments (sync cursors name their source's) renamed."""
+    return "/".join(renamed.get(s, s) for s in rel.split("/"))
 
 
 def plan(
@@ -99,8 +119,12 @@ def plan(
         )
     if flatten_it and not UUID_RE.match(node.uuid):
         raise BadRequest(f"--flatten makes {node.uuid} a repo root, which a tag cannot be")
+    renamed: dict[str, str] = {}
     if flatten_it:
-        pushed_repo = parse_repo(one_node_repo(repo, node.uuid), "the flattened repo")
+        renamed = {
+            i.data_uuid: flat_data_uuid(i.data_uuid, node.uuid) for i in repo.instances.values()
+        }
+        pushed_repo = parse_repo(one_node_repo(repo, node.uuid, renamed), "the flattened repo")
         pushed = [node.uuid]
     else:
         pushed_repo = repo
@@ -117,6 +141,9 @@ def plan(
         if lost and not force:
             raise Conflict(diverged_message(pushed_repo.root, lost))
     missing = [u for u in pushed if existing is None or u not in existing.dag.by_uuid]
+    for uuid, owner in dest.owners(missing).items():
+        if owner != pushed_repo.root:
+            raise Conflict(f"UUID {uuid} already belongs to repo {owner} at the destination")
     request = PublishRequest(pushed_repo.to_json(), pushed, force, located.mutation_ids)
     result = Plan(node.uuid, pushed_repo.root, request, diverged=lost)
     if missing:
@@ -134,6 +161,7 @@ def plan(
                 # the root is locked: its objects are compared on every transfer
                 set(missing) if inst.versioned else {*missing, repo.root},
                 order,
+                renamed,
             )
     return result
 
@@ -148,14 +176,17 @@ def _plan_instance(
     nodes: set[str],
     missing: set[str],
     order: list[str],
+    renamed: dict[str, str],
 ) -> None:
     prefix = instance_prefix(data_uuid)
+    target = instance_prefix(renamed.get(data_uuid, data_uuid))
     wanted: dict[str, int] = {}
     everything: dict[str, int] = {}
     for key, size in source.list(store, prefix):
         kind, owner = classify(key[len(prefix) :], nodes)
         if kind is Kind.SHARED:
-            result.shared.append(Shared(store, key, typename))
+            rel = key[len(prefix) :]
+            result.shared.append(Shared(store, key, target + _rename(rel, renamed), typename))
         elif kind is Kind.NODE:
             everything[key[len(prefix) :]] = size
             if owner in missing:
@@ -165,7 +196,7 @@ def _plan_instance(
         flat = flatten(everything, order, lambda rel: source.get(store, prefix + rel))
         made = [
             (
-                prefix + rel,
+                target + _rename(rel, renamed),
                 prefix + src if isinstance(src, str) else src,
                 everything[src] if isinstance(src, str) else len(src),
             )
@@ -175,7 +206,7 @@ def _plan_instance(
         made = [(key, key, size) for key, size in wanted.items()]
     if not made:
         return
-    present = _present(dest, store, prefix, [key for key, _, _ in made], nodes)
+    present = _present(dest, store, target, [key for key, _, _ in made], nodes)
     for key, src, size in made:
         if present.get(key) == size:
             result.skipped += 1
@@ -230,7 +261,8 @@ def copy(source: Side, dest: Side, items: list[Item], progress: Progress) -> Non
 def finish(source: Side, dest: Side, planned: Plan) -> dict[str, Any]:
     """Merge the shared objects, then publish (the last step)."""
     for shared in planned.shared:
-        dest.merge(shared.store, shared.key, shared.typename, source.get(shared.store, shared.key))
+        data = source.get(shared.store, shared.key)
+        dest.merge(shared.store, shared.target, shared.typename, data)
     return dest.publish(planned.request)
 
 

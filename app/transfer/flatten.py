@@ -84,8 +84,9 @@ def _sort(objects: dict[str, int], order: list[str]) -> _Families:
 def _element(rest: str, geometry: tuple[list[int], list[int]] | None) -> int | None:
     """The bitmap id an object of a written-set layer stands for, or None."""
     parts = rest.split("/")
-    if len(parts) == 1 and parts[0].endswith(".npz") and parts[0][:-4].isdigit():
-        return int(parts[0][:-4])
+    stem = parts[0].removesuffix(".npz")
+    if len(parts) == 1 and parts[0].endswith(".npz") and stem and _HEX.issuperset(stem):
+        return int(stem, 16)  # partitions are named in hex (app.storage.idmap)
     if len(parts) == 4 and parts[0] == "c" and geometry is not None:
         shape, chunk = geometry
         try:
@@ -104,6 +105,8 @@ def _geometry(meta: bytes) -> tuple[list[int], list[int]] | None:
     except (KeyError, TypeError):
         return None
 
+
+_HEX = frozenset("0123456789abcdef")
 
 #: A flattened object: its key relative to the instance root, and the source key it is
 #: copied from or the bytes it is made of.
@@ -144,12 +147,16 @@ def flatten(objects: dict[str, int], order: list[str], read: Callable[[str], byt
         if meta is not None:
             made.append((_join(prefix, target, "zarr.json"), meta))
         claimed = BitMap64()
+        unmapped: dict[str, str] = {}  # an object no bitmap id names: the nearest one
         for node in order:
             mine = bitmaps.get(node, BitMap64()) - claimed
             for rest, rel in by_node.get(node, {}).items():
                 element = _element(rest, geometry)
                 if element is not None and element in mine:
                     made.append((_join(prefix, target, rest), rel))
+                elif element is None and rest != "zarr.json":
+                    unmapped.setdefault(rest, rel)
             claimed |= mine
+        made.extend((_join(prefix, target, rest), rel) for rest, rel in unmapped.items())
         made.append((_join(prefix, "owned", target + ROARING), claimed.serialize()))
     return made

@@ -186,6 +186,17 @@ class Publisher:
         if lost and not request.force:
             raise Conflict(diverged_message(source.root, lost))
 
+    def owners(self, nodes: list[str]) -> dict[str, str]:
+        """The repo root each claimed node's marker names (see :meth:`_claim`)."""
+        found = {}
+        for uuid in nodes:
+            if not (UUID_RE.match(uuid) or TAG_RE.match(uuid)):
+                raise BadRequest(f"{uuid!r} is neither a UUID nor a tag")
+            blob = self.meta.get(keys.node_marker(uuid))
+            if blob is not None:
+                found[uuid] = blob.data.decode().split()[0] if blob.data.split() else ""
+        return found
+
     def _claim(self, uuid: str, root: str) -> None:
         key = keys.node_marker(uuid)
         blob = self.meta.get(key)

@@ -52,6 +52,10 @@ class Side(abc.ABC):
         """The stored JSON of the repo rooted at ``root``, or None."""
 
     @abc.abstractmethod
+    def owners(self, nodes: list[str]) -> dict[str, str]:
+        """The root of the repo that claimed each of ``nodes`` here, for those claimed."""
+
+    @abc.abstractmethod
     def list(self, store: str, prefix: str) -> Iterator[tuple[str, int]]:
         """(key, size) of every object under ``prefix``, in key order."""
 
@@ -112,6 +116,9 @@ class StoreSide(Side):
     def repo(self, root: str) -> dict[str, Any] | None:
         blob = self.stores[self.default].get(keys.repo(check_uuid(root, "root UUID")))
         return None if blob is None else orjson.loads(blob.data)
+
+    def owners(self, nodes: list[str]) -> dict[str, str]:
+        return self.publisher.owners(nodes)
 
     def list(self, store: str, prefix: str) -> Iterator[tuple[str, int]]:
         for info in self.store(store).list(prefix):
@@ -197,6 +204,10 @@ class HttpSide(Side):
     def repo(self, root: str) -> dict[str, Any] | None:
         body = self._call("POST", "/api/transfer/repo", params={"root": root}).json()
         return body.get("repo")
+
+    def owners(self, nodes: list[str]) -> dict[str, str]:
+        answer = self._call("POST", "/api/transfer/owners", content=orjson.dumps(nodes))
+        return dict(answer.json())
 
     def list(self, store: str, prefix: str) -> Iterator[tuple[str, int]]:
         params = {"store": store, "prefix": prefix}
