@@ -45,6 +45,13 @@ def instance_diff(services: Services, repo: Repo, a: Node, b: Node, instance: In
     return {"typename": instance.typename, **members} if members else {}
 
 
+def one_instance(services: Services, repo: Repo, a: Node, b: Node, instance: Instance) -> dict:
+    """The diff JSON of one instance; 400 (:class:`NotComparable`) for a type that cannot
+    say, where a repo-wide diff lists it under ``skipped``."""
+    members = instance_diff(services, repo, a, b, instance)
+    return {"from": a.uuid, "to": b.uuid, "instances": {instance.name: members} if members else {}}
+
+
 def diff(services: Services, repo: Repo, a: Node, b: Node, names: list[str] | None = None) -> dict:
     """``{"from", "to", "instances": {name: {"typename", members...}}}``, instances
     without a difference left out; ``skipped`` lists instances whose type cannot say."""

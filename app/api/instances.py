@@ -57,11 +57,12 @@ def post_info(data: AnyData) -> Response:
 @common.get("/diff/{from_ref}")
 def diff(from_ref: str, data: AnyData) -> Response:
     """What differs in this instance from version ``from_ref`` to the bound one, in the
-    repo diff's JSON with one instance (:mod:`app.repo_diff`)."""
+    repo diff's JSON with one instance (:mod:`app.repo_diff`); 400 for a type that
+    keeps no per-version index to compare."""
     from app import repo_diff
 
     was = repo_diff.version_in(data.services, data.repo, from_ref)
-    answer = repo_diff.diff(data.services, data.repo, was, data.node, [data.name])
+    answer = repo_diff.one_instance(data.services, data.repo, was, data.node, data.instance)
     return json_response(answer)
 
 
