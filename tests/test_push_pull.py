@@ -339,6 +339,31 @@ def test_push_between_two_servers_on_s3_then_pull(
         assert reads(folder_app("p"), child) == reads(src, child)
 
 
+def test_a_merge_and_its_two_branches_travel_and_flatten(folder_app: Any, tmp_path: Path) -> None:
+    c = Client(folder_app("a"))
+    root = c.ok("POST", "/api/repos", json={}).json()["root"]
+    c.ok("POST", f"/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"})
+    c.ok("POST", f"/api/node/{root}/kv/key/base", content=b"0")
+    c.commit(root)
+    sides = []
+    for name in ("left", "right"):
+        side = c.ok("POST", f"/api/node/{root}/branch", json={"branch": name}).json()["child"]
+        c.ok("POST", f"/api/node/{side}/kv/key/{name}", content=name.encode())
+        c.commit(side)
+        sides.append(side)
+    body = {"mergeType": "conflict-free", "parents": sides}
+    merged = c.ok("POST", f"/api/repo/{root}/merge", json=body).json()["child"]
+    c.commit(merged)
+    a = str(tmp_path / "a")
+    assert run("push", merged, str(tmp_path / "b"), "--data-dir", a)["nodes_added"] == 4
+    run("push", merged, str(tmp_path / "f"), "--data-dir", a, "--flatten")
+    want = {k: c.c.get(f"/api/node/{merged}/kv/key/{k}").content for k in ("base", "left", "right")}
+    for folder in ("b", "f"):
+        dest = folder_app(folder)
+        got = {k: dest.get(f"/api/node/{merged}/kv/key/{k}").content for k in want}
+        assert got == want == {"base": b"0", "left": b"left", "right": b"right"}
+
+
 def test_tag_nodes_are_told_apart_from_key_words() -> None:
     uuid = "0123456789abcdef0123456789abcdef"
     nodes = {uuid, "v", "release-1"}
