@@ -17,8 +17,11 @@ from fastapi.testclient import TestClient
 from app.server import create_app
 from app.settings import Settings
 from app.transfer import engine
-from app.transfer.cli import open_end
+from app.transfer.cli import open_end, transfer
 from app.transfer.layout import Kind, classify
+from app.transfer.sides import StoreSide
+from backends import StoreError
+from backends.local import LocalStore
 from tests.cli_support import invoke
 from tests.dvid_process import DvidServer
 from tests.fixtures_stores import (  # noqa: F401 - fixtures
@@ -176,12 +179,26 @@ def test_push_sends_what_is_missing_and_reads_equal(folder_app: Any, tmp_path: P
     assert reads(dest, child)["kv-c"][0] == 404
 
 
+class FailingStore(StoreSide):
+    """A destination whose writes fail after ``budget`` objects (a dying network)."""
+
+    def __init__(self, folder: str, budget: int) -> None:
+        super().__init__({"default": LocalStore(folder)}, "default")
+        self.budget = budget
+
+    def put(self, store: str, key: str, data: bytes) -> None:
+        if self.budget <= 0:
+            raise StoreError("connection reset by peer")
+        self.budget -= 1
+        super().put(store, key, data)
+
+
 def test_interrupted_push_resumes_and_nothing_is_visible_before(
     folder_app: Any, tmp_path: Path
 ) -> None:
     src = folder_app("a")
     root, child = populate(Client(src))
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    a, b, c = str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c")
     source, dest = open_end(a, None), open_end(b, None)
     planned = engine.plan(source, dest, child)
     half = planned.items[: len(planned.items) // 2]
@@ -193,6 +210,15 @@ def test_interrupted_push_resumes_and_nothing_is_visible_before(
     assert resumed["skipped_objects"] == len(half) > 0
     assert resumed["objects"] == len(planned.items) - len(half)
     assert reads(folder_app("b"), child) == reads(src, child)
+
+    with pytest.raises(StoreError):  # the copy fails part-way: nothing is published
+        transfer(
+            "push", open_end(a, None), FailingStore(c, 10), child, flatten_it=False, force=False
+        )
+    assert root not in folder_app("c").get("/api/repos/info").json()
+    after = run("push", child, c, "--data-dir", a)
+    assert after["skipped_objects"] >= 10 and after["nodes_added"] == 2
+    assert reads(folder_app("c"), child) == reads(src, child)
 
 
 def test_diverged_branch_is_refused_unless_forced(folder_app: Any, tmp_path: Path) -> None:
