@@ -63,26 +63,23 @@ class MergeSides:
     def of(cls, dag: VersionDAG, parents: list[Node]) -> MergeSides:
         lines = [dag.ancestors(p.version_id) for p in parents]
         common = frozenset.intersection(*lines)
-        older: set[int] = set()
-        for version in common:
-            older.update(dag.ancestors(version) - {version})
-        bases = [dag.by_id[v] for v in sorted(common - older)]
+        # Common ancestry is closed under parents, so a common version is a newest one
+        # exactly when none of its children is common.
+        bases = [
+            dag.by_id[v]
+            for v in sorted(common)
+            if not any(c in common for c in dag.by_id[v].children)
+        ]
         return cls(parents, [line - common for line in lines], bases)
 
 
-def _on_several(sides: list[set[T]]) -> set[T]:
-    """The items in two or more of ``sides`` (pairwise intersections: set operations in
-    C, where counting item by item in Python costs ten times more)."""
-    found: set[T] = set()
-    for i, side in enumerate(sides):
-        for other in sides[i + 1 :]:
-            found |= side & other
-    return found
+S = TypeVar("S", set[str], BitMap64)
 
 
-def _on_several_bitmaps(sides: list[BitMap64]) -> BitMap64:
-    """:func:`_on_several` of chunk bitmaps."""
-    found = BitMap64()
+def _on_several(sides: list[S], found: S) -> S:
+    """The items (keys or chunk ids) in two or more of ``sides``, added to the empty
+    ``found``: pairwise intersections, set operations in C, where counting item by item
+    in Python costs ten times more."""
     for i, side in enumerate(sides):
         for other in sides[i + 1 :]:
             found |= side & other
@@ -195,7 +192,7 @@ def key_conflicts(keys: VersionedKeys, dag: VersionDAG, merge: MergeSides) -> li
     written: list[set[str]] = []
     for side, view in zip(merge.sides, views, strict=True):
         written.append(set().union(*(view.records_of(v).records for v in side)))
-    candidates = sorted(_on_several(written))
+    candidates = sorted(_on_several(written, set()))
     bases = [keys.at(dag, base, mutable=False) for base in merge.bases]
     found = _conflicting(
         candidates,
@@ -238,7 +235,7 @@ def map_conflicts(parents: list[IdMap], bases: list[IdMap], merge: MergeSides) -
     values (three-way per id, in the partitions written on two or more sides)."""
     written = [_written(m.ownership, side) for side, m in zip(merge.sides, parents, strict=True)]
     found: list[int] = []
-    for part in sorted(_on_several_bitmaps(written)):
+    for part in sorted(_on_several(written, BitMap64())):
         sides = [m.partition_at(part) for m in parents]
         olds = [m.partition_at(part) for m in bases]
         every = np.unique(np.concatenate([k for k, _ in (*sides, *olds)]))
@@ -326,7 +323,7 @@ def chunk_conflicts(
     """Chunk ids (sorted) a merge would conflict on: written on two or more sides, with
     stored chunk objects (``read_chunk`` reads one) that differ three-way."""
     written = [_written(o, side) for side, o in zip(merge.sides, parents, strict=True)]
-    candidates = [int(c) for c in _on_several_bitmaps(written)]
+    candidates = [int(c) for c in _on_several(written, BitMap64())]
     ids = np.array(candidates, dtype=np.uint64)
     if ids.size == 0:
         return ids
