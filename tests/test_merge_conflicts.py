@@ -235,3 +235,26 @@ def test_annotation_blocks_and_labels(mem: Api) -> None:
     found = merge(mem, root, [left, right], "?dryrun=true").json()["conflicts"]["syn"]
     assert found["blocks"] == [[0, 0, 0]]
     assert found["keys"] == ["tag/t"]
+
+
+def test_criss_cross_merges_have_two_bases(api: Api) -> None:
+    root = api.new_repo()
+    api.new_instance(root, "keyvalue", "kv")
+    api.commit(root)
+    a = api.newversion(root)
+    b = api.branch(root, "b")
+    api.put(a, "kv", "from-a", b"a")
+    api.put(b, "kv", "from-b", b"b")
+    api.commit(a)
+    api.commit(b)
+    one = api.merge(root, [a, b])
+    two = api.merge(root, [b, a])
+    api.put(one, "kv", "from-a", b"changed on one side only")
+    api.put(one, "kv", "k", b"1")
+    api.put(two, "kv", "k", b"2")
+    api.commit(one)
+    api.commit(two)
+    r = merge(api, root, [one, two], "?dryrun=true")
+    assert r.status_code == 200, r.text
+    assert sorted(r.json()["bases"]) == sorted([a, b])
+    assert r.json()["conflicts"] == {"kv": {"typename": "keyvalue", "keys": ["k"]}}
