@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from app.catalog import Catalog
 from app.dag import Node, VersionDAG
 from app.errors import BadRequest, Conflict
 from app.repo import TAG_RE, UUID_RE, Instance, Repo
@@ -147,6 +148,7 @@ class Publisher:
         self.stores = stores
         self.default = default
         self.meta = stores[default]
+        self.catalog = Catalog(self.meta)
 
     def repo(self, root: str) -> Repo | None:
         blob = self.meta.get(keys.repo(root))
@@ -166,7 +168,7 @@ class Publisher:
         Counter(self.meta, keys.mutation_ids(source.root), "mutation ids").advance(
             at_least=request.mutation_ids
         )
-        ids = {uuid: self._next_version_id() for uuid in missing}
+        ids = {uuid: self.catalog.next_version_id() for uuid in missing}
         removed: list[str] = []
         if existing is None and self._create(source, request.nodes, ids):
             added = list(request.nodes)
@@ -211,15 +213,6 @@ class Publisher:
         owner = blob.data.decode().split()[0] if blob is not None else ""
         if owner != root:
             raise Conflict(f"UUID {uuid} already belongs to repo {owner} at the destination")
-
-    def _next_version_id(self) -> int:
-        def bump(current: bytes | None) -> bytes:
-            value = int(current.split()[0]) + 1 if current else 1
-            return f"{value} {uuidlib.uuid4().hex}".encode()
-
-        stored = conditional.update(self.meta, keys.VERSION_COUNTER, bump, what="version counter")
-        assert stored is not None
-        return int(stored.split()[0])
 
     def _instances(self, source: Repo) -> dict[str, Instance]:
         out = {}
@@ -301,8 +294,9 @@ class Publisher:
         clash = instance_clash(dest, source)
         if clash:
             raise Conflict(clash)
-        if not request.force and diverged(dest, source, request.nodes):
-            raise Conflict(diverged_message(source.root, diverged(dest, source, request.nodes)))
+        lost = diverged(dest, source, request.nodes)
+        if lost and not request.force:
+            raise Conflict(diverged_message(source.root, lost))
         placed = set(dest.dag.by_uuid)
         for uuid in request.nodes:
             parents = [source.dag.by_id[p].uuid for p in source.dag.by_uuid[uuid].parents]
