@@ -56,6 +56,14 @@ POST /api/node/{{uuid}}/branch        {{"branch","note","uuid"}} -> {{"child": u
 POST /api/node/{{uuid}}/tag           {{"tag","note"}} -> {{"child": tag}}
 GET|POST /api/node/{{uuid}}/note      {{"note": text}}
 GET|POST /api/node/{{uuid}}/log       {{"log": [...]}}
+</pre><h2>Push and pull (dvid-cloud push/pull)</h2><pre>
+GET  /api/repo/{{uuid}}/transfer/repo              the version's repo, node, mutation ids
+GET  /api/repo/{{uuid}}/transfer/objects?prefix=   "key size" lines of an instance's data
+GET  /api/repo/{{uuid}}/transfer/object?key=       one data object
+POST /api/transfer/repo?root=, /owners, /list?prefix=   the receiving side (server admin)
+PUT  /api/transfer/object?key=             one data object, inert until published (admin)
+POST /api/transfer/merge?key=&amp;typename=    a shared object, by its type's rule (admin)
+POST /api/transfer/publish                 adds the pushed nodes to the DAG, last (admin)
 </pre><p>A {{uuid}} is any unique prefix of a node UUID, <code>prefix:branch</code>,
 <code>:master</code> (one repo only) or <code>prefix:branch~n</code>.</p>
 <h2>Datatypes</h2><ul>{types}</ul></body></html>
