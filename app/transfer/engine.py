@@ -109,6 +109,9 @@ def _rename(rel: str, renamed: dict[str, str]) -> str:
 def plan(
     source: Side, dest: Side, ref: str, *, flatten_it: bool = False, force: bool = False
 ) -> Plan:
+    """Everything a transfer of ``ref`` will write, and every refusal, before anything is
+    written: so bad input (an unknown or open version, a diverged branch, a clash) costs
+    nothing at the destination."""
     located = source.locate(ref)
     repo = parse_repo(located.repo, "the source repo")
     node = repo.dag.node(located.node)
@@ -178,6 +181,8 @@ def _plan_instance(
     order: list[str],
     renamed: dict[str, str],
 ) -> None:
+    """Adds one instance's objects to ``result``: those of the ``missing`` nodes (or, with
+    an ancestry ``order``, the flattened node's), minus what the destination holds."""
     prefix = instance_prefix(data_uuid)
     target = instance_prefix(renamed.get(data_uuid, data_uuid))
     wanted: dict[str, int] = {}
