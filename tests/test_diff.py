@@ -301,15 +301,25 @@ def test_cli_prints_a_summary_and_json(tmp_path: Path) -> None:
         child = api.newversion(root)
         api.put(child, "kv", "a", b"x")
         api.put(child, "kv", "n", b"x")
+        api.new_instance(child, "uint8blk", "img", BlockSize="32,32,32")
+        raw(api, child, "img", "0_0_0", 1)
     result = CliRunner().invoke(main, ["diff", root[:8], child, "--data-dir", str(store)])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
         f"diff {root} -> {child}",
+        "  img [uint8blk]: 1 blocks",
         "  kv [keyvalue]: keys: 1 added, 1 changed",
     ]
     result = CliRunner().invoke(main, ["diff", root, root, "--data-dir", str(store), "--json"])
     assert result.exit_code == 0, result.output
     assert orjson.loads(result.output) == {"from": root, "to": root, "instances": {}}
     result = CliRunner().invoke(main, ["diff", root, "nosuch", "--data-dir", str(store)])
+    assert result.exit_code != 0
+    assert "nosuch" in result.output
+    only = ["diff", root, child, "--data-dir", str(store), "--json", "--instance"]
+    result = CliRunner().invoke(main, [*only, "kv"])
+    assert result.exit_code == 0, result.output
+    assert list(orjson.loads(result.output)["instances"]) == ["kv"]
+    result = CliRunner().invoke(main, [*only, "nosuch"])
     assert result.exit_code != 0
     assert "nosuch" in result.output
