@@ -250,6 +250,16 @@ def test_roi_spans(mem: Api) -> None:
     assert r.status_code == 200, r.text
     spans = diff(mem, root, child)["instances"]["r"]["spans"]
     assert spans == {"added": [[0, 0, 6, 7], [2, 1, 3, 3]], "deleted": [[0, 0, 0, 1], [1, 0, 0, 0]]}
+    # Over a merge whose parents' ROIs disagree (a read there conflicts): their union.
+    mem.commit(child)
+    side = mem.branch(root, "side")
+    r = mem.c.post(f"/api/node/{side}/r/roi", content=b"[[5, 5, 5, 5]]")
+    assert r.status_code == 200, r.text
+    mem.commit(side)
+    merged = mem.merge(root, [child, side])
+    assert mem.c.get(f"/api/node/{merged}/r/roi").status_code == 400
+    spans = diff(mem, child, merged, root)["instances"]["r"]["spans"]
+    assert spans == {"added": [[5, 5, 5, 5]], "deleted": []}
 
 
 def test_neuronjson_keys_and_schema(mem: Api) -> None:
