@@ -84,7 +84,8 @@ def merge_parents(repo: Repo, parents: list[Node]) -> MergeSides:
 def merge_report(services: Services, repo: Repo, parents: list[Node]) -> dict:
     """Every conflict a merge of ``parents`` would have, per instance:
     ``{"parents", "bases", "count", "conflicts": {name: {"typename", "keys"|"blocks"|
-    "labels": [...]}}}`` (``count`` sums the items listed; ``skipped`` as in :func:`diff`).
+    "labels": [...], "scales": {scale: blocks}}}}`` (``count`` sums the items listed;
+    ``skipped`` as in :func:`diff`).
     Nothing is written."""
     merge = merge_parents(repo, parents)
     conflicts: dict[str, Any] = {}
@@ -100,7 +101,7 @@ def merge_report(services: Services, repo: Repo, parents: list[Node]) -> dict:
             continue
         if found:
             conflicts[name] = {"typename": instance.typename, **found}
-            count += sum(len(items) for items in found.values())
+            count += _items(found)
     answer: dict[str, Any] = {
         "parents": [p.uuid for p in parents],
         "bases": [b.uuid for b in merge.bases],
@@ -110,6 +111,14 @@ def merge_report(services: Services, repo: Repo, parents: list[Node]) -> dict:
     if skipped:
         answer["skipped"] = skipped
     return answer
+
+
+def _items(members: dict[str, Any]) -> int:
+    """How many items a conflicts entry lists (lists, or lists by scale)."""
+    return sum(
+        sum(len(v) for v in items.values()) if isinstance(items, dict) else len(items)
+        for items in members.values()
+    )
 
 
 def summary(answer: dict) -> list[str]:

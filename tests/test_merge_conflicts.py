@@ -258,3 +258,24 @@ def test_criss_cross_merges_have_two_bases(api: Api) -> None:
     assert r.status_code == 200, r.text
     assert sorted(r.json()["bases"]) == sorted([a, b])
     assert r.json()["conflicts"] == {"kv": {"typename": "keyvalue", "keys": ["k"]}}
+
+
+def test_lower_scales_conflict_on_their_own(mem: Api) -> None:
+    root = mem.new_repo()
+    mem.new_instance(root, "labelmap", "seg", BlockSize="32,32,32", MaxDownresLevel="1")
+    raw(mem, root, "seg", "0_0_0", 1, "<u8")
+    mem.commit(root)
+    left = mem.newversion(root)
+    right = mem.branch(root, "side")
+    # Different scale-0 blocks under one scale-1 chunk: both sides rewrite that chunk.
+    raw(mem, left, "seg", "0_0_0", 2, "<u8")
+    raw(mem, right, "seg", "32_0_0", 3, "<u8")
+    mem.commit(left)
+    mem.commit(right)
+    r = merge(mem, root, [left, right], "?dryrun=true")
+    assert r.status_code == 200, r.text
+    found = r.json()
+    assert found["conflicts"]["seg"]["scales"] == {"1": [[0, 0, 0]]}
+    assert "blocks" not in found["conflicts"]["seg"]
+    assert found["count"] == 1 + len(found["conflicts"]["seg"].get("labels", []))
+    assert merge(mem, root, [left, right], "?mode=strict").status_code == 400

@@ -187,12 +187,20 @@ class VolumeData(Data):
         return {"blocks": unpack(ids).tolist()} if ids.size else None
 
     def merge_conflicts(self, merge: MergeSides) -> dict[str, Any] | None:
-        """Scale-0 blocks whose stored chunks differ on two or more sides."""
-        if self.proxy is None:
-            ids = self.conflicting_chunks(merge)
+        """Scale-0 blocks whose stored chunks differ on two or more sides (``blocks``),
+        and those of lower scales (``scales``: scale -> blocks), which conflict on their
+        own where the sides wrote different blocks under one lower-scale chunk."""
+        if self.proxy is not None:
+            return None
+        found: dict[str, Any] = {}
+        ids = self.conflicting_chunks(merge)
+        if ids.size:
+            found["blocks"] = unpack(ids).tolist()
+        for scale in range(1, self.max_level + 1):
+            ids = self.conflicting_chunks(merge, scale)
             if ids.size:
-                return {"blocks": unpack(ids).tolist()}
-        return None
+                found.setdefault("scales", {})[str(scale)] = unpack(ids).tolist()
+        return found or None
 
     def conflicting_chunks(self, merge: MergeSides, scale: int = 0) -> np.ndarray:
         """Chunk ids at ``scale`` a merge would conflict on (stored chunk bytes compared)."""
