@@ -22,6 +22,7 @@ from app.transfer.layout import Kind, classify
 from app.transfer.sides import StoreSide
 from backends import StoreError
 from backends.local import LocalStore
+from backends.memory import MemoryStore
 from tests.cli_support import invoke
 from tests.dvid_process import DvidServer
 from tests.fixtures_stores import (  # noqa: F401 - fixtures
@@ -30,6 +31,7 @@ from tests.fixtures_stores import (  # noqa: F401 - fixtures
     s3_endpoint,
     s3_env,
 )
+from tests.test_auth import ADMIN_TOKEN, auth_settings, bearer, make_token, new_rsa_key
 
 SIZE = 64
 BLOCK = "32,32,32"
@@ -400,3 +402,25 @@ def test_tag_nodes_are_told_apart_from_key_words() -> None:
     assert classify("stage/123-abc/s0/v/c/0/0/0", nodes) == (Kind.SKIP, "")
     with pytest.raises(Exception, match="more than one version"):
         classify("v/v/6b", nodes)
+
+
+def test_transfer_endpoints_need_read_to_send_and_a_server_admin_to_receive() -> None:
+    key = new_rsa_key()
+    app = create_app(auth_settings(key), {"default": MemoryStore()})
+    with TestClient(app) as c:
+        admin = {"admintoken": ADMIN_TOKEN}
+        root = c.post("/api/repos", json={}, params=admin).json()["root"]
+        writer = bearer(make_token(key, dvid={"repos": {root: "write"}}))
+        reader = bearer(make_token(key, dvid={"repos": {root: "read"}}))
+        assert c.get(f"/api/repo/{root}/transfer/repo").status_code == 401
+        answer = c.get(f"/api/repo/{root}/transfer/repo", headers=reader)
+        assert answer.status_code == 200 and answer.json()["node"] == root
+        key_path = {"key": f"data/{'ab' * 16}/v/{root}/61"}
+        put = c.put("/api/transfer/object", params=key_path, content=b"\x01x", headers=writer)
+        assert put.status_code == 403
+        publish = c.post("/api/transfer/publish", json={}, headers=writer)
+        assert publish.status_code == 403
+        put = c.put("/api/transfer/object", params={**key_path, **admin}, content=b"\x01x")
+        assert put.status_code == 204
+        bad = c.put("/api/transfer/object", params={"key": "meta/repos/x.json", **admin})
+        assert bad.status_code == 400 and "not an instance data key" in bad.text
