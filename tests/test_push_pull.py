@@ -392,6 +392,24 @@ def test_a_merge_and_its_two_branches_travel_and_flatten(folder_app: Any, tmp_pa
         assert got == want == {"base": b"0", "left": b"left", "right": b"right"}
 
 
+def test_unversioned_instance_written_after_the_root_was_pushed(
+    folder_app: Any, tmp_path: Path
+) -> None:
+    c = Client(folder_app("a"))
+    root = c.ok("POST", "/api/repos", json={}).json()["root"]
+    body = {"typename": "keyvalue", "dataname": "uv", "versioned": "false"}
+    c.ok("POST", f"/api/repo/{root}/instance", json=body)
+    c.ok("POST", f"/api/node/{root}/uv/key/u", content=b"1")
+    c.commit(root)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    run("push", root, b, "--data-dir", a)
+    child = c.child(root)
+    c.ok("POST", f"/api/node/{child}/uv/key/u", content=b"22")  # stored at the root
+    c.commit(child)
+    run("push", child, b, "--data-dir", a)
+    assert folder_app("b").get(f"/api/node/{child}/uv/key/u").content == b"22"
+
+
 def test_tag_nodes_are_told_apart_from_key_words() -> None:
     uuid = "0123456789abcdef0123456789abcdef"
     nodes = {uuid, "v", "release-1"}
