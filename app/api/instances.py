@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
@@ -126,15 +127,29 @@ class InstanceDispatcher:
     routes' typed dependencies), then hands the request to its datatype's routes."""
 
     def __init__(self, build_app: Callable[[APIRouter], FastAPI]) -> None:
+        self.build_app = build_app
+        self.datatypes = load_all()
         self.apps: dict[str, FastAPI] = {}
-        for name, datatype in load_all().items():
-            router = APIRouter()
-            router.include_router(common)
-            router.include_router(datatype.routes())
-            self.apps[name] = build_app(router)
+        self._building = threading.Lock()
+
+    def app_for(self, typename: str) -> FastAPI:
+        """The datatype's sub-application, built on its first request: FastAPI analyses
+        every route's signature (about 0.1 s per datatype), so building all of them at
+        start-up would delay a server's first answer by seconds."""
+        app = self.apps.get(typename)
+        if app is None:
+            with self._building:
+                app = self.apps.get(typename)
+                if app is None:
+                    router = APIRouter()
+                    router.include_router(common)
+                    router.include_router(self.datatypes[typename].routes())
+                    app = self.apps[typename] = self.build_app(router)
+        return app
 
     def datatype_apps(self) -> dict[str, FastAPI]:
-        return self.apps
+        """Every datatype's sub-application (the OpenAPI document lists them all)."""
+        return {name: self.app_for(name) for name in self.datatypes}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         services: Services = scope["app"].state.services
@@ -164,7 +179,7 @@ class InstanceDispatcher:
             ):
                 scope[IMMUTABLE] = True
             scope[SCOPE_KEY] = data
-            await self.apps[data.typename](scope, receive, send)
+            await self.app_for(data.typename)(scope, receive, send)
             return
         await self._write(data, scope, receive, send)
 
@@ -186,7 +201,7 @@ class InstanceDispatcher:
             if isinstance(fresh, Answered):
                 return
             scope[SCOPE_KEY] = fresh
-            app = self.apps[fresh.typename]
+            app = self.app_for(fresh.typename)
             if fresh.transactional:
                 await _transaction(fresh, app, scope, receive, send)
             else:
