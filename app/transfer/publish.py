@@ -291,12 +291,7 @@ class Publisher:
         return result["added"], result["removed"]
 
     def _check_in_update(self, dest: Repo, source: Repo, request: PublishRequest) -> None:
-        clash = instance_clash(dest, source)
-        if clash:
-            raise Conflict(clash)
-        lost = diverged(dest, source, request.nodes)
-        if lost and not request.force:
-            raise Conflict(diverged_message(source.root, lost))
+        self._check(dest, source, request)
         placed = set(dest.dag.by_uuid)
         for uuid in request.nodes:
             parents = [source.dag.by_id[p].uuid for p in source.dag.by_uuid[uuid].parents]
