@@ -178,3 +178,11 @@ class Api:
 @pytest.fixture
 def api(client: TestClient) -> Api:
     return Api(client)
+
+
+@pytest.fixture
+def mem() -> Iterator[Api]:
+    """An :class:`Api` on an app over a fresh memory store, for cases that are not about
+    the backend."""
+    with TestClient(create_app(Settings(), {"default": MemoryStore()})) as c:
+        yield Api(c)

@@ -6,7 +6,6 @@ on the in-memory store."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,19 +19,12 @@ from app.proto import labelmap_pb2 as pb
 from app.server import create_app
 from app.settings import Settings
 from backends.local import LocalStore
-from backends.memory import MemoryStore
 from tests.conftest import Api
 
 
 @pytest.fixture(params=["local", "s3"])
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
-
-
-@pytest.fixture
-def mem() -> Iterator[Api]:
-    with TestClient(create_app(Settings(), {"default": MemoryStore()})) as c:
-        yield Api(c)
 
 
 def diff(api: Api, was: str, now: str, root: str | None = None) -> dict:

@@ -6,18 +6,14 @@ conflicts on the in-memory store."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import orjson
 import pytest
-from fastapi.testclient import TestClient
 
 from app.proto import labelmap_pb2 as pb
-from app.server import create_app
-from app.settings import Settings
 from backends import ObjectStore
-from backends.memory import MemoryStore
 from tests.conftest import Api
 
 MERGE = {"mergeType": "conflict-free"}
@@ -26,12 +22,6 @@ MERGE = {"mergeType": "conflict-free"}
 @pytest.fixture(params=["local", "s3"])
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
-
-
-@pytest.fixture
-def mem() -> Iterator[Api]:
-    with TestClient(create_app(Settings(), {"default": MemoryStore()})) as c:
-        yield Api(c)
 
 
 def raw(api: Api, uuid: str, name: str, offset: str, value: int, dtype: str = "u1") -> None:
