@@ -43,7 +43,8 @@ What a request needs
 Public: OPTIONS (CORS preflight), ``/api/heartbeat``,          nothing
 ``/api/help*``, ``/api/server/info``, ``/api/server/types``,
 ``/api/server/compiled-types``, ``/docs``, ``/openapi.json``
-``GET /api/server/token``                                      answered here (below)
+``GET /api/server/token``, ``GET /api/server/whoami``          answered here (below)
+the console: ``/``, ``/console/...``, ``/neuroglancer/...``    nothing (files, no data)
 ``GET|HEAD`` of ``/api/node/{uuid}/...``, ``/api/repo/{uuid}...``  read on that repo
 ``POST /api/node/{uuid}/{data}/{keyword}`` that only reads       read on that repo
 (the datatype says so, e.g. labelmap ``labels``)
@@ -70,6 +71,8 @@ without the needed right gets 403. Both use DVID's plain-text error form.
 
 ``GET /api/server/token`` returns the caller's bearer token as ``text/plain`` (neuroglancer
 fetches it); without one it answers 401 when auth is on and an empty 200 when it is off.
+``GET /api/server/whoami`` tells the caller who it is and its levels (:func:`whoami`); the web
+console hides what they would not allow. Only invalid credentials make it a 401.
 """
 
 from __future__ import annotations
@@ -89,10 +92,12 @@ import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from fastapi import FastAPI
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.instances import error_response
+from app.console import PUBLIC_PATHS as CONSOLE_PATHS
+from app.console import PUBLIC_PREFIXES as CONSOLE_PREFIXES
 from app.datatypes import get as datatype_of
 from app.datatypes.base import Data
 from app.errors import DVIDError, Unavailable
@@ -102,6 +107,7 @@ from backends import StoreUnavailable
 log = logging.getLogger("dvid_cloud")
 
 TOKEN_PATH = "/api/server/token"
+WHOAMI_PATH = "/api/server/whoami"
 REPOS_INFO_PATH = "/api/repos/info"
 ANY_REPO = "*"
 
@@ -117,9 +123,10 @@ PUBLIC_PATHS = frozenset(
         "/docs/oauth2-redirect",
         "/redoc",
         "/openapi.json",
+        *CONSOLE_PATHS,
     }
 )
-PUBLIC_PREFIXES = ("/api/help/",)
+PUBLIC_PREFIXES = ("/api/help/", *CONSOLE_PREFIXES)
 #: Server-level paths that need server admin whatever the method.
 ADMIN_PATHS = frozenset({"/api/storage", "/api/server/config", "/api/server/settings"})
 
@@ -386,8 +393,9 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], route_path(scope)
-        if path == TOKEN_PATH and method in READ_METHODS:
-            response = await self._token_response(scope, scope["path"])
+        if path in (TOKEN_PATH, WHOAMI_PATH) and method in READ_METHODS:
+            answer = self._token_response if path == TOKEN_PATH else self._whoami_response
+            response = await answer(scope, scope["path"])
             await response(scope, receive, send)
             return
         if not self.enabled or is_public(method, path):
@@ -452,6 +460,17 @@ class AuthMiddleware:
             return self._error(Unauthorized("no bearer token was sent"), path)
         return PlainTextResponse(token or "")
 
+    async def _whoami_response(self, scope: Scope, path: str) -> Response:
+        """``GET /api/server/whoami``: who the caller is and what it may do, so that a
+        client (the console) can hide what would be refused. Anonymous is not an error."""
+        if not self.enabled:
+            return JSONResponse(whoami(None, enabled=False))
+        try:
+            principal = await self.identify(scope)
+        except DVIDError as e:
+            return self._error(e, path)
+        return JSONResponse(whoami(principal, enabled=True))
+
     @staticmethod
     def _error(error: DVIDError, path: str) -> Response:
         """DVID's plain-text error, with the Bearer challenge for a 401."""
@@ -459,6 +478,25 @@ class AuthMiddleware:
         if isinstance(error, Unauthorized):
             response.headers["WWW-Authenticate"] = error.challenge
         return response
+
+
+def whoami(principal: Principal | None, enabled: bool) -> dict[str, Any]:
+    """``{"auth", "user", "admin", "everywhere", "repos"}``: levels by name (``none``,
+    ``read``, ``write``, ``admin``), ``everywhere`` applying to every repo. Without auth
+    everyone may do everything."""
+    if not enabled:
+        return {"auth": False, "user": None, "admin": True, "everywhere": "admin", "repos": {}}
+    if principal is None:
+        return {"auth": True, "user": None, "admin": False, "everywhere": "none", "repos": {}}
+    return {
+        "auth": True,
+        "user": principal.user,
+        "admin": principal.admin,
+        "everywhere": principal.everywhere().name.lower(),
+        "repos": {
+            root: level.name.lower() for root, level in principal.repos.items() if root != ANY_REPO
+        },
+    }
 
 
 async def instance_of(

@@ -25,6 +25,7 @@ from app.api import diff, nodes, repos, server, transfer
 from app.api.common import json_body, raw_body
 from app.api.instances import InstanceDispatcher, error_response, unavailable_response
 from app.auth import install_auth
+from app.console import install_console
 from app.datatypes import load_all, load_plugins
 from app.errors import BadRequest, DVIDError, TooLarge
 from app.immutable import ImmutableResponses
@@ -174,6 +175,7 @@ def create_app(settings: Settings, stores: dict[str, ObjectStore] | None = None)
     app.include_router(nodes.router)
     app.include_router(transfer.router)
     app.router.routes.append(Mount("/api/node/{uuid}/{dataname}", app=dispatcher))
+    install_console(app, settings)
     app.add_middleware(ImmutableResponses, answers=services.answers)
     install_auth(app, settings)
     app.add_middleware(

@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     admin_token: str | None = None
     #: Origins browsers may call from (``Access-Control-Allow-Origin``; env: a JSON list).
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    #: The neuroglancer viewer the console's links open (its state goes after ``#!``), e.g.
+    #: ``https://neuroglancer-demo.appspot.com/``; unset: the PyPI ``neuroglancer`` package's
+    #: client, served under ``/neuroglancer/v/console/`` when installed.
+    neuroglancer_url: str | None = None
     #: Bytes of encoded answers of locked versions kept in memory (app/immutable.py).
     response_cache_bytes: int = Field(256 << 20, ge=0)
     #: Bytes of remote voxels (proxy instances) kept in memory; remotes are immutable.
