@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -381,3 +384,73 @@ def test_thousand_node_dag_draws_within_a_second(site: Site, page: Any) -> None:
         f"page ready {page.evaluate('window.consoleDrawnAt'):.0f} ms after navigation"
     )
     assert draw_ms < 1000, draw_ms
+
+
+def bearer(user: str, repos: dict[str, str]) -> str:
+    claims = {"sub": user, "exp": int(time.time()) + 600, "dvid": {"admin": False, "repos": repos}}
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def test_auth_sends_the_token_and_hides_writes(site: Site, tmp_path: Path) -> None:
+    """With auth on: the console's files need no token, every API request carries the one the
+    user gave, and a reader sees the DAG and the node panel without the write controls that a
+    writer of the same repo gets."""
+    config = tmp_path / "dvid.toml"
+    config.write_text(
+        f'[server]\nauth_required = true\nauth_jwt_key = "{SECRET}"\nadmin_token = "adm"\n'
+    )
+    with dvid_server(tmp_path / "data", free_port(), config) as (url, _):
+        created = httpx.post(f"{url}/api/repos?admintoken=adm", json={"alias": "guarded"})
+        root = ok(created)["root"]
+        assert httpx.get(f"{url}/console/").status_code == 200
+        assert httpx.get(f"{url}/api/repos/info").status_code == 401
+        reader, writer = bearer("reader", {root: "read"}), bearer("writer", {root: "write"})
+        me = ok(
+            httpx.get(f"{url}/api/server/whoami", headers={"Authorization": f"Bearer {reader}"})
+        )
+        assert me == {
+            "auth": True,
+            "user": "reader",
+            "admin": False,
+            "everywhere": "none",
+            "repos": {root: "read"},
+        }
+        bad = httpx.get(f"{url}/api/server/whoami", headers={"Authorization": "Bearer a.b.c"})
+        assert bad.status_code == 401
+
+        check_console_as(site.browser, url, root, reader, "reader", may_write=False)
+        check_console_as(site.browser, url, root, writer, "writer", may_write=True)
+
+
+def check_console_as(
+    browser: Any, url: str, root: str, token: str, user: str, may_write: bool
+) -> None:
+    """A fresh browser profile: the console asks for a token, then sends it on every API
+    request, and offers write controls on ``root`` only to a writer."""
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    try:
+        page = context.new_page()
+        sent: list[str | None] = []
+        page.on(
+            "request",
+            lambda r: (
+                sent.append(r.headers.get("authorization"))
+                if r.url.startswith(f"{url}/api/")
+                else None
+            ),
+        )
+        page.goto(f"{url}/#repo={root}", timeout=30_000)
+        page.wait_for_function("() => document.body.dataset.ready", timeout=15_000)
+        assert "needs a bearer token" in page.inner_text("#error")
+        page.fill("#token", token)
+        page.click("#login button")
+        page.wait_for_selector(f'#dag .node[data-uuid="{root}"]', timeout=15_000)
+        assert page.inner_text("#who") == f"user: {user}"
+        click_node(page, root)
+        assert page.locator("#node-panel .actions").count() == int(may_write)
+        assert page.locator("#node-panel .action-commit").count() == int(may_write)
+        # Every API request since the token was given carried it.
+        assert f"Bearer {token}" in sent
+        assert set(sent[sent.index(f"Bearer {token}") :]) == {f"Bearer {token}"}
+    finally:
+        context.close()

@@ -218,8 +218,12 @@ async function start() {
   state.me = await get("/api/server/whoami");
   $("who").textContent = state.me.auth ? `user: ${state.me.user || "anonymous"}` : "";
   $("login").hidden = !state.me.auth;
-  await loadRepos();
-  await route();
+  if (state.me.auth && !state.me.user) {
+    showError("This server needs a bearer token: enter yours above.");
+  } else {
+    await loadRepos();
+    await route();
+  }
   document.body.dataset.ready = "true";
 }
 
