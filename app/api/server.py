@@ -33,6 +33,8 @@ GET  /api/server/info               server facts
 GET  /api/server/note               the configured server note
 GET  /api/server/types              datatypes with at least one instance
 GET  /api/server/compiled-types     every datatype this server supports
+GET  /api/server/whoami             the caller, and its level on each repo (auth)
+GET  /                              the web console (/console/)
 </pre><h2>Repos</h2><pre>
 POST /api/repos                     {{"alias","description","root"}} -> {{"root": uuid}}
 GET  /api/repos/info                every repo's JSON
