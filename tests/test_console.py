@@ -267,8 +267,8 @@ def test_dag_with_branch_and_merge(site: Site, page: Any) -> None:
         x, y = round((x0 + x1) / 2), round((y0 + y1) / 2)
         darkest = shot[y - 2 : y + 3, x - 2 : x + 3].sum(axis=2).min()
         assert darkest < 150, (parent, child, darkest)  # the black edge line is there
-    # ...and not just anywhere: the empty middle between the two branches is white.
-    x, y = round((pos[al.b][0] + pos[al.c][0]) / 2), round(pos[al.b][1])
+    # ...and not just anywhere: the gap between b's label and c is white.
+    x, y = round(pos[al.b][0] + 0.75 * (pos[al.c][0] - pos[al.b][0])), round(pos[al.b][1])
     assert shot[y, x].min() > 200
 
 
@@ -325,7 +325,7 @@ def test_neuroglancer_link_loads_the_layer(site: Site, page: Any) -> None:
     assert all(e["status"] == 200 for e in chunks()), chunks()
 
 
-def test_commit_from_the_console(site: Site, page: Any) -> None:
+def test_commit_branch_note_tag_from_the_console(site: Site, page: Any) -> None:
     root = ok(httpx.post(f"{site.url}/api/repos", json={"alias": "gamma"}))["root"]
     open_console(page, site.url, f"#repo={root}")
     click_node(page, root)
@@ -345,6 +345,24 @@ def test_commit_from_the_console(site: Site, page: Any) -> None:
     page.wait_for_function("() => document.querySelectorAll('#dag .node').length === 2")
     nodes = ok(httpx.get(f"{site.url}/api/repo/{root}/info"))["DAG"]["Nodes"]
     assert sorted(n["Branch"] for n in nodes.values()) == sorted([MASTER, "console-branch"])
+    # The new branch's version is shown, open: give it a note.
+    (child,) = (u for u, n in nodes.items() if n["Branch"] == "console-branch")
+    page.wait_for_selector(f'#node-panel[data-uuid="{child}"] .action-note')
+    page.fill(".action-note input", "noted in the console")
+    page.click(".action-note button")
+    wait_for(
+        lambda: (
+            ok(httpx.get(f"{site.url}/api/node/{child}/note"))["note"] == "noted in the console"
+        ),
+        10,
+        "the note",
+    )
+    # A tag of the committed root: a locked child named by the tag.
+    click_node(page, root)
+    page.fill(".action-tag input", "console-tag")
+    page.click(".action-tag button")
+    page.wait_for_function("() => document.querySelectorAll('#dag .node').length === 3")
+    assert ok(httpx.get(f"{site.url}/api/node/console-tag/commit"))["Locked"] is True
 
 
 def test_diff_view(site: Site, page: Any) -> None:

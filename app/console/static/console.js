@@ -123,6 +123,9 @@ function writeActions(uuid, node) {
       state.selected = (await post(`/api/node/${uuid}/branch`, { branch })).child;
     }));
     forms.push(actionForm("Tag", "tag", (tag) => post(`/api/node/${uuid}/tag`, { tag })));
+    forms.push(actionForm("Child", "note", async (note) => {
+      state.selected = (await post(`/api/node/${uuid}/newversion`, { note })).child;
+    }));
   }
   return [el("div", { className: "actions" }, el("h4", {}, "Change"), ...forms)];
 }
