@@ -472,3 +472,16 @@ def check_console_as(
         assert set(sent[sent.index(f"Bearer {token}") :]) == {f"Bearer {token}"}
     finally:
         context.close()
+
+
+def test_configured_viewer_replaces_the_packaged_one(tmp_path: Path) -> None:
+    """With ``neuroglancer_url`` set the console links there and the server does not serve
+    the packaged client; without auth, whoami says everyone may do everything."""
+    viewer = "https://viewer.example/"
+    with TestClient(create_app(Settings(data_dir=tmp_path, neuroglancer_url=viewer))) as c:
+        assert ok(c.get("/console/config.json")) == {"neuroglancer": viewer}
+        assert c.get("/neuroglancer/v/console/").status_code == 400
+        assert ok(c.get("/api/server/whoami"))["everywhere"] == "admin"
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+        assert ok(c.get("/console/config.json")) == {"neuroglancer": "/neuroglancer/v/console/"}
+        assert "neuroglancer" in c.get("/neuroglancer/v/console/").text.lower()
