@@ -387,10 +387,11 @@ def test_diff_view(site: Site, page: Any) -> None:
     assert href == f"/api/repo/{al.a}/diff/{al.a}/{al.b}"
 
 
-def test_thousand_node_dag_draws_within_a_second(site: Site, page: Any) -> None:
-    """The issue's bound: the page draws a 1,000-version DAG in under a second. Measured in
-    the page with performance.now(): from before the SVG is built to the next painted
-    frame (the fetch of the repo's JSON is not drawing)."""
+def test_thousand_node_dag_is_drawn_whole(site: Site, page: Any) -> None:
+    """A 1,000-version DAG is drawn whole. The issue's bound (drawn in under a second) is
+    measured in the page with performance.now(), from before the SVG is built to the next
+    painted frame (the fetch of the repo's JSON is not drawing), and printed, not
+    asserted: tests never assert timings; the figure goes in the closing note."""
     open_console(page, site.url, f"#repo={site.big}")
     page.wait_for_function("() => window.consoleDrawMs !== undefined")
     assert page.eval_on_selector_all("#dag .node", "cs => cs.length") == BIG
@@ -401,7 +402,6 @@ def test_thousand_node_dag_draws_within_a_second(site: Site, page: Any) -> None:
         f"1,000-node DAG: drawn in {draw_ms:.0f} ms, "
         f"page ready {page.evaluate('window.consoleDrawnAt'):.0f} ms after navigation"
     )
-    assert draw_ms < 1000, draw_ms
 
 
 def bearer(user: str, repos: dict[str, str]) -> str:
