@@ -30,9 +30,7 @@ def element_changes(data: Annotation, other: Annotation) -> dict[str, list[dict[
     was_view, now_view = data.view(), other.view()
     changes = key_diff(data.keys(), was_view, now_view)
     blocks = [
-        k
-        for k in (*changes.added, *changes.changed, *changes.deleted)
-        if k.startswith(keys.BLOCK)
+        k for k in (*changes.added, *changes.changed, *changes.deleted) if k.startswith(keys.BLOCK)
     ]
     added: list[dict[str, Any]] = []
     changed: list[dict[str, Any]] = []
