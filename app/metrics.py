@@ -23,6 +23,7 @@ that never reached one (unknown instance, refused early) get the mount's
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -347,6 +348,10 @@ def instrument_stores(services: Services, metrics: Metrics) -> None:
 # --------------------------------------------------------------------------- requests
 
 
+#: Paths whose route template :class:`RouteTemplates` remembers.
+MATCH_CACHE_PATHS = 4096
+
+
 class RouteTemplates:
     """Finds the route template of a request.
 
@@ -361,6 +366,10 @@ class RouteTemplates:
     def __init__(self, app: FastAPI) -> None:
         self.app = app
         self._table: list[tuple[int, re.Pattern[str], str, frozenset[str]]] | None = None
+        #: Matching tries every template (over a hundred regexes); answers kept by
+        #: app.immutable never reach the router, and a viewer asks for the same chunk
+        #: paths again and again, so recent paths keep their template.
+        self.match = functools.lru_cache(maxsize=MATCH_CACHE_PATHS)(self._match)
 
     def label(self, scope: Scope, method: str, path: str) -> str:
         route = scope.get("route")
@@ -369,7 +378,7 @@ class RouteTemplates:
             return INSTANCE_MOUNT + template if "dvid.context" in scope else template
         return self.match(method, path)
 
-    def match(self, method: str, path: str) -> str:
+    def _match(self, method: str, path: str) -> str:
         if self._table is None:
             self._table = self._build()
         fallback = None
