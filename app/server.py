@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
+from fastapi.telemetry import TelemetryConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Mount
@@ -81,9 +82,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(DVIDError(str(exc.detail), exc.status_code), request.url.path)
 
 
+#: FastAPI's own OpenTelemetry hooks, off: app.metrics and app.logs observe every request,
+#: and the hooks' per-request check (environment and provider lookups) is on the hot path.
+NO_OTEL: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
 def datatype_app(router: APIRouter) -> FastAPI:
     """The sub-application serving one datatype's instance endpoints."""
-    sub = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    sub = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, telemetry=NO_OTEL)
     _install_error_handlers(sub)
     sub.include_router(router)
     return sub
@@ -163,6 +169,7 @@ def create_app(settings: Settings, stores: dict[str, ObjectStore] | None = None)
     dispatcher = InstanceDispatcher(datatype_app)
     app = DvidApp(
         dispatcher,
+        telemetry=NO_OTEL,
         title="dvid-cloud",
         version=__version__,
         description="DVID's versioned, image-oriented REST API on object stores.",
