@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from tests.cli_support import refused
 from tests.conftest import Api
 from tests.dvid_process import CLI
 from tests.fixtures_stores import make_s3_store, new_bucket_name
+from tests.neuroglancer_support import wait_for
 
 __all__ = ["run", "scheduler"]  # fixtures from tests.bulk_cluster
 
@@ -343,10 +343,12 @@ def test_a_killed_ingest_resumes_where_it_stopped(tmp_path: Path, run: Run) -> N
             start_new_session=True,
         )
         try:
-            deadline = time.monotonic() + 60
-            while owned_blocks(data_dir) == before and proc.poll() is None:
-                assert time.monotonic() < deadline, "no block written in 60 s"
-                time.sleep(0.02)
+            wait_for(
+                lambda: owned_blocks(data_dir) != before or proc.poll() is not None,
+                60,
+                "the ingest's first written block",
+                interval=0.02,
+            )
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
