@@ -107,6 +107,31 @@ def transfer(
     return line
 
 
+def _run(
+    command: str,
+    open_source: Callable[[], Side],
+    open_target: Callable[[], Side],
+    uuid: str,
+    *,
+    flatten: bool,
+    force: bool,
+    log_level: str,
+) -> None:
+    """What push and pull share: open both ends, transfer, print the summary line, and
+    close the ends; errors become one line."""
+    from app.logs import configure_logging
+
+    configure_logging(log_level)
+    with clear_errors():
+        source = open_source()
+        target = open_target()
+        try:
+            click.echo(transfer(command, source, target, uuid, flatten_it=flatten, force=force))
+        finally:
+            source.close()
+            target.close()
+
+
 _store_options = [
     click.option("--data-dir", type=click.Path(file_okay=False), help="Local data folder."),
     click.option("--config", type=click.Path(dir_okay=False), help="TOML config file."),
@@ -147,17 +172,15 @@ def push(
     s3:// or gs:// bucket, or a folder. Sends only what DEST lacks; rerun to resume. A
     DEST branch holding versions this side lacks is refused unless --force. Prints a
     JSON summary line."""
-    from app.logs import configure_logging
-
-    configure_logging(log_level)
-    with clear_errors():
-        source = local_end(src_url, data_dir, config, token)
-        target = open_end(dest, token)
-        try:
-            click.echo(transfer("push", source, target, uuid, flatten_it=flatten, force=force))
-        finally:
-            source.close()
-            target.close()
+    _run(
+        "push",
+        lambda: local_end(src_url, data_dir, config, token),
+        lambda: open_end(dest, token),
+        uuid,
+        flatten=flatten,
+        force=force,
+        log_level=log_level,
+    )
 
 
 @click.command()
@@ -179,14 +202,12 @@ def pull(
     """Copy committed version UUID and its ancestry from SRC (a dvid-cloud server URL, an
     s3:// or gs:// bucket, or a folder) into the local store (or --server). Fetches only
     what is missing; rerun to resume. Prints a JSON summary line."""
-    from app.logs import configure_logging
-
-    configure_logging(log_level)
-    with clear_errors():
-        source = open_end(src, token)
-        target = local_end(dest_url, data_dir, config, token)
-        try:
-            click.echo(transfer("pull", source, target, uuid, flatten_it=False, force=force))
-        finally:
-            source.close()
-            target.close()
+    _run(
+        "pull",
+        lambda: open_end(src, token),
+        lambda: local_end(dest_url, data_dir, config, token),
+        uuid,
+        flatten=False,
+        force=force,
+        log_level=log_level,
+    )
