@@ -105,7 +105,7 @@ def ingest_box(task: IngestTask) -> Done:
         return Done(box.voxels, chunks, voxels.nbytes, skipped=True)
     with services.inflight.writing(task.node):
         if grid.is_aligned(box):
-            _write_whole(services, task, _blocks(grid, box, voxels))
+            _write_whole(services, task, data, _blocks(grid, box, voxels))
         else:
             fresh = writable(services, task.node, task.instance)
             with fresh.transaction():
@@ -116,12 +116,14 @@ def ingest_box(task: IngestTask) -> Done:
     return Done(box.voxels, chunks, voxels.nbytes)
 
 
-def _write_whole(services: Services, task: IngestTask, blocks: list[Block]) -> None:
+def _write_whole(
+    services: Services, task: IngestTask, data: VolumeData, blocks: list[Block]
+) -> None:
     """Write the whole blocks of a block-aligned box: encoded and uploaded into a
     prestaged stage before the transaction lock is taken (so tasks on one instance and
-    version overlap there), then adopted and published in the transaction, which holds
-    the lock only for the bookkeeping (label index, scales, extents)."""
-    data = writable(services, task.node, task.instance)
+    version overlap there; ``data`` is the instance as bound for the task), then adopted
+    and published in the transaction, bound afresh, which holds the lock only for the
+    bookkeeping (label index, scales, extents)."""
     volume = data.volume()
     assert isinstance(volume, VersionedVolume)  # writable: not a proxy
     with data.journal().prestage() as stage:

@@ -140,7 +140,7 @@ class ChunkOwnership:
         while current is not None and wanted.size:
             if len(current.parents) > 1:
                 resolved: dict[int, BitMap64] = {}
-                self._resolve_merge(current, BitMap64(wanted), resolved, conflicts)
+                self._resolve_merge(current, BitMap64(wanted.tolist()), resolved, conflicts)
                 for version, bitmap in resolved.items():
                     found[version].append(np.array(bitmap.to_array(), dtype=np.uint64))
                 break
@@ -177,7 +177,7 @@ class ChunkOwnership:
             written = self.written(current, mutable=False)
             new = written - seen
             if new:
-                parts.append(np.fromiter(new, dtype=np.uint64, count=len(new)))
+                parts.append(np.array(new.to_array(), dtype=np.uint64))
                 nodes.append(current.uuid)
                 seen |= written
             current = self.at.owner(current.parents[0]) if current.parents else None
