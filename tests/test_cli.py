@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import live_http as live
 from tests.fixtures_stores import s3_endpoint
 from tests.servers import wait_for_heartbeat
 
@@ -64,7 +65,7 @@ def test_serve_cli_workflow_and_restart(tmp_path: Path) -> None:
         root = cli(url, "repos", "new", "--alias", "cli-repo")
         assert len(root) == 32
         assert "Added kv [keyvalue]" in cli(url, "repo", root, "instance", "keyvalue", "kv")
-        assert httpx.post(f"{url}/api/node/{root}/kv/key/a", content=b"1").status_code == 200
+        assert live.post(f"{url}/api/node/{root}/kv/key/a", content=b"1").status_code == 200
         cli(url, "node", root, "note", "first version")
         cli(url, "node", root, "log", "did a thing")
         assert cli(url, "node", root, "commit", "--log", "committing") == root
@@ -84,8 +85,8 @@ def test_serve_cli_workflow_and_restart(tmp_path: Path) -> None:
         assert failed.returncode == 1 and "400" in failed.stderr
     # A new process on the same folder serves the same data.
     with server("--data-dir", str(data), "--port", str(port), port=port) as url:
-        assert httpx.get(f"{url}/api/node/{merged}/kv/key/a").content == b"1"
-        assert httpx.get(f"{url}/api/node/v1/status").json() == {"Locked": True}
+        assert live.get(f"{url}/api/node/{merged}/kv/key/a").content == b"1"
+        assert live.get(f"{url}/api/node/v1/status").json() == {"Locked": True}
 
 
 def test_serve_takes_env_and_config_file(tmp_path: Path) -> None:
@@ -96,17 +97,17 @@ def test_serve_takes_env_and_config_file(tmp_path: Path) -> None:
         f'[store.main]\npath = "{tmp_path / "via-toml"}"\n\n[backend]\ndefault = "main"\n'
     )
     with server("--config", str(config), port=port) as url:
-        assert httpx.get(f"{url}/api/server/note").text == "from toml"
-        httpx.post(f"{url}/api/repos", json={})
+        assert live.get(f"{url}/api/server/note").text == "from toml"
+        live.post(f"{url}/api/repos", json={})
     assert any((tmp_path / "via-toml" / "meta" / "repos").iterdir())
     # Env vars override the file; flags override env vars.
     env_port = free_port()
     env = {"DVID_CLOUD_CONFIG": str(config), "DVID_CLOUD_PORT": str(env_port)}
     with server(env=env, port=env_port) as url:
-        assert httpx.get(f"{url}/api/server/note").text == "from toml"
+        assert live.get(f"{url}/api/server/note").text == "from toml"
     flag_port = free_port()
     with server("--port", str(flag_port), env=env, port=flag_port) as url:
-        assert httpx.get(f"{url}/api/heartbeat").text == "OK"
+        assert live.get(f"{url}/api/heartbeat").text == "OK"
 
 
 @pytest.mark.parametrize(
@@ -208,9 +209,9 @@ def test_serve_runs_worker_processes(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         assert wait_for_heartbeat(url, proc, timeout=120)
-        root = httpx.post(f"{url}/api/repos", json={}).json()["root"]
+        root = live.post(f"{url}/api/repos", json={}).json()["root"]
         for _ in range(20):  # new connections, spread over the workers by the kernel
-            with httpx.Client() as client:
+            with httpx.Client(timeout=live.TIMEOUT) as client:
                 assert client.get(f"{url}/api/server/note").text == "two workers"
                 assert client.get(f"{url}/api/node/{root}/status").status_code == 200
     finally:

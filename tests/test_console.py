@@ -33,6 +33,7 @@ from app.repo import new_repo, new_uuid
 from app.server import create_app
 from app.services import Services
 from app.settings import Settings
+from tests import live_http as live
 from tests.neuroglancer_support import (
     CHROMIUM_ARGS,
     ServerLog,
@@ -207,7 +208,7 @@ def click_node(page: Any, uuid: str) -> None:
 
 
 def test_root_serves_the_console_and_lists_repos(site: Site, page: Any) -> None:
-    response = httpx.get(f"{site.url}/", follow_redirects=False)
+    response = live.get(f"{site.url}/", follow_redirects=False)
     assert response.status_code == 307 and response.headers["location"] == "/console/"
     open_console(page, site.url)
     rows = page.eval_on_selector_all(
@@ -216,7 +217,7 @@ def test_root_serves_the_console_and_lists_repos(site: Site, page: Any) -> None:
         " r.querySelector('.description').textContent, r.querySelector('.created').textContent,"
         " r.querySelector('.updated').textContent])",
     )
-    info = ok(httpx.get(f"{site.url}/api/repos/info"))
+    info = ok(live.get(f"{site.url}/api/repos/info"))
     assert {r[0] for r in rows} == {site.alpha.a, site.beta, site.big}
     for root, alias, description, created, updated in rows:
         assert (alias, description) == (info[root]["Alias"], info[root]["Description"])
@@ -326,15 +327,13 @@ def test_neuroglancer_link_loads_the_layer(site: Site, page: Any) -> None:
 
 
 def test_commit_branch_note_tag_from_the_console(site: Site, page: Any) -> None:
-    root = ok(httpx.post(f"{site.url}/api/repos", json={"alias": "gamma"}))["root"]
+    root = ok(live.post(f"{site.url}/api/repos", json={"alias": "gamma"}))["root"]
     open_console(page, site.url, f"#repo={root}")
     click_node(page, root)
     page.fill(".action-commit input", "committed from the console")
     page.click(".action-commit button")
-    wait_for(
-        lambda: ok(httpx.get(f"{site.url}/api/node/{root}/commit"))["Locked"], 10, "the commit"
-    )
-    assert ok(httpx.get(f"{site.url}/api/node/{root}/note"))["note"] == (
+    wait_for(lambda: ok(live.get(f"{site.url}/api/node/{root}/commit"))["Locked"], 10, "the commit")
+    assert ok(live.get(f"{site.url}/api/node/{root}/note"))["note"] == (
         "committed from the console"
     )
     # The DAG is redrawn with the node locked, and a locked node offers a branch instead.
@@ -343,7 +342,7 @@ def test_commit_branch_note_tag_from_the_console(site: Site, page: Any) -> None:
     page.fill(".action-branch input", "console-branch")
     page.click(".action-branch button")
     page.wait_for_function("() => document.querySelectorAll('#dag .node').length === 2")
-    nodes = ok(httpx.get(f"{site.url}/api/repo/{root}/info"))["DAG"]["Nodes"]
+    nodes = ok(live.get(f"{site.url}/api/repo/{root}/info"))["DAG"]["Nodes"]
     assert sorted(n["Branch"] for n in nodes.values()) == sorted([MASTER, "console-branch"])
     # The new branch's version is shown, open: give it a note.
     (child,) = (u for u, n in nodes.items() if n["Branch"] == "console-branch")
@@ -351,9 +350,7 @@ def test_commit_branch_note_tag_from_the_console(site: Site, page: Any) -> None:
     page.fill(".action-note input", "noted in the console")
     page.click(".action-note button")
     wait_for(
-        lambda: (
-            ok(httpx.get(f"{site.url}/api/node/{child}/note"))["note"] == "noted in the console"
-        ),
+        lambda: ok(live.get(f"{site.url}/api/node/{child}/note"))["note"] == "noted in the console",
         10,
         "the note",
     )
@@ -362,7 +359,7 @@ def test_commit_branch_note_tag_from_the_console(site: Site, page: Any) -> None:
     page.fill(".action-tag input", "console-tag")
     page.click(".action-tag button")
     page.wait_for_function("() => document.querySelectorAll('#dag .node').length === 3")
-    assert ok(httpx.get(f"{site.url}/api/node/console-tag/commit"))["Locked"] is True
+    assert ok(live.get(f"{site.url}/api/node/console-tag/commit"))["Locked"] is True
 
 
 def test_diff_view(site: Site, page: Any) -> None:
@@ -378,7 +375,7 @@ def test_diff_view(site: Site, page: Any) -> None:
         "rs => rs.map(r => [...r.children].map(td => td.textContent))",
     )
     got = {r[0]: r[1:] for r in rows}
-    diff = ok(httpx.get(f"{site.url}/api/repo/{al.a}/diff/{al.a}/{al.b}"))
+    diff = ok(live.get(f"{site.url}/api/repo/{al.a}/diff/{al.a}/{al.b}"))
     assert set(got) == set(diff["instances"]) == {"kv", "grayscale"}
     # Type, keys added/changed/deleted, blocks, labels, mutations.
     assert got["kv"] == ["keyvalue", "2", "0", "0", "0", "0", "0"]
@@ -418,14 +415,12 @@ def test_auth_sends_the_token_and_hides_writes(site: Site, tmp_path: Path) -> No
         f'[server]\nauth_required = true\nauth_jwt_key = "{SECRET}"\nadmin_token = "adm"\n'
     )
     with dvid_server(tmp_path / "data", free_port(), config) as (url, _):
-        created = httpx.post(f"{url}/api/repos?admintoken=adm", json={"alias": "guarded"})
+        created = live.post(f"{url}/api/repos?admintoken=adm", json={"alias": "guarded"})
         root = ok(created)["root"]
-        assert httpx.get(f"{url}/console/").status_code == 200
-        assert httpx.get(f"{url}/api/repos/info").status_code == 401
+        assert live.get(f"{url}/console/").status_code == 200
+        assert live.get(f"{url}/api/repos/info").status_code == 401
         reader, writer = bearer("reader", {root: "read"}), bearer("writer", {root: "write"})
-        me = ok(
-            httpx.get(f"{url}/api/server/whoami", headers={"Authorization": f"Bearer {reader}"})
-        )
+        me = ok(live.get(f"{url}/api/server/whoami", headers={"Authorization": f"Bearer {reader}"}))
         assert me == {
             "auth": True,
             "user": "reader",
@@ -433,7 +428,7 @@ def test_auth_sends_the_token_and_hides_writes(site: Site, tmp_path: Path) -> No
             "everywhere": "none",
             "repos": {root: "read"},
         }
-        bad = httpx.get(f"{url}/api/server/whoami", headers={"Authorization": "Bearer a.b.c"})
+        bad = live.get(f"{url}/api/server/whoami", headers={"Authorization": "Bearer a.b.c"})
         assert bad.status_code == 401
 
         check_console_as(site.browser, url, root, reader, "reader", may_write=False)

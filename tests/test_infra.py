@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import live_http as live
 from tests.fixtures_stores import AWS_TEST_KEY, AWS_TEST_REGION, make_s3_store, new_bucket_name
 from tests.servers import free_port
 
@@ -232,7 +233,7 @@ def container(env: dict[str, str], port: int) -> Iterator[tuple[str, list[str]]]
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(f"{url}/api/heartbeat", timeout=1).text == "OK":
+                if live.get(f"{url}/api/heartbeat", timeout=1).text == "OK":
                     break
             except httpx.HTTPError:
                 pass
@@ -270,20 +271,20 @@ def test_entry_command_serves_from_s3_configured_by_env_then_by_file(
         "DVID_CLOUD_STORE_ENDPOINT": s3_endpoint,
     }
     with container(env, port) as (url, lines):
-        r = httpx.post(f"{url}/api/repos", json={"alias": "in-a-container"})
+        r = live.post(f"{url}/api/repos", json={"alias": "in-a-container"})
         assert r.status_code == 200, r.text
         root = r.json()["root"]
-        r = httpx.post(
+        r = live.post(
             f"{url}/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"}
         )
         assert r.status_code == 200, r.text
-        r = httpx.post(f"{url}/api/node/{root}/kv/key/k", content=b"\x00value\xff")
+        r = live.post(f"{url}/api/node/{root}/kv/key/k", content=b"\x00value\xff")
         assert r.status_code == 200, r.text
-        r = httpx.get(f"{url}/api/node/{root}/kv/key/k", headers={"X-Request-Id": "probe-1"})
+        r = live.get(f"{url}/api/node/{root}/kv/key/k", headers={"X-Request-Id": "probe-1"})
         assert r.content == b"\x00value\xff"
         assert r.headers["x-request-id"] == "probe-1"
-        assert httpx.get(f"{url}/api/load").json()["PUT requests"] >= 3
-        metrics = httpx.get(f"{url}/metrics").text
+        assert live.get(f"{url}/api/load").json()["PUT requests"] >= 3
+        metrics = live.get(f"{url}/metrics").text
         assert 'route="/api/node/{uuid}/{dataname}/key/{key}"' in metrics
         assert root not in metrics
     # It served from the bucket, under the prefix the URL names.
@@ -313,8 +314,8 @@ def test_entry_command_serves_from_s3_configured_by_env_then_by_file(
         "DVID_CLOUD_CONFIG": str(config),
     }
     with container(env, port) as (url, _):
-        assert httpx.get(f"{url}/api/server/note").text == "from toml"
-        assert httpx.get(f"{url}/api/node/{root}/kv/key/k").content == b"\x00value\xff"
+        assert live.get(f"{url}/api/server/note").text == "from toml"
+        assert live.get(f"{url}/api/node/{root}/kv/key/k").content == b"\x00value\xff"
 
 
 # --------------------------------------------------------------------------- Lambda

@@ -53,6 +53,7 @@ import pytest
 
 from app.proto import labelmap_pb2 as pb
 from tests import fixtures_stores, test_replicas
+from tests import live_http as live
 from tests.label_checks import block_counts, node_url, read_labels
 from tests.test_replicas import PREFIX, Replicas, ok, run_threads, verdict
 
@@ -317,9 +318,9 @@ class Setup:
 def setup_labelmap(a: str, b: str) -> Setup:
     """The labelmap and its bodies at a committed root (steps alternate between the
     servers), branched twice."""
-    root = ok(httpx.post(f"{a}/api/repos", json={"alias": "edit-race"})).json()["root"]
+    root = ok(live.post(f"{a}/api/repos", json={"alias": "edit-race"})).json()["root"]
     ok(
-        httpx.post(
+        live.post(
             f"{a}/api/repo/{root}/instance",
             json={
                 "typename": "labelmap",
@@ -328,22 +329,22 @@ def setup_labelmap(a: str, b: str) -> Setup:
             },
         )
     )
-    data_uuid = ok(httpx.get(node_url(b, root, NAME, "info"))).json()["Base"]["DataUUID"]
+    data_uuid = ok(live.get(node_url(b, root, NAME, "info"))).json()["Base"]["DataUUID"]
     # The grouping first, so the voxel ingest files each supervoxel under its body.
     ops = pb.MappingOps()
     for body in sorted(set(MAPPINGS.values())):
         svs = [sv for sv, mapped in MAPPINGS.items() if mapped == body]
         ops.mappings.append(pb.MappingOp(mapped=body, original=svs))
-    ok(httpx.post(node_url(b, root, NAME, "mappings"), content=ops.SerializeToString()))
+    ok(live.post(node_url(b, root, NAME, "mappings"), content=ops.SerializeToString()))
     raw = f"raw/0_1_2/{SIZE}_{SIZE}_{SIZE}/0_0_0"
-    ok(httpx.post(node_url(a, root, NAME, raw), content=volume().tobytes(), timeout=60))
+    ok(live.post(node_url(a, root, NAME, raw), content=volume().tobytes(), timeout=60))
     merged = [
-        ok(httpx.post(node_url(url, root, NAME, "merge"), json=labels)).json()
+        ok(live.post(node_url(url, root, NAME, "merge"), json=labels)).json()
         for url, labels in zip((b, a), SETUP_MERGES, strict=True)
     ]
-    ok(httpx.post(f"{b}/api/node/{root}/commit", json={"note": "grouped"}))
+    ok(live.post(f"{b}/api/node/{root}/commit", json={"note": "grouped"}))
     edits, sibling = (
-        ok(httpx.post(f"{url}/api/node/{root}/branch", json={"branch": name})).json()["child"]
+        ok(live.post(f"{url}/api/node/{root}/branch", json={"branch": name})).json()["child"]
         for url, name in ((a, "edits"), (b, "sibling"))
     )
     return Setup(root, data_uuid, merged, edits, sibling)

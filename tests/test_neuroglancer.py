@@ -31,6 +31,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests import live_http as live
 from tests.neuroglancer_support import (
     BrowserRecord,
     ServerLog,
@@ -90,21 +91,21 @@ def ok(response: httpx.Response) -> httpx.Response:
 
 def make_data(url: str) -> str:
     """A repo with ``grayscale`` and ``segmentation`` holding the known patterns."""
-    uuid = ok(httpx.post(f"{url}/api/repos", json={"alias": "ng"})).json()["root"]
+    uuid = ok(live.post(f"{url}/api/repos", json={"alias": "ng"})).json()["root"]
     common = {"BlockSize": "64,64,64", "VoxelSize": "8,8,8", "VoxelUnits": "nanometers"}
     for typename, name, extra in (
         ("uint8blk", "grayscale", {}),
         ("labelmap", "segmentation", {"MaxDownresLevel": "1"}),
     ):
         body = {"typename": typename, "dataname": name, **common, **extra}
-        ok(httpx.post(f"{url}/api/repo/{uuid}/instance", json=body))
+        ok(live.post(f"{url}/api/repo/{uuid}/instance", json=body))
     _, y, x = np.mgrid[0:SIZE, 0:SIZE, 0:SIZE]  # ZYX arrays: x varies fastest
     gray = np.where(x < SIZE // 2, DARK, BRIGHT).astype(np.uint8)
     labels = np.where(y < SIZE // 2, TOP, BOTTOM).astype("<u8")
     for name, data in (("grayscale", gray), ("segmentation", labels)):
         raw = f"{url}/api/node/{uuid}/{name}/raw/0_1_2/{BOX}"
-        ok(httpx.post(raw, content=data.tobytes(), timeout=60))
-        assert httpx.get(raw, timeout=60).content == data.tobytes(), name
+        ok(live.post(raw, content=data.tobytes(), timeout=60))
+        assert live.get(raw, timeout=60).content == data.tobytes(), name
     return uuid
 
 
@@ -434,9 +435,9 @@ def test_neuroglancer_draws_mesh_and_skeleton(tmp_path: Path) -> None:
         ):
             name = path.split("/")[4]
             body = {"typename": "keyvalue", "dataname": name}
-            ok(httpx.post(f"{url}/api/repo/{uuid}/instance", json=body))
-            ok(httpx.post(url + path, content=value))
-            assert ok(httpx.get(url + path)).content == value, path
+            ok(live.post(f"{url}/api/repo/{uuid}/instance", json=body))
+            ok(live.post(url + path, content=value))
+            assert ok(live.get(url + path)).content == value, path
         before = log.count_through("GET", skeleton_path)
 
         def arrived(entries: list[dict[str, Any]]) -> bool:

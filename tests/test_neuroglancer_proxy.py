@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
+from tests import live_http as live
 from tests.fakes.boss import FakeBoss, FakeChannel
 from tests.neuroglancer_support import (
     chromium_page,
@@ -74,14 +74,14 @@ def write_config(folder: Path, boss: FakeBoss) -> Path:
 
 def make_proxy(url: str) -> str:
     """A repo with ``em`` proxying the fake's channel; its uuid."""
-    uuid = ok(httpx.post(f"{url}/api/repos", json={"alias": "ng-proxy"})).json()["root"]
+    uuid = ok(live.post(f"{url}/api/repos", json={"alias": "ng-proxy"})).json()["root"]
     body = {
         "typename": "uint8blk",
         "dataname": "em",
         "proxy": "boss://{}/{}/{}".format(*CHANNEL),
         "BlockSize": "64,64,64",
     }
-    ok(httpx.post(f"{url}/api/repo/{uuid}/instance", json=body))
+    ok(live.post(f"{url}/api/repo/{uuid}/instance", json=body))
     return str(uuid)
 
 

@@ -27,6 +27,7 @@ import pytest
 import tensorstore as ts
 
 from app.proto import labelmap_pb2 as pb
+from tests import live_http as live
 from tests.servers import free_port
 
 CLI = shutil.which("dvid-cloud", path=str(Path(sys.executable).parent)) or "dvid-cloud"
@@ -56,7 +57,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             deadline = time.monotonic() + 30
             while proc.poll() is None and time.monotonic() < deadline:
                 try:
-                    if httpx.get(f"{url}/api/heartbeat", timeout=1).text == "OK":
+                    if live.get(f"{url}/api/heartbeat", timeout=1).text == "OK":
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
@@ -205,7 +206,7 @@ def _expected_seg(volume: np.ndarray) -> np.ndarray:
 
 def test_info_describes_scales_extents_and_encodings(base_url: str, repo: dict) -> None:
     root = repo["root"]
-    gray = _ok(httpx.get(f"{base_url}/api/node/{root}/gray/precomputed/info")).json()
+    gray = _ok(live.get(f"{base_url}/api/node/{root}/gray/precomputed/info")).json()
     assert gray["@type"] == "neuroglancer_multiscale_volume"
     assert (gray["type"], gray["data_type"], gray["num_channels"]) == ("image", "uint8", 1)
     s0, s1 = gray["scales"]
@@ -220,10 +221,10 @@ def test_info_describes_scales_extents_and_encodings(base_url: str, repo: dict) 
     assert s1["key"] == "s1" and s1["resolution"] == [8.0, 8.0, 80.0]
     assert s1["voxel_offset"] == [2, 1, 0] and s1["size"] == [51, 36, 23]
 
-    jgray = _ok(httpx.get(f"{base_url}/api/node/{root}/jgray/precomputed/info")).json()
+    jgray = _ok(live.get(f"{base_url}/api/node/{root}/jgray/precomputed/info")).json()
     assert [s["encoding"] for s in jgray["scales"]] == ["jpeg"]
 
-    seg = _ok(httpx.get(f"{base_url}/api/node/{root}/seg/precomputed/info")).json()
+    seg = _ok(live.get(f"{base_url}/api/node/{root}/seg/precomputed/info")).json()
     assert (seg["type"], seg["data_type"]) == ("segmentation", "uint64")
     t0, t1 = seg["scales"]
     assert t0["voxel_offset"] == [33, 2, 35] and t0["size"] == [88, 59, 56]
@@ -262,7 +263,7 @@ def test_scale_1_equals_the_servers_own_lower_scale(base_url: str, repo: dict, n
             path = f"seg/raw/0_1_2/{_box(origin, (nx, ny, nz))}?scale=1"
         else:
             path = f"gray_1/raw/0_1_2/{_box(origin, (nx, ny, nz))}"
-        raw = _ok(httpx.get(f"{base_url}/api/node/{version}/{path}")).content
+        raw = _ok(live.get(f"{base_url}/api/node/{version}/{path}")).content
         dtype = np.uint64 if name == "seg" else np.uint8
         np.testing.assert_array_equal(got, np.frombuffer(raw, dtype).reshape(got.shape))
         assert got.any()
@@ -321,10 +322,10 @@ def test_chunk_files_headers_and_errors(base_url: str, repo: dict) -> None:
     root, child = repo["root"], repo["child"]
     # The last chunk along each axis is clipped at the volume's end: 5+96..105 etc.
     name = "101-105_99-73_32-45"
-    bad = httpx.get(f"{base_url}/api/node/{root}/gray/precomputed/s0/{name}")
+    bad = live.get(f"{base_url}/api/node/{root}/gray/precomputed/s0/{name}")
     assert bad.status_code == 400  # an end below its start
     name = "101-105_67-73_32-45"
-    plain = httpx.get(
+    plain = live.get(
         f"{base_url}/api/node/{root}/gray/precomputed/s0/{name}",
         headers={"Accept-Encoding": "identity"},
     )
@@ -333,32 +334,32 @@ def test_chunk_files_headers_and_errors(base_url: str, repo: dict) -> None:
     assert plain.content == expected.tobytes()
     assert plain.headers["cache-control"] == "public, max-age=31536000, immutable"
     seg_chunk = f"{base_url}/api/node/{root}/seg/precomputed/s0/97-121_34-61_67-91"
-    with httpx.stream("GET", seg_chunk, headers={"Accept-Encoding": "gzip"}) as raw:
+    with live.stream("GET", seg_chunk, headers={"Accept-Encoding": "gzip"}) as raw:
         assert raw.status_code == 200 and raw.headers["content-encoding"] == "gzip"
         compressed = b"".join(raw.iter_raw())
     body = gzip.decompress(compressed)
     assert np.frombuffer(body[:4], np.uint32)[0] == 1  # one channel
     # Open versions and branch references are not cached.
     for ref in (child, ":master"):
-        r = httpx.get(f"{base_url}/api/node/{ref}/gray/precomputed/s0/{name}")
+        r = live.get(f"{base_url}/api/node/{ref}/gray/precomputed/s0/{name}")
         assert r.headers["cache-control"] == "no-cache"
-    info = httpx.get(f"{base_url}/api/node/{root}/gray/precomputed/info")
+    info = live.get(f"{base_url}/api/node/{root}/gray/precomputed/info")
     assert info.headers["cache-control"] == "public, max-age=300"
-    assert httpx.get(f"{base_url}/api/node/:master/gray/precomputed/info").headers[
+    assert live.get(f"{base_url}/api/node/:master/gray/precomputed/info").headers[
         "cache-control"
     ] == ("no-cache")
     # Off-grid boxes are answered too; voxels nothing wrote are the background.
-    outside = httpx.get(f"{base_url}/api/node/{root}/gray/precomputed/s0/200-216_0-8_0-4")
+    outside = live.get(f"{base_url}/api/node/{root}/gray/precomputed/s0/200-216_0-8_0-4")
     assert outside.status_code == 200 and outside.content == bytes(16 * 8 * 4)
-    huge = httpx.get(f"{base_url}/api/node/{root}/gray/precomputed/s0/0-1024_0-1024_0-1024")
+    huge = live.get(f"{base_url}/api/node/{root}/gray/precomputed/s0/0-1024_0-1024_0-1024")
     assert huge.status_code == 413
     # Errors: malformed names and unknown scales are 400; absent files 404.
     node = f"{base_url}/api/node/{root}"
     for path in ("gray/precomputed/s0/1-2_3-4", "gray/precomputed/s9/0-32_0-32_0-32"):
-        assert httpx.get(f"{node}/{path}").status_code == 400, path
-    assert httpx.get(f"{node}/seg/precomputed/s2/0-32_0-32_0-32").status_code == 400
-    assert httpx.get(f"{node}/seg/precomputed/provenance").status_code == 404
-    assert httpx.get(f"{node}/empty/precomputed/info").status_code == 404
+        assert live.get(f"{node}/{path}").status_code == 400, path
+    assert live.get(f"{node}/seg/precomputed/s2/0-32_0-32_0-32").status_code == 400
+    assert live.get(f"{node}/seg/precomputed/provenance").status_code == 404
+    assert live.get(f"{node}/empty/precomputed/info").status_code == 404
     # CORS: browsers (neuroglancer) may read it from another origin.
-    r = httpx.get(f"{node}/gray/precomputed/info", headers={"Origin": "http://example.org"})
+    r = live.get(f"{node}/gray/precomputed/info", headers={"Origin": "http://example.org"})
     assert r.headers["access-control-allow-origin"] in ("*", "http://example.org")

@@ -22,6 +22,7 @@ from backends.remote import (
     open_remote,
 )
 from backends.remote.boss import BossVolume
+from tests import live_http as live
 from tests.fakes.boss import FakeBoss, FakeChannel
 
 TOKEN = "s3cr3t-token-value"
@@ -472,7 +473,7 @@ def test_fake_answers_boss_errors(fake: FakeBoss) -> None:
 def test_fake_cutouts_use_the_bit_depth_as_blosc_typesize(fake: FakeBoss) -> None:
     import blosc
 
-    response = httpx.get(
+    response = live.get(
         f"{fake.url}/v1/cutout/col/seg/labels/0/1:3/0:2/0:1/",
         headers={"Authorization": f"Token {TOKEN}"},
     )

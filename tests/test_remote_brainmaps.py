@@ -12,7 +12,6 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -28,6 +27,7 @@ from backends.remote import (
     open_remote,
 )
 from backends.remote.brainmaps import BrainMapsClient, BrainMapsVolume, pieces
+from tests import live_http as live
 from tests.fakes.brainmaps import FakeBrainMaps, FakeGeometry, pyramid
 
 GRAY_ID = "fake-project:fly:grayscale"
@@ -106,7 +106,7 @@ def test_service_account_token_is_fetched_once_and_sent(fake: FakeBrainMaps, ope
     assert fake.counts["token"] == 1
     assert fake.counts["volume"] == 1 and fake.counts["subvolume"] == 2
     # The fake checks the bearer token: without one it refuses.
-    assert httpx.get(f"{fake.url}/v1/volumes/{GRAY_ID}").status_code == 401
+    assert live.get(f"{fake.url}/v1/volumes/{GRAY_ID}").status_code == 401
 
 
 def test_concurrent_first_requests_refresh_the_token_once(fake: FakeBrainMaps, open_volume) -> None:

@@ -35,6 +35,7 @@ import orjson
 import pytest
 
 from tests import fixtures_stores
+from tests import live_http as live
 from tests.dvid_process import DvidServer
 from tests.fixtures_stores import (
     AWS_TEST_REGION,
@@ -224,7 +225,7 @@ def message(line: str) -> str:
 
 
 def new_repo(url: str, **body: str) -> str:
-    return ok(httpx.post(f"{url}/api/repos", json=body)).json()["root"]
+    return ok(live.post(f"{url}/api/repos", json=body)).json()["root"]
 
 
 # --- 1. what one server writes, the other sees ---------------------------------------------
@@ -234,37 +235,37 @@ def test_writes_through_one_server_are_seen_by_the_other(replicas: Replicas) -> 
     a, b = replicas.urls
     root = new_repo(a, alias="seen-by-b", description="made through A")
 
-    everything = ok(httpx.get(f"{b}/api/repos/info")).json()
+    everything = ok(live.get(f"{b}/api/repos/info")).json()
     assert everything[root]["Alias"] == "seen-by-b"
-    info = ok(httpx.get(f"{b}/api/repo/{root}/info")).json()
+    info = ok(live.get(f"{b}/api/repo/{root}/info")).json()
     assert info["Root"] == root and info["Description"] == "made through A"
     assert root in info["DAG"]["Nodes"]
-    assert ok(httpx.get(f"{b}/api/node/{root}/status")).json() == {"Locked": False}
-    assert ok(httpx.get(f"{b}/api/node/{root[:8]}/status")).json() == {"Locked": False}
+    assert ok(live.get(f"{b}/api/node/{root}/status")).json() == {"Locked": False}
+    assert ok(live.get(f"{b}/api/node/{root[:8]}/status")).json() == {"Locked": False}
 
-    ok(httpx.post(f"{b}/api/node/{root}/note", json={"note": "set through B"}))
-    assert ok(httpx.get(f"{a}/api/node/{root}/note")).json() == {"note": "set through B"}
+    ok(live.post(f"{b}/api/node/{root}/note", json={"note": "set through B"}))
+    assert ok(live.get(f"{a}/api/node/{root}/note")).json() == {"note": "set through B"}
 
-    ok(httpx.post(f"{a}/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"}))
-    ok(httpx.post(f"{a}/api/node/{root}/kv/key/hello", content=b"from A"))
-    got = httpx.get(f"{b}/api/node/{root}/kv/key/hello")
+    ok(live.post(f"{a}/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"}))
+    ok(live.post(f"{a}/api/node/{root}/kv/key/hello", content=b"from A"))
+    got = live.get(f"{b}/api/node/{root}/kv/key/hello")
     assert got.status_code == 200 and got.content == b"from A"
-    assert ok(httpx.get(f"{b}/api/node/{root}/kv/keys")).json() == ["hello"]
+    assert ok(live.get(f"{b}/api/node/{root}/kv/keys")).json() == ["hello"]
 
-    ok(httpx.post(f"{b}/api/node/{root}/commit", json={"note": "committed through B"}))
-    refused = httpx.post(f"{a}/api/node/{root}/kv/key/late", content=b"too late")
+    ok(live.post(f"{b}/api/node/{root}/commit", json={"note": "committed through B"}))
+    refused = live.post(f"{a}/api/node/{root}/kv/key/late", content=b"too late")
     assert refused.status_code == 400, refused.text
-    assert ok(httpx.get(f"{a}/api/node/{root}/status")).json() == {"Locked": True}
-    refused = httpx.post(f"{a}/api/node/{root}/note", json={"note": "after commit"})
+    assert ok(live.get(f"{a}/api/node/{root}/status")).json() == {"Locked": True}
+    refused = live.post(f"{a}/api/node/{root}/note", json={"note": "after commit"})
     assert refused.status_code == 400, refused.text
-    assert httpx.get(f"{b}/api/node/{root}/kv/key/late").status_code == 404
-    assert httpx.get(f"{a}/api/node/{root}/kv/key/hello").content == b"from A"
+    assert live.get(f"{b}/api/node/{root}/kv/key/late").status_code == 404
+    assert live.get(f"{a}/api/node/{root}/kv/key/hello").content == b"from A"
 
     # A child made through A is immediately usable through B.
-    child = ok(httpx.post(f"{a}/api/node/{root}/newversion", json={})).json()["child"]
-    ok(httpx.post(f"{b}/api/node/{child}/kv/key/hello", content=b"from B"))
-    assert httpx.get(f"{a}/api/node/{child}/kv/key/hello").content == b"from B"
-    assert httpx.get(f"{a}/api/node/{root}/kv/key/hello").content == b"from A"
+    child = ok(live.post(f"{a}/api/node/{root}/newversion", json={})).json()["child"]
+    ok(live.post(f"{b}/api/node/{child}/kv/key/hello", content=b"from B"))
+    assert live.get(f"{a}/api/node/{child}/kv/key/hello").content == b"from B"
+    assert live.get(f"{a}/api/node/{root}/kv/key/hello").content == b"from A"
 
 
 # --- 2. a concurrent workload through both servers -----------------------------------------
@@ -377,7 +378,7 @@ def check_from(url: str, root: str, shared: str, acked: Acked) -> list[str]:
     """Everything ``acked`` says was written, as one server reports it."""
     lost: list[str] = []
     where = f"[via {url}]"
-    info = ok(httpx.get(f"{url}/api/repo/{root}/info")).json()
+    info = ok(live.get(f"{url}/api/repo/{root}/info")).json()
     nodes: dict[str, dict] = info["DAG"]["Nodes"]
     by_id: dict[int, dict] = {}
     for uuid, node in nodes.items():
@@ -413,13 +414,13 @@ def check_from(url: str, root: str, shared: str, acked: Acked) -> list[str]:
     for uuid in acked.commits:
         if uuid in nodes and not nodes[uuid]["Locked"]:
             lost.append(f"{where} acknowledged commit of {uuid} shows Locked false in the DAG")
-        status = httpx.get(f"{url}/api/node/{uuid}/status")
+        status = live.get(f"{url}/api/node/{uuid}/status")
         if status.status_code != 200 or status.json() != {"Locked": True}:
             lost.append(f"{where} status of committed {uuid}: {status.status_code} {status.text}")
     for uuid, note in acked.notes.items():
         if uuid in nodes and nodes[uuid]["Note"] != note:
             lost.append(f"{where} note of {uuid} is {nodes[uuid]['Note']!r}, not {note!r}")
-    shared_note = ok(httpx.get(f"{url}/api/node/{shared}/note")).json()["note"]
+    shared_note = ok(live.get(f"{url}/api/node/{shared}/note")).json()["note"]
     if acked.shared_notes and shared_note not in acked.shared_notes:
         lost.append(f"{where} shared note {shared_note!r} is none of the acknowledged ones")
 
@@ -427,7 +428,7 @@ def check_from(url: str, root: str, shared: str, acked: Acked) -> list[str]:
         ("node log", acked.node_log, f"/api/node/{shared}/log"),
         ("repo log", acked.repo_log, f"/api/repo/{root}/log"),
     ):
-        seen = Counter(message(line) for line in ok(httpx.get(url + path)).json()["log"])
+        seen = Counter(message(line) for line in ok(live.get(url + path)).json()["log"])
         for line in lines:
             if seen[line] != 1:
                 lost.append(f"{where} {what} line {line!r} appears {seen[line]} times")
@@ -460,11 +461,9 @@ def test_concurrent_writes_through_both_servers_lose_nothing(replicas: Replicas)
     a, b = replicas.urls
     first_id = counter_value(replicas) + 1
     root = new_repo(a, alias="workload")
-    ok(httpx.post(f"{b}/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"}))
-    ok(httpx.post(f"{a}/api/node/{root}/commit", json={}))
-    shared = ok(httpx.post(f"{b}/api/node/{root}/branch", json={"branch": "shared"})).json()[
-        "child"
-    ]
+    ok(live.post(f"{b}/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"}))
+    ok(live.post(f"{a}/api/node/{root}/commit", json={}))
+    shared = ok(live.post(f"{b}/api/node/{root}/branch", json={"branch": "shared"})).json()["child"]
 
     acked = Acked()
     elapsed = run_threads(
@@ -529,7 +528,7 @@ def test_racing_creates_of_one_root_uuid_have_one_winner(replicas: Replicas) -> 
             body["alias"] for (_, _, body), code in zip(calls, codes, strict=True) if code == 200
         ]
         for url in replicas.urls:
-            info = httpx.get(f"{url}/api/repo/{root}/info")
+            info = live.get(f"{url}/api/repo/{root}/info")
             alias = info.json()["Alias"] if info.status_code == 200 else None
             if len(winners) != 1 or alias != winners[0]:
                 problems.append(
@@ -545,13 +544,13 @@ def test_racing_newversions_on_one_parent_have_one_winner(replicas: Replicas) ->
     a, b = replicas.urls
     first_id = counter_value(replicas) + 1
     root = new_repo(a, alias="newversion-race")
-    ok(httpx.post(f"{b}/api/node/{root}/commit", json={}))
+    ok(live.post(f"{b}/api/node/{root}/commit", json={}))
     problems: list[str] = []
     uuids = [root]
     for trial in range(RACE_TRIALS):
-        parent = ok(httpx.post(f"{a}/api/node/{root}/branch", json={"branch": f"race{trial}"}))
+        parent = ok(live.post(f"{a}/api/node/{root}/branch", json={"branch": f"race{trial}"}))
         parent = parent.json()["child"]
-        ok(httpx.post(f"{b}/api/node/{parent}/commit", json={}))
+        ok(live.post(f"{b}/api/node/{parent}/commit", json={}))
         chosen = [uuidlib.uuid4().hex, uuidlib.uuid4().hex]
         uuids += [parent, *chosen]
         calls = [
@@ -564,7 +563,7 @@ def test_racing_newversions_on_one_parent_have_one_winner(replicas: Replicas) ->
             problems.append(f"trial {trial}: newversion of {parent} answered {codes} (A, B)")
         winners = {c for c, code in zip(chosen, codes, strict=True) if code == 200}
         for url in replicas.urls:
-            nodes = ok(httpx.get(f"{url}/api/repo/{root}/info")).json()["DAG"]["Nodes"]
+            nodes = ok(live.get(f"{url}/api/repo/{root}/info")).json()["DAG"]["Nodes"]
             children = {
                 n["UUID"] for n in nodes.values() if nodes[parent]["VersionID"] in n["Parents"]
             }
@@ -574,7 +573,7 @@ def test_racing_newversions_on_one_parent_have_one_winner(replicas: Replicas) ->
                     f"acknowledged: {sorted(winners)}"
                 )
             for loser in set(chosen) - winners:
-                if httpx.get(f"{url}/api/node/{loser}/status").status_code != 400:
+                if live.get(f"{url}/api/node/{loser}/status").status_code != 400:
                     problems.append(f"trial {trial} [via {url}]: refused child {loser} resolves")
     forks = store_forks(replicas, [root], uuids, first_id)
     report = verdict(replicas, problems, forks)
@@ -590,8 +589,8 @@ def test_write_in_flight_during_a_commit_is_kept_or_refused(replicas: Replicas) 
     invisible at the node it was written to. (The commit waits for writes in flight.)"""
     a, b = replicas.urls
     root = new_repo(a, alias="write-during-commit")
-    ok(httpx.post(f"{a}/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"}))
-    data_uuid = ok(httpx.get(f"{a}/api/node/{root}/kv/info")).json()["Base"]["DataUUID"]
+    ok(live.post(f"{a}/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"}))
+    data_uuid = ok(live.get(f"{a}/api/node/{root}/kv/info")).json()["Base"]["DataUUID"]
     release = threading.Event()
 
     def slow_body() -> Iterator[bytes]:
@@ -602,7 +601,7 @@ def test_write_in_flight_during_a_commit_is_kept_or_refused(replicas: Replicas) 
     answer: list[httpx.Response] = []
     writer = threading.Thread(
         target=lambda: answer.append(
-            httpx.post(f"{a}/api/node/{root}/kv/key/slow", content=slow_body(), timeout=30)
+            live.post(f"{a}/api/node/{root}/kv/key/slow", content=slow_body(), timeout=30)
         )
     )
     writer.start()
@@ -610,7 +609,7 @@ def test_write_in_flight_during_a_commit_is_kept_or_refused(replicas: Replicas) 
     committed: list[httpx.Response] = []
     committer = threading.Thread(
         target=lambda: committed.append(
-            httpx.post(f"{b}/api/node/{root}/commit", json={}, timeout=30)
+            live.post(f"{b}/api/node/{root}/commit", json={}, timeout=30)
         )
     )
     try:
@@ -628,16 +627,16 @@ def test_write_in_flight_during_a_commit_is_kept_or_refused(replicas: Replicas) 
     assert written.status_code == 200, written.text
 
     problems = []
-    child = ok(httpx.post(f"{a}/api/node/{root}/newversion", json={})).json()["child"]
+    child = ok(live.post(f"{a}/api/node/{root}/newversion", json={})).json()["child"]
     for url in replicas.urls:
         for node in (root, child):
-            got = httpx.get(f"{url}/api/node/{node}/kv/key/slow")
+            got = live.get(f"{url}/api/node/{node}/kv/key/slow")
             if got.status_code != 200 or got.content != b"first half, second half":
                 problems.append(
                     f"[via {url}] acknowledged key 'slow' read at {node}: "
                     f"{got.status_code} {got.text.strip()[:120]}"
                 )
-        listed = ok(httpx.get(f"{url}/api/node/{root}/kv/keys")).json()
+        listed = ok(live.get(f"{url}/api/node/{root}/kv/keys")).json()
         if listed != ["slow"]:
             problems.append(f"[via {url}] keys at {root}: {listed}")
     if problems:
