@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -54,6 +55,7 @@ def serve(
 
     from app.logs import configure_logging
     from app.server import create_app
+    from app.workers import serve_workers
 
     configure_logging(log_level)
     try:
@@ -73,26 +75,20 @@ def serve(
             "workers": processes,
         },
     )
-    served: Any = app
-    if processes > 1:
-        # Workers build their app from the environment: hand them the flags through it.
-        app.state.services.close()
-        flags = {"DATA_DIR": data_dir, "PORT": port, "HOST": host, "CONFIG": config}
-        os.environ.update({f"DVID_CLOUD_{k}": str(v) for k, v in flags.items() if v is not None})
-        os.environ["DVID_CLOUD_LOG_LEVEL"] = log_level
-        served = "app.server:app_from_env"
-    uvicorn.run(
-        served,
-        factory=processes > 1,
-        workers=processes if processes > 1 else None,
-        # A worker on a loaded machine may take longer than uvicorn's 5 s to import.
-        timeout_worker_healthcheck=60,
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        log_config=None,
-        access_log=False,  # app.metrics writes one access line per request, with its id
-    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": log_level,
+        "log_config": None,
+        "access_log": False,  # app.metrics writes one access line per request, with its id
+        "ws": "none",  # no endpoint is a websocket: importing uvicorn's websockets is waste
+    }
+    if processes == 1:
+        uvicorn.run(app, **options)
+        return
+    # Workers are forked and each builds its own app and store clients (app/workers.py).
+    app.state.services.close()
+    sys.exit(serve_workers(functools.partial(create_app, settings), processes, options))
 
 
 def _one_line(error: Exception) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -195,16 +194,6 @@ def create_app(settings: Settings, stores: dict[str, ObjectStore] | None = None)
     install_metrics(app, services)  # outermost: request ids, access log, /metrics
     app.router.on_shutdown.append(services.close)
     return app
-
-
-def app_from_env() -> FastAPI:
-    """The app of one ``serve --workers N`` process: settings from the environment (the
-    parent put its flags there), logging at ``DVID_CLOUD_LOG_LEVEL``."""
-    from app.logs import configure_logging
-    from app.settings import load_settings
-
-    configure_logging(os.environ.get("DVID_CLOUD_LOG_LEVEL", "info"))
-    return create_app(load_settings())
 
 
 def _openapi(app: FastAPI, dispatcher: InstanceDispatcher) -> dict[str, Any]:
