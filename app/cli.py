@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 import os
@@ -10,7 +11,6 @@ import sys
 from typing import Any
 
 import click
-import httpx
 
 from app.settings import load_settings
 from backends import StoreError
@@ -18,7 +18,35 @@ from backends import StoreError
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: The commands of other modules: name -> "module:attribute".
+LAZY_COMMANDS = {
+    "ingest": "app.bulk.ingest:ingest",
+    "downres": "app.bulk.ingest:downres",
+    "export": "app.bulk.export:export",
+    "meshes": "app.bulk.bodies:meshes",
+    "skeletons": "app.bulk.bodies:skeletons",
+    "diff": "app.diff_command:diff",
+    "push": "app.transfer.cli:push",
+    "pull": "app.transfer.cli:pull",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose other modules' commands are imported only when run or listed, so
+    that ``serve`` starts without importing the bulk, diff and transfer tools."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in LAZY_COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, _, name = LAZY_COMMANDS[cmd_name].partition(":")
+        command: click.Command = getattr(importlib.import_module(module), name)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--server",
     envvar="DVID_CLOUD_URL",
@@ -98,6 +126,8 @@ def _one_line(error: Exception) -> str:
 
 def _call(ctx: click.Context, method: str, path: str, body: Any = None) -> Any:
     """One request to the server; prints DVID's error text and exits 1 on failure."""
+    import httpx  # here, not at the top: ``serve`` does not need it to start
+
     try:
         response = httpx.request(
             method, ctx.obj + path, content=None if body is None else json.dumps(body), timeout=60
@@ -314,27 +344,6 @@ def tiles_generate(
     summary = {"tiles": written, "levels": len(job.metadata.levels), "planes": planes}
     click.echo(json.dumps(summary))
 
-
-from app.bulk.ingest import downres, ingest  # noqa: E402 - after main, as the other commands
-
-main.add_command(ingest)
-main.add_command(downres)
-
-from app.bulk.bodies import meshes, skeletons  # noqa: E402 - after main, as the others
-from app.bulk.export import export  # noqa: E402 - after main, as the others
-
-main.add_command(export)
-main.add_command(meshes)
-main.add_command(skeletons)
-
-from app.diff_command import diff  # noqa: E402 - after main, as the others
-
-main.add_command(diff)
-
-from app.transfer.cli import pull, push  # noqa: E402 - after main, as the others
-
-main.add_command(push)
-main.add_command(pull)
 
 if __name__ == "__main__":
     main()
