@@ -83,14 +83,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import anyio.to_thread
-import jwt
 import orjson
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from fastapi import FastAPI
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -100,9 +97,12 @@ from app.console import PUBLIC_PATHS as CONSOLE_PATHS
 from app.console import PUBLIC_PREFIXES as CONSOLE_PREFIXES
 from app.datatypes import get as datatype_of
 from app.datatypes.base import Data
-from app.errors import DVIDError, Unavailable
+from app.errors import DVIDError
 from app.settings import Settings
 from backends import StoreUnavailable
+
+if TYPE_CHECKING:
+    from app.tokens import TokenVerifier
 
 log = logging.getLogger("dvid_cloud")
 
@@ -131,7 +131,6 @@ PUBLIC_PREFIXES = ("/api/help/", *CONSOLE_PREFIXES)
 ADMIN_PATHS = frozenset({"/api/storage", "/api/server/config", "/api/server/settings"})
 
 JWT_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
-PEM_MARK = "-----BEGIN"
 
 
 class Level(IntEnum):
@@ -290,91 +289,6 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
     return Principal(user=str(claims["sub"]), admin=admin, repos=levels)
 
 
-# --- verifying tokens -----------------------------------------------------------------------
-
-
-def load_static_key(text: str) -> Any:
-    """A PEM public key or certificate as a key object; anything else is an HMAC secret."""
-    if not text.lstrip().startswith(PEM_MARK):
-        return text
-    data = text.strip().encode()
-    if b"CERTIFICATE" in data.split(b"\n", 1)[0]:
-        return x509.load_pem_x509_certificate(data).public_key()
-    return serialization.load_pem_public_key(data)
-
-
-def asymmetric(algorithms: list[str]) -> list[str]:
-    """The public-key algorithms among ``algorithms`` (never HS*, against key confusion)."""
-    return [a for a in algorithms if not a.upper().startswith("HS")]
-
-
-def symmetric(algorithms: list[str]) -> list[str]:
-    """The shared-secret (HS*) algorithms among ``algorithms``."""
-    return [a for a in algorithms if a.upper().startswith("HS")]
-
-
-class TokenVerifier:
-    """Checks bearer JWTs against a static key and/or the keys of a JWKS URL."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.audience = settings.auth_audience
-        self.issuer = settings.auth_issuer
-        self.key: Any = None
-        self.key_algorithms: list[str] = []
-        if settings.auth_jwt_key:
-            self.key = load_static_key(settings.auth_jwt_key)
-            pick = symmetric if isinstance(self.key, str) else asymmetric
-            self.key_algorithms = pick(settings.auth_jwt_algorithms)
-            if not self.key_algorithms:
-                raise ValueError(
-                    f"auth_jwt_algorithms {settings.auth_jwt_algorithms} has none that "
-                    "suits auth_jwt_key"
-                )
-        self.jwks: jwt.PyJWKClient | None = None
-        self.jwks_algorithms = asymmetric(settings.auth_jwt_algorithms)
-        if settings.auth_jwks_url:
-            self.jwks = jwt.PyJWKClient(settings.auth_jwks_url, cache_keys=True, timeout=10)
-
-    @property
-    def configured(self) -> bool:
-        return self.key is not None or self.jwks is not None
-
-    async def verify(self, token: str) -> Principal:
-        """The caller a valid token names; Unauthorized when it is not valid."""
-        try:
-            key, algorithms = await self._key_for(token)
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=algorithms,
-                audience=self.audience,
-                issuer=self.issuer,
-                options={"require": ["sub"], "verify_aud": self.audience is not None},
-            )
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("bearer token has expired", invalid_token=True) from None
-        except jwt.PyJWKClientConnectionError as e:
-            log.warning("JWKS unavailable", extra={"error": str(e)})
-            raise Unavailable("cannot fetch the keys that verify bearer tokens") from None
-        except (jwt.PyJWTError, ValueError, TypeError) as e:
-            raise Unauthorized(f"invalid bearer token: {e}", invalid_token=True) from None
-        return principal_from_claims(claims)
-
-    async def _key_for(self, token: str) -> tuple[Any, list[str]]:
-        """The key (and algorithms) to check ``token`` with: the JWKS key of its ``kid`` if a
-        JWKS URL is configured and the token names one (or no static key exists)."""
-        if self.jwks is not None:
-            kid = jwt.get_unverified_header(token).get("kid")
-            if kid is not None or self.key is None:
-                # A None kid matches a JWKS key without one (PyJWT's own rule).
-                kid_text = cast(str, kid)
-                signing = await anyio.to_thread.run_sync(self.jwks.get_signing_key, kid_text)
-                return signing, self.jwks_algorithms
-        if self.key is None:
-            raise Unauthorized("this server accepts no bearer tokens", invalid_token=True)
-        return self.key, self.key_algorithms
-
-
 # --- the middleware -------------------------------------------------------------------------
 
 
@@ -382,7 +296,7 @@ class AuthMiddleware:
     """ASGI middleware: identify the caller, check the request's needed level, filter
     ``/api/repos/info`` and answer ``/api/server/token`` (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, verifier: TokenVerifier) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, verifier: TokenVerifier | None) -> None:
         self.app = app
         self.enabled = settings.auth_required
         self.admin_token = settings.admin_token or None
@@ -421,6 +335,8 @@ class AuthMiddleware:
         token = bearer_token(scope)
         if token is None:
             return None
+        if self.verifier is None:
+            raise Unauthorized("this server accepts no bearer tokens", invalid_token=True)
         return await self.verifier.verify(token)
 
     async def _authorize(self, scope: Scope, method: str, path: str) -> Principal:
@@ -571,9 +487,13 @@ def readable_repos(body: bytes, principal: Principal) -> bytes:
 def install_auth(app: FastAPI, settings: Settings) -> None:
     """Add the auth middleware to ``app`` (call it before adding CORS, so that CORS headers
     also reach 401 and 403 answers). Raises ValueError for an unusable configuration."""
-    verifier = TokenVerifier(settings)
+    verifier = None
+    if settings.auth_jwt_key or settings.auth_jwks_url:
+        from app.tokens import TokenVerifier
+
+        verifier = TokenVerifier(settings)
     if settings.auth_required:
-        if not verifier.configured and not settings.admin_token:
+        if verifier is None and not settings.admin_token:
             raise ValueError(
                 "auth_required needs auth_jwt_key, auth_jwks_url or admin_token to be set"
             )
