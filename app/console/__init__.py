@@ -11,6 +11,7 @@ layers, so that answer is served too (neuroglancer's own Python server does the 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
@@ -28,12 +29,12 @@ PUBLIC_PREFIXES = ("/console/", f"{VIEWER_PREFIX}/")
 
 
 def neuroglancer_client() -> Path | None:
-    """The built viewer of the PyPI ``neuroglancer`` package, when it is installed."""
-    try:
-        import neuroglancer
-    except ImportError:
+    """The built viewer of the PyPI ``neuroglancer`` package, when it is installed. Found
+    without importing the package, whose tornado server took about 50 ms of start-up."""
+    spec = importlib.util.find_spec("neuroglancer")
+    if spec is None or spec.origin is None:
         return None
-    path = Path(neuroglancer.__file__).parent / "static" / "client"
+    path = Path(spec.origin).parent / "static" / "client"
     return path if (path / "index.html").is_file() else None
 
 

@@ -20,16 +20,13 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import google.auth
 import google.auth.exceptions
-import google.auth.transport.requests
 import numpy as np
 import snappy
-from google.auth.credentials import Credentials
-from google.oauth2 import service_account
 
 from backends.remote import BrainMapsConfig
 from backends.remote.base import (
@@ -44,6 +41,9 @@ from backends.remote.base import (
     Vec,
 )
 from backends.remote.http import RemoteHTTP
+
+if TYPE_CHECKING:
+    from google.auth.credentials import Credentials
 
 SCOPE = "https://www.googleapis.com/auth/brainmaps"
 SCHEME = "brainmaps://"
@@ -129,7 +129,11 @@ class BrainMapsAuth:
     bad key is then a request's error, not the server's), under a lock so concurrent
     requests refresh once. Refused or unloadable credentials are
     :class:`RemoteAuthFailed`; a token endpoint that cannot be reached or keeps failing
-    (google-auth retries it) is :class:`RemoteUnavailable`. Failures never quote the key."""
+    (google-auth retries it) is :class:`RemoteUnavailable`. Failures never quote the key.
+
+    google-auth's service accounts and its ``requests`` transport are imported here, on
+    first use, not with the module: with requests, urllib3 and cryptography they took
+    about a tenth of every server's start-up, and few servers proxy BrainMaps."""
 
     def __init__(self, key_file: str | None) -> None:
         self.key_file = key_file
@@ -138,6 +142,8 @@ class BrainMapsAuth:
 
     def _load(self) -> Credentials:
         if self.key_file is not None:
+            from google.oauth2 import service_account
+
             creds: Credentials = service_account.Credentials.from_service_account_file(
                 self.key_file, scopes=[SCOPE]
             )
@@ -151,7 +157,9 @@ class BrainMapsAuth:
                 if self._credentials is None:
                     self._credentials = self._load()
                 if not self._credentials.valid:
-                    self._credentials.refresh(google.auth.transport.requests.Request())
+                    from google.auth.transport.requests import Request
+
+                    self._credentials.refresh(Request())
             except google.auth.exceptions.TransportError as e:
                 raise RemoteUnavailable(
                     f"BrainMaps authentication failed: the token endpoint could not be "
