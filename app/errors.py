@@ -46,6 +46,13 @@ class TooLarge(DVIDError):
     status = 413
 
 
+class RequestTimeout(DVIDError):
+    """A request body that stopped arriving, or arrived too slowly to be a real upload
+    (408): a slow client must not hold a server's memory and connections for ever."""
+
+    status = 408
+
+
 class Unavailable(DVIDError):
     """The store kept failing after retries (503)."""
 

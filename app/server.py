@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -27,7 +28,7 @@ from app.api.instances import InstanceDispatcher, error_response, unavailable_re
 from app.auth import install_auth
 from app.console import install_console
 from app.datatypes import load_all, load_plugins
-from app.errors import BadRequest, DVIDError, TooLarge
+from app.errors import BadRequest, DVIDError, RequestTimeout, TooLarge
 from app.immutable import ImmutableResponses
 from app.metrics import install_metrics
 from app.remotes import remote_failure
@@ -96,7 +97,8 @@ def datatype_app(router: APIRouter) -> FastAPI:
 
 class BoundedRequests:
     """ASGI middleware: refuse oversized bodies (413) and writes in read-only mode (400)
-    before anything is read or written, and count requests for ``/api/load``."""
+    before anything is read or written, end bodies that trickle in too slowly (408), and
+    count requests for ``/api/load``."""
 
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
@@ -127,10 +129,23 @@ class BoundedRequests:
         else:
             counters.put_requests += 1
         received = 0
+        body_deadline: float | None = None
 
         async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_deadline
+            now = anyio.current_time()
+            if body_deadline is None:
+                body_deadline = now + settings.body_timeout_seconds
+            allowed = body_deadline + received / settings.body_min_rate - now
+            with anyio.move_on_after(allowed) as waiting:
+                message = await receive()
+            if waiting.cancelled_caught:
+                raise RequestTimeout(
+                    f"request body too slow: {received} bytes in "
+                    f"{settings.body_timeout_seconds + received / settings.body_min_rate:.0f} s "
+                    f"(at least {settings.body_min_rate} bytes/s after the first "
+                    f"{settings.body_timeout_seconds:g} s)"
+                )
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 counters.bytes_written += len(message.get("body", b""))

@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     workers: int | None = Field(None, ge=1, le=256)
     #: Largest request body accepted, in bytes; larger ones get 413 before being read.
     max_body_bytes: int = Field(1 << 30, gt=0)
+    #: A request body must arrive within this many seconds, plus one second for every
+    #: ``body_min_rate`` bytes received (Apache's mod_reqtimeout ``body=20,MinRate=500``);
+    #: otherwise 408. A trickling ("slowloris") body cannot hold the server for ever, while
+    #: a large upload on a slow link still gets the time its size needs.
+    body_timeout_seconds: float = Field(20.0, gt=0)
+    body_min_rate: int = Field(500, gt=0)
     #: How many immutable per-version key indices (of locked nodes) to keep in memory.
     index_cache_entries: int = Field(4096, gt=0)
     #: Bytes of values of locked nodes (immutable) kept in memory.
