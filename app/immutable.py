@@ -11,6 +11,11 @@ fixed forever (the node can never be written again). The dispatcher marks such r
   answered here, on the event loop, with no thread hop, catalog read or encoding.
 
 Answers at open versions get ``Cache-Control: no-cache`` unless the route set its own.
+Some are kept all the same, under a key the datatype names (:data:`OPEN_KEY`,
+:meth:`~app.datatypes.base.Data.open_answers_key`) that changes with whatever the answer
+follows from (for a volume, the version's journal stamp: any write there, on any replica,
+changes it). The dispatcher checks that key afresh on every request and replays the
+answer kept under it, skipping the datatype's routes, the chunk reads and the encoding.
 The cache is per process; a local instance deletion starts a new epoch (older entries can
 no longer be found). A deletion on another replica is not seen by this cache: like a CDN
 holding an immutable object, it may serve that instance's committed answers until they
@@ -29,6 +34,8 @@ from app.cache import LRUCache
 
 #: The request-scope flag the dispatcher sets on an answer that can never change.
 IMMUTABLE = "dvid.immutable"
+#: The request-scope key under which the dispatcher has an open version's answer kept.
+OPEN_KEY = "dvid.open_key"
 IMMUTABLE_CONTROL = b"public, max-age=31536000, immutable"
 NO_CACHE = b"no-cache"
 _INSTANCE_PATH = re.compile(r"^/api/node/([^/]+)/[^/]+/.")
@@ -57,6 +64,13 @@ class ImmutableAnswers:
     def forget_all(self) -> None:
         """After a local instance deletion: nothing kept so far can be found again."""
         self.epoch += 1
+
+    def key(self, scope: Scope, name: str) -> str:
+        """Where the answer to the request in ``scope`` is kept, ``name`` standing for
+        its path: the query and whether gzip is accepted are part of it."""
+        query = scope.get("query_string", b"").decode("latin-1")
+        gzip = b"gzip" in _header(scope, b"accept-encoding").lower()
+        return f"{self.epoch}|{name}?{query}|{'gz' if gzip else ''}"
 
 
 def _header(scope: Scope, name: bytes) -> bytes:
@@ -89,26 +103,26 @@ class ImmutableResponses:
         if path is None or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        query = scope.get("query_string", b"").decode("latin-1")
-        gzip = b"gzip" in _header(scope, b"accept-encoding").lower()
-        key = f"{self.answers.epoch}|{scope['path']}?{query}|{'gz' if gzip else ''}"
+        key = self.answers.key(scope, scope["path"])
         if_none_match = _header(scope, b"if-none-match")
         # Only a full UUID names one node forever (a prefix or branch may name another).
         kept = self.answers.cache.get(key) if _FULL_UUID.fullmatch(path[1]) else None
         if kept is not None:
-            await _replay(kept, scope["method"] == "HEAD", if_none_match, send)
+            await replay(kept, scope, if_none_match, send)
             return
         await self.app(scope, receive, _Recorder(self.answers, scope, key, if_none_match, send))
 
 
-async def _replay(answer: Answer, head: bool, if_none_match: bytes, send: Send) -> None:
+async def replay(answer: Answer, scope: Scope, if_none_match: bytes, send: Send) -> None:
+    """Send a kept answer (no body for HEAD; 304 if ``if_none_match`` names its ETag)."""
     if _matches(if_none_match, answer.etag):
         headers = [(k, v) for k, v in answer.headers if k in (b"etag", b"cache-control")]
         await send({"type": "http.response.start", "status": 304, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
         return
+    body = b"" if scope["method"] == "HEAD" else answer.body
     await send({"type": "http.response.start", "status": 200, "headers": answer.headers})
-    await send({"type": "http.response.body", "body": b"" if head else answer.body})
+    await send({"type": "http.response.body", "body": body})
 
 
 class _Recorder:
@@ -153,8 +167,11 @@ class _Recorder:
                 await self.send({"type": "http.response.start", "status": 304, "headers": kept})
                 return
             self.keep = self.scope["method"] == "GET"
-        elif not any(k.lower() == b"cache-control" for k, _ in headers):
-            headers.append((b"cache-control", NO_CACHE))
+        else:
+            if not any(k.lower() == b"cache-control" for k, _ in headers):
+                headers.append((b"cache-control", NO_CACHE))
+            if status == 200 and OPEN_KEY in self.scope:
+                self.key, self.keep = self.scope[OPEN_KEY], self.scope["method"] == "GET"
         self.headers = headers
         await self.send({**message, "headers": headers})
 

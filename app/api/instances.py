@@ -24,7 +24,7 @@ from app.api.common import JsonBody, json_object, json_response
 from app.datatypes import bind, load_all
 from app.datatypes.base import SCOPE_KEY, Data, bound
 from app.errors import BadRequest, Contention, DVIDError, Unavailable
-from app.immutable import IMMUTABLE
+from app.immutable import IMMUTABLE, OPEN_KEY, replay
 from app.repo import Repo
 from app.services import Services
 from app.syncs import deliver, set_syncs
@@ -172,16 +172,33 @@ class InstanceDispatcher:
             return
         data, writes = bound_request
         if not writes:
-            if (
-                scope["method"] in ("GET", "HEAD")
-                and params["uuid"] == data.node.uuid
-                and data.answers_immutable(route_of(scope))
-            ):
-                scope[IMMUTABLE] = True
+            if scope["method"] in ("GET", "HEAD") and await self._kept(data, scope, send):
+                return
             scope[SCOPE_KEY] = data
             await self.app_for(data.typename)(scope, receive, send)
             return
         await self._write(data, scope, receive, send)
+
+    async def _kept(self, data: Data, scope: Scope, send: Send) -> bool:
+        """Mark a read whose answer may be kept (app/immutable.py): at a locked version
+        named by its full UUID, forever; at an open one, under the key the datatype names
+        for it, which changes with anything the answer follows from. If an answer is
+        kept under that key, send it and return True."""
+        route = route_of(scope)
+        if scope["path_params"]["uuid"] == data.node.uuid and data.answers_immutable(route):
+            scope[IMMUTABLE] = True
+            return False
+        tag = data.open_answers_key(route)
+        if tag is None:
+            return False
+        answers = data.services.answers
+        key = answers.key(scope, f"{tag}/{route}")
+        kept = answers.cache.get(key)
+        if kept is not None:
+            await replay(kept, scope, b"", send)
+            return True
+        scope[OPEN_KEY] = key
+        return False
 
     async def _write(self, data: Data, scope: Scope, receive: Receive, send: Send) -> None:
         """A write to an open node, announced to commits by an in-flight marker and

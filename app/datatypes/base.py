@@ -281,6 +281,13 @@ class Data:
         keyword = route.split("/", 1)[0]
         return keyword in self.immutable_reads and self.instance.versioned and not self.mutable
 
+    def open_answers_key(self, route: str) -> str | None:
+        """For a GET of ``route`` at a version that can still change, after
+        :meth:`prepare_read`: a key naming everything its answer follows from, under which
+        the answer may be kept (app/immutable.py) until any of it changes; None if it
+        may not be kept (the default: a type must know what its reads depend on)."""
+        return None
+
     def require_writable(self) -> None:
         if not self.mutable:
             raise LockedNode(

@@ -440,17 +440,27 @@ class Journal:
         blob = self.store.get(self.head_key)
         return Head.parse(blob.data if blob is not None else None).seq
 
-    def recover(self) -> None:
+    def recover(self) -> str | None:
         """Complete an interrupted transaction if its holder is gone (readers call this
-        before reading an open version, so a crash never leaves a write half-visible)."""
+        before reading an open version, so a crash never leaves a write half-visible).
+
+        Returns the version's *settled stamp* when no transaction holds the head: the
+        head's token ("" if no transaction ever ran). Every transaction puts the head as
+        it takes and releases it, so a stamp seen again means nothing was published at
+        this version in between, on any replica; what a reader derives from the
+        version's data may be kept under it. None while a writer holds the head (its
+        write may be half-applied) or after completing a dead one's."""
         blob = self.store.get(self.head_key)
         if blob is None:
-            return
+            return ""
         head = Head.parse(blob.data)
-        if head.holder is None or head.holder.alive():
-            return
+        if head.holder is None:
+            return blob.token
+        if head.holder.alive():
+            return None
         with self.transaction():
             pass
+        return None
 
     # --- running a transaction -----------------------------------------------------------
 

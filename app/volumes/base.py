@@ -4,10 +4,12 @@ neuroglancer reads, and how the volume shows as a neuroglancer precomputed volum
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
+import orjson
 from fastapi import APIRouter
 
 from app.dag import Node
@@ -73,6 +75,11 @@ class VolumeData(Data):
     immutable_reads = frozenset(
         {"raw", "isotropic", "subvolblocks", "specificblocks", "blocks", "precomputed", "label"}
     )
+    #: The reads of :attr:`immutable_reads` that read nothing but this instance (the
+    #: precomputed pyramid reads other instances' levels): kept at open versions too.
+    open_kept_reads = immutable_reads - {"precomputed"}
+    #: The journal's settled stamp at an open version, once :meth:`prepare_read` saw one.
+    settled: str | None = None
 
     @classmethod
     def routes(cls) -> APIRouter:
@@ -254,9 +261,27 @@ class VolumeData(Data):
         super().require_writable()
 
     def prepare_read(self) -> None:
-        """A proxy has no transactions or synced events to settle."""
-        if self.proxy is None:
-            super().prepare_read()
+        """A proxy has no transactions or synced events to settle. An open version
+        without syncs settles its journal and notes its stamp (:meth:`open_answers_key`);
+        with syncs, applying their events after the journal was read would make the stamp
+        stale, so none is noted."""
+        if self.proxy is not None:
+            return
+        if self.mutable and not self.instance.syncs:
+            self.settled = self.journal().recover()
+            return
+        super().prepare_read()
+
+    def open_answers_key(self, route: str) -> str | None:
+        """Reads of :attr:`open_kept_reads` at an open version follow from the instance's
+        settings and what its journal published at the version (its settled stamp) over
+        locked, unchanging ancestors; so the answer may be kept under those until the
+        next write there, on whichever replica it lands."""
+        if self.settled is None or route.split("/", 1)[0] not in self.open_kept_reads:
+            return None
+        settings = orjson.dumps(self.settings, option=orjson.OPT_SORT_KEYS)
+        digest = hashlib.blake2b(settings, digest_size=8).hexdigest()
+        return f"{self.instance.data_uuid}/{self.version.uuid}/{self.settled}/{digest}"
 
     def write(self, box: Box, data: np.ndarray) -> None:
         """Write ``data`` (ZYX, shaped like ``box``) at scale 0 and grow the extents: every
