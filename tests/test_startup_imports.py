@@ -18,6 +18,7 @@ NOT_AT_START = [
     "app.bulk.ingest",
     "app.transfer.cli",
     "app.tokens",
+    "httpx",
     "jwt",
     "cryptography",
     "google.auth.transport.requests",

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 import click
 
-from app.transfer.sides import HttpSide, Side, StoreSide
+from app.transfer.http_side import HttpSide
+from app.transfer.sides import Side, StoreSide
 
 log = logging.getLogger("dvid_cloud.transfer")
 
