@@ -4,6 +4,7 @@ whichever replica the change was made. Two apps on one store stand for two repli
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette.routing import Match, Mount
 
 from app.immutable import ImmutableAnswers
 from app.server import create_app
@@ -194,3 +196,24 @@ def test_settled_stamp_changes_with_every_write(open_store: Callable[[], ObjectS
     with journal.transaction() as txn:
         txn.store.put("data/x", b"2")
     assert journal.recover() not in (None, first)
+
+
+def test_instance_paths_reach_only_the_instance_mount() -> None:
+    """ImmutableResponses hands instance reads straight to the instance mount, skipping
+    the router: that is only right while no route before the mount takes such a path.
+    Every datatype route of the OpenAPI document, its parameters filled in, must find
+    the mount first."""
+    app = create_app(Settings(), {"default": MemoryStore()})
+    routes = cast(FastAPI, app).router.routes
+    prefix = "/api/node/{uuid}/{dataname}/"
+    probes = [
+        re.sub(r"\{[^}]+\}", "1", template)
+        for template in cast(FastAPI, app).openapi()["paths"]
+        if template.startswith(prefix)
+    ]
+    assert len(probes) > 50
+    for path in probes:
+        for method in ("GET", "HEAD"):
+            scope = {"type": "http", "path": path, "method": method, "root_path": ""}
+            first = next(r for r in routes if r.matches(scope)[0] is Match.FULL)
+            assert isinstance(first, Mount) and first.path == prefix.rstrip("/"), path
