@@ -16,7 +16,7 @@ import tensorstore as ts
 
 from app.storage import keys
 from app.storage.journal import ChunkSpace, Head, Journal
-from backends import ObjectStore, StoreUnavailable
+from backends import ObjectStore, PreconditionFailed, StoreUnavailable
 from backends.local import LocalStore
 from backends.memory import MemoryStore
 
@@ -250,3 +250,34 @@ def test_unavailable_store_during_apply_is_retried_by_recovery(store: ObjectStor
     with journal.transaction():
         pass
     assert store.get("data/d0/rec/a").data == b"1"
+
+
+def test_head_put_whose_retry_meets_its_own_write_is_settled(store: ObjectStore) -> None:
+    """On S3 a conditional put whose response is lost is retried by boto3 and refused
+    (412): the head it wrote no longer has the token it was conditioned on. Found by
+    tests/test_reliability_store_faults.py: advancing the head then raised
+    PreconditionFailed (a 500) and left the lock held by a live holder until its lease ran
+    out, so the next write waited and timed out. Every head put here lands, then reports
+    412; the transactions must succeed, one after another, without waiting."""
+    journal = Journal(store, DATA, NODE, wait=1)
+    real_put = store.put
+    refused = {"n": 0}
+
+    def landed_then_refused(key: str, data: bytes, **kw):
+        token = real_put(key, data, **kw)
+        if key == keys.txn_head(DATA, NODE) and kw.get("if_match"):
+            refused["n"] += 1
+            raise PreconditionFailed(f"{key}: PreconditionFailed")
+        return token
+
+    store.put = landed_then_refused  # type: ignore[method-assign]
+    for n in (1, 2):
+        with journal.transaction() as txn:
+            txn.store.put("data/d0/rec/a", str(n).encode())
+            txn.event({"n": n})
+    store.put = real_put  # type: ignore[method-assign]
+    assert refused["n"] >= 4  # each transaction's advance and release, at least
+    assert store.get("data/d0/rec/a").data == b"2"
+    assert [seq for seq, _ in journal.entries()] == [1, 2]
+    head = Head.parse(store.get(keys.txn_head(DATA, NODE)).data)
+    assert head.seq == 2 and head.holder is None

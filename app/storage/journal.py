@@ -416,8 +416,15 @@ class Journal:
             log.warning("could not release transaction lock", extra={"error": str(e)})
 
     def _advance(self, head: Head, token: str, seq: int) -> str:
+        """Record ``seq`` as applied. A lost response is settled by reading the head back
+        (a store client's retry of a put that landed meets its own write and gets 412);
+        a head that holds another's state means the lease ran out and the lock was taken
+        over, whose new holder completes this transaction from its redo record."""
         head.seq = seq
-        return self.store.put(self.head_key, head.dump(), if_match=token)
+        try:
+            return conditional.put_settled(self.store, self.head_key, head.dump(), token)
+        except PreconditionFailed:
+            raise Contention(f"lost the lock of {self.head_key}: its lease ran out") from None
 
     # --- recovery ------------------------------------------------------------------------
 
