@@ -23,11 +23,11 @@ that never reached one (unknown instance, refused early) get the mount's
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -366,17 +366,27 @@ class RouteTemplates:
     def __init__(self, app: FastAPI) -> None:
         self.app = app
         self._table: list[tuple[int, re.Pattern[str], str, frozenset[str]]] | None = None
-        #: Matching tries every template (over a hundred regexes); answers kept by
-        #: app.immutable never reach the router, and a viewer asks for the same chunk
-        #: paths again and again, so recent paths keep their template.
-        self.match = functools.lru_cache(maxsize=MATCH_CACHE_PATHS)(self._match)
+        #: The templates of recent paths (least recent first). Matching tries every
+        #: template (over a hundred regexes), and building them (the OpenAPI document of
+        #: every datatype) took seconds; an answer kept by app.immutable never reaches
+        #: the router, but its path was routed when the answer was made, and a viewer
+        #: asks for the same chunk paths again and again.
+        self._recent: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     def label(self, scope: Scope, method: str, path: str) -> str:
+        """The request's template (called on the event loop only: no lock)."""
         route = scope.get("route")
         template = getattr(route, "path_format", None)
+        key = (method, path)
         if isinstance(template, str) and not isinstance(route, Mount):
-            return INSTANCE_MOUNT + template if "dvid.context" in scope else template
-        return self.match(method, path)
+            template = INSTANCE_MOUNT + template if "dvid.context" in scope else template
+        elif (template := self._recent.get(key)) is None:
+            template = self._match(method, path)
+        self._recent[key] = template
+        self._recent.move_to_end(key)
+        if len(self._recent) > MATCH_CACHE_PATHS:
+            self._recent.popitem(last=False)
+        return template
 
     def _match(self, method: str, path: str) -> str:
         if self._table is None:
