@@ -9,7 +9,7 @@ PORT    ?= 8000
 # more workers than cores still shortens the run; idle workers steal queued tests.
 TEST_WORKERS ?= 4
 
-.PHONY: serve test lint bench proto clean chromium
+.PHONY: serve test reliability lint bench proto clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ test: $(STAMP) chromium  ## install, lint, then run the whole behavioural suite
 	$(BIN)/ruff check app backends tests bench
 	$(BIN)/mypy app backends
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=30 $(PYTEST_ARGS)
+
+# The reliability suite (issue 17): the fuzz past 10,000 requests, store faults behind a
+# fault-injecting proxy, 50 and more SIGKILLs, 64 clients for 60 s, with and without auth.
+# Tests marked `scalable` also run in `make test`, at the small scale their defaults give.
+RELIABILITY_SCALE = DVID_FUZZ_CASES=10000 DVID_FUZZ_EXAMPLES=20 DVID_TEST_KILLS=16 DVID_TEST_SYNC_KILLS=10 \
+	DVID_TEST_EDIT_KILLS=24
+reliability: $(STAMP) chromium  ## install, then run the reliability suite at full scale
+	$(RELIABILITY_SCALE) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal \
+		--durations=15 -m "reliability or scalable" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check app backends tests bench

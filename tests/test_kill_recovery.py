@@ -96,6 +96,7 @@ def server(tmp_path: Path) -> Iterator[DvidServer]:
     server.stop()
 
 
+@pytest.mark.scalable
 def test_killed_writes_are_all_or_nothing_and_records_agree(server: DvidServer) -> None:
     rng = random.Random(7)
     server.start()

@@ -4,12 +4,16 @@ through it, and each datatype's help lists exactly the endpoints that datatype s
 
 from __future__ import annotations
 
+import os
 import re
 import time
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jwt
 import numpy as np
 import pytest
 import schemathesis
@@ -122,7 +126,9 @@ FUZZED = {
 }
 #: Creation settings a fuzzed datatype requires.
 REQUIRED_SETTINGS = {"tarsupervoxels": {"Extension": "drc"}}
-EXAMPLES = 5  # generated cases per operation (per datatype and variant for shared ones)
+#: Generated cases per operation (per datatype and variant for shared ones): a few in
+#: ``make test``; ``make reliability`` raises it (DVID_FUZZ_EXAMPLES) past 10,000 cases.
+EXAMPLES = int(os.environ.get("DVID_FUZZ_EXAMPLES", "5"))
 SEED = 20261202
 
 #: Operations whose fully generated cases are left out because they trip a known server
@@ -169,46 +175,53 @@ PLAUSIBLE = {
 }
 
 
+def populate(client: TestClient) -> str:
+    """A repo holding one instance per fuzzed datatype, with a little data; its root."""
+    api = Api(client)
+    uuid = api.new_repo(alias="fuzz")
+    for typename, name in FUZZED.items():
+        api.new_instance(uuid, typename, name, **REQUIRED_SETTINGS.get(typename, {}))
+    api.put(uuid, "kv", "a", b'{"x": 1}')
+    gray = np.arange(32**3, dtype=np.uint8).tobytes()
+    r = client.post(f"/api/node/{uuid}/grayscale/raw/0_1_2/32_32_32/0_0_0", content=gray)
+    assert r.status_code == 200, r.text
+    labels = np.ones((64, 64, 64), dtype="<u8")
+    labels[:, :, 32:] = 2
+    r = client.post(
+        f"/api/node/{uuid}/segmentation/raw/0_1_2/64_64_64/0_0_0", content=labels.tobytes()
+    )
+    assert r.status_code == 200, r.text
+    r = client.post(f"/api/node/{uuid}/roi/roi", json=[[0, 0, 0, 1], [1, 0, 0, 0]])
+    assert r.status_code == 200, r.text
+    r = client.post(f"/api/node/{uuid}/synapses/sync", json={"sync": "segmentation"})
+    assert r.status_code == 200, r.text
+    synapse = {"Pos": [1, 2, 3], "Kind": "PreSyn", "Tags": ["t1"], "Prop": {}}
+    partner = {"Pos": [40, 1, 1], "Kind": "PostSyn", "Rels": [{"To": [1, 2, 3]}]}
+    r = client.post(f"/api/node/{uuid}/synapses/elements", json=[synapse, partner])
+    assert r.status_code == 200, r.text
+    r = client.post(f"/api/node/{uuid}/sizes/sync", json={"sync": "synapses"})
+    assert r.status_code == 200, r.text
+    doc = {"bodyid": 7, "type": "LC4", "position": [1, 2, 3]}
+    r = client.post(f"/api/node/{uuid}/neurons/key/7", json=doc, params={"u": "fuzz"})
+    assert r.status_code == 200, r.text
+    r = client.post(f"/api/node/{uuid}/meshes/sync", json={"sync": "segmentation"})
+    assert r.status_code == 200, r.text
+    r = client.post(f"/api/node/{uuid}/meshes/supervoxel/1", content=b"mesh")
+    assert r.status_code == 200, r.text
+    level = {"Resolution": [8, 8, 8], "TileSize": [16, 16, 16]}
+    r = client.post(f"/api/node/{uuid}/tiles/metadata", json={"Levels": {"0": level}})
+    assert r.status_code == 200, r.text
+    for name in FUZZED.values():  # any request to a subscriber delivers its syncs' events
+        assert client.get(f"/api/node/{uuid}/{name}/info").status_code == 200
+    return uuid
+
+
 @pytest.fixture
 def fuzz_target(tmp_path: Path) -> Iterator[tuple[FastAPI, str]]:
-    """A server with a repo holding one instance per fuzzed datatype, with a little data."""
+    """A server on a local folder with a populated repo (:func:`populate`)."""
     app = create_app(Settings(data_dir=str(tmp_path / "data")))
     with TestClient(app) as client:
-        api = Api(client)
-        uuid = api.new_repo(alias="fuzz")
-        for typename, name in FUZZED.items():
-            api.new_instance(uuid, typename, name, **REQUIRED_SETTINGS.get(typename, {}))
-        api.put(uuid, "kv", "a", b'{"x": 1}')
-        gray = np.arange(32**3, dtype=np.uint8).tobytes()
-        r = client.post(f"/api/node/{uuid}/grayscale/raw/0_1_2/32_32_32/0_0_0", content=gray)
-        assert r.status_code == 200, r.text
-        labels = np.ones((64, 64, 64), dtype="<u8")
-        labels[:, :, 32:] = 2
-        r = client.post(
-            f"/api/node/{uuid}/segmentation/raw/0_1_2/64_64_64/0_0_0", content=labels.tobytes()
-        )
-        assert r.status_code == 200, r.text
-        r = client.post(f"/api/node/{uuid}/roi/roi", json=[[0, 0, 0, 1], [1, 0, 0, 0]])
-        assert r.status_code == 200, r.text
-        r = client.post(f"/api/node/{uuid}/synapses/sync", json={"sync": "segmentation"})
-        assert r.status_code == 200, r.text
-        synapse = {"Pos": [1, 2, 3], "Kind": "PreSyn", "Tags": ["t1"], "Prop": {}}
-        partner = {"Pos": [40, 1, 1], "Kind": "PostSyn", "Rels": [{"To": [1, 2, 3]}]}
-        r = client.post(f"/api/node/{uuid}/synapses/elements", json=[synapse, partner])
-        assert r.status_code == 200, r.text
-        r = client.post(f"/api/node/{uuid}/sizes/sync", json={"sync": "synapses"})
-        assert r.status_code == 200, r.text
-        doc = {"bodyid": 7, "type": "LC4", "position": [1, 2, 3]}
-        r = client.post(f"/api/node/{uuid}/neurons/key/7", json=doc, params={"u": "fuzz"})
-        assert r.status_code == 200, r.text
-        r = client.post(f"/api/node/{uuid}/meshes/sync", json={"sync": "segmentation"})
-        assert r.status_code == 200, r.text
-        r = client.post(f"/api/node/{uuid}/meshes/supervoxel/1", content=b"mesh")
-        assert r.status_code == 200, r.text
-        level = {"Resolution": [8, 8, 8], "TileSize": [16, 16, 16]}
-        r = client.post(f"/api/node/{uuid}/tiles/metadata", json={"Levels": {"0": level}})
-        assert r.status_code == 200, r.text
-        yield app, uuid
+        yield app, populate(client)
 
 
 #: The fuzz run in parts that test workers can run side by side, each on a fresh repo:
@@ -219,24 +232,54 @@ FUZZ_PARTS = {
     "server": [],
 }
 
+#: Cases the parts of the fuzz reach in all, shared equally (each part runs rounds of
+#: :data:`EXAMPLES` per operation, on new seeds, until it has its share): ``make
+#: reliability`` asks for the 10,000 of the reliability issue; 0 means one round.
+FUZZ_CASES = int(os.environ.get("DVID_FUZZ_CASES", "0"))
+
 
 def test_fuzz_parts_cover_every_fuzzed_datatype() -> None:
     assert sorted(t for part in FUZZ_PARTS.values() for t in part) == sorted(FUZZED)
 
 
-@pytest.mark.parametrize("part", list(FUZZ_PARTS))
-def test_schemathesis_finds_no_server_errors(fuzz_target: tuple[FastAPI, str], part: str) -> None:
-    """Every operation, called with generated parameters and bodies on real instances,
-    answers below 500. Datatype operations run on the instance of each datatype that
-    serves them (shared ones once per datatype), each twice: with every parameter
-    generated, and with plausible path segments (so that requests get past parsing); the
-    server's own operations run in their own part (commit and delete would lock or remove
-    what the datatype parts fuzz)."""
-    app, uuid = fuzz_target
+@dataclass
+class FuzzRun:
+    """What one fuzz run sent and got: cases per operation label, answers by status, and
+    a description of each server error."""
+
+    calls: dict[str, int] = field(default_factory=dict)
+    statuses: Counter[int] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def cases(self) -> int:
+        return sum(self.calls.values())
+
+    def summary(self, name: str, seconds: float) -> str:
+        answers = dict(sorted(self.statuses.items()))
+        return (
+            f"\nschemathesis {name}: {len(self.calls)} operation runs, {self.cases} cases, "
+            f"{seconds:.1f} s; answers by status {answers}"
+        )
+
+
+def fuzz_part(
+    app: FastAPI,
+    uuid: str,
+    part: str,
+    headers: dict[str, str] | None = None,
+    examples: int = EXAMPLES,
+    min_cases: int = 0,
+) -> FuzzRun:
+    """Every operation of ``part``, with generated parameters and bodies on real
+    instances, in rounds of up to ``examples`` cases per operation (each round on a new
+    seed) until ``min_cases`` cases were sent. Datatype operations run on the instance of
+    each datatype that serves them (shared ones once per datatype), each twice: with every
+    parameter generated, and with plausible path segments (so that requests get past
+    parsing); the server's own operations run in their own part (commit and delete would
+    lock or remove what the datatype parts fuzz). ``headers`` go with every request."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-    started = time.monotonic()
-    calls: dict[str, int] = {}
-    failures: list[str] = []
+    cases: list[tuple[Any, str]] = []
     for typename in FUZZ_PARTS[part]:
         dataname = FUZZED[typename]
         for result in schema.include(tag=typename).get_all_operations():
@@ -244,26 +287,43 @@ def test_schemathesis_finds_no_server_errors(fuzz_target: tuple[FastAPI, str], p
             bound = {"uuid": uuid, "dataname": dataname}
             label = f"{typename} {operation.label}"
             if operation.label not in KNOWN_SERVER_ERRORS:
-                strategy = operation.as_strategy(path_parameters=bound)
-                _fuzz(strategy, label, calls, failures)
+                cases.append((operation.as_strategy(path_parameters=bound), label))
             plausible = _plausible_path(operation, bound)
             if plausible is not None:
-                _fuzz(plausible, f"{label} (plausible path)", calls, failures)
+                cases.append((plausible, f"{label} (plausible path)"))
     if part == "server":
         own = schema.exclude(path_regex=r"^/api/node/\{uuid\}/\{dataname\}/")
         for result in own.get_all_operations():
             operation = result.ok()
             names = {p.name for p in operation.path_parameters}
             bound = {k: v for k, v in {"uuid": uuid, "dataname": "kv"}.items() if k in names}
-            strategy = operation.as_strategy(path_parameters=bound)
-            _fuzz(strategy, operation.label, calls, failures)
-    elapsed = time.monotonic() - started
-    print(
-        f"\nschemathesis {part}: {len(calls)} operation runs, {sum(calls.values())} cases, "
-        f"{elapsed:.1f} s"
-    )
-    assert not failures, "\n\n".join(failures)
-    assert len(calls) > 30
+            cases.append((operation.as_strategy(path_parameters=bound), operation.label))
+    run, round_seed = FuzzRun(), SEED
+    while True:
+        for strategy, label in cases:
+            _fuzz(strategy, label, run, headers, examples, round_seed)
+        if run.cases >= min_cases:
+            return run
+        round_seed += 1
+
+
+@pytest.mark.scalable
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("part", list(FUZZ_PARTS))
+def test_schemathesis_finds_no_server_errors(fuzz_target: tuple[FastAPI, str], part: str) -> None:
+    """Every generated request of the part answers below 500, and the server still answers
+    afterwards; the parts reach :data:`FUZZ_CASES` together."""
+    app, uuid = fuzz_target
+    started = time.monotonic()
+    share = -(-FUZZ_CASES // len(FUZZ_PARTS))
+    run = fuzz_part(app, uuid, part, min_cases=share)
+    print(run.summary(part, time.monotonic() - started))
+    assert not run.failures, "\n\n".join(run.failures)
+    assert len(run.calls) > 30
+    assert run.cases >= share
+    with TestClient(app) as client:
+        assert client.get("/api/heartbeat").text == "OK"
+        assert client.get("/api/repos/info").status_code == 200
 
 
 def _plausible_path(operation: Any, bound: dict[str, str]) -> Any:
@@ -280,28 +340,36 @@ def _plausible_path(operation: Any, bound: dict[str, str]) -> Any:
     )
 
 
-def _fuzz(strategy: Any, label: str, calls: dict[str, int], failures: list[str]) -> None:
-    """:data:`EXAMPLES` cases from ``strategy``; every answer of 500 or more (or an
+def _fuzz(
+    strategy: Any,
+    label: str,
+    run: FuzzRun,
+    headers: dict[str, str] | None,
+    examples: int,
+    round_seed: int,
+) -> None:
+    """Up to ``examples`` cases from ``strategy``; every answer of 500 or more (or an
     exception out of the app, which a real server answers with 500) is a failure."""
-    calls.setdefault(label, 0)
+    run.calls.setdefault(label, 0)
     seen: set[str] = set()
 
-    @seed(SEED)
+    @seed(round_seed)
     @settings(
-        max_examples=EXAMPLES,
+        max_examples=examples,
         database=None,
         deadline=None,
         phases=[Phase.explicit, Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
     @given(case=strategy)
-    def run(case: schemathesis.Case) -> None:
-        calls[label] += 1
+    def generated(case: schemathesis.Case) -> None:
+        run.calls[label] += 1
         try:
-            response = case.call()
+            response = case.call(headers=headers)
         except Exception as e:
             problem = f"500 (raised {type(e).__name__}: {e})"
         else:
+            run.statuses[response.status_code] += 1
             try:
                 case.validate_response(response, checks=[not_a_server_error])
                 return
@@ -310,9 +378,57 @@ def _fuzz(strategy: Any, label: str, calls: dict[str, int], failures: list[str])
         request = case.as_curl_command()
         if request not in seen:
             seen.add(request)
-            failures.append(f"{label}: {problem}\n{request}")
+            run.failures.append(f"{label}: {problem}\n{request}")
 
-    run()
+    generated()
+
+
+# --- the fuzz with auth on ------------------------------------------------------------------
+
+AUTH_SECRET = "fuzz-test-secret-of-at-least-32-bytes!"
+#: Generated cases per operation for each credential (three runs of every part).
+AUTH_EXAMPLES = 8
+
+
+def bearer(repos: dict[str, str] | None = None, admin: bool = False) -> dict[str, str]:
+    """Headers with an HS256 JWT granting ``repos`` levels (or everything, as an admin)."""
+    claims = {"sub": "fuzzer", "exp": int(time.time()) + 3600, "dvid": {"admin": admin}}
+    if repos is not None:
+        claims["dvid"] = {"repos": repos}
+    return {"Authorization": f"Bearer {jwt.encode(claims, AUTH_SECRET, algorithm='HS256')}"}
+
+
+def store_snapshot(folder: Path) -> dict[str, bytes]:
+    """Every object of a local store, by path: what a request could have changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("credential", ["no token", "read token", "write token"])
+def test_fuzz_with_auth_on(tmp_path: Path, credential: str) -> None:
+    """With auth required, every part is fuzzed again with no token, a token reading the
+    repo and one writing it: nothing answers 500, and nothing sent without write access
+    changes a byte of the store."""
+    data = tmp_path / "data"
+    settings = Settings(data_dir=str(data), auth_required=True, auth_jwt_key=AUTH_SECRET)
+    app = create_app(settings)
+    with TestClient(app, headers=bearer(admin=True)) as client:
+        uuid = populate(client)
+    level = credential.split()[0]
+    headers = {} if level == "no" else bearer({uuid: level})
+    before = store_snapshot(data)
+    started = time.monotonic()
+    runs = {part: fuzz_part(app, uuid, part, headers, AUTH_EXAMPLES) for part in FUZZ_PARTS}
+    for part, run in runs.items():
+        print(run.summary(f"{part} with {credential}", time.monotonic() - started))
+    assert not [f for run in runs.values() for f in run.failures]
+    answered = sum((run.statuses for run in runs.values()), Counter[int]())
+    if level == "write":
+        assert any(200 <= status < 300 for status in answered), answered
+    else:
+        after = store_snapshot(data)
+        changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+        assert not changed, sorted(changed)
 
 
 def test_nextlabel_beyond_uint64_is_refused(fuzz_target: tuple[FastAPI, str]) -> None:

@@ -157,6 +157,7 @@ def test_edits_reach_subscribers(client: TestClient) -> None:
     }
 
 
+@pytest.mark.scalable
 def test_delivery_survives_sigkill(tmp_path: Path) -> None:
     """Writes (1-3 random blocks each) while the server is killed at random moments, then
     a commit: every block's count at the committed node equals the number of logged events
