@@ -217,3 +217,53 @@ def test_instance_paths_reach_only_the_instance_mount() -> None:
             scope = {"type": "http", "path": path, "method": method, "root_path": ""}
             first = next(r for r in routes if r.matches(scope)[0] is Match.FULL)
             assert isinstance(first, Mount) and first.path == prefix.rstrip("/"), path
+
+
+#: Per case: the chunks (of 8) the root writes, then per later version (each a child of
+#: the last) a value and the chunks it writes (value 0: all background).
+HISTORIES = {
+    "root-holds-most": ([0, 1, 2, 3, 4, 5, 6, 7], [(40, [0]), (0, [1]), (60, [2])]),
+    "leaf-holds-most": ([0, 1, 2], [(40, [0]), (0, [1]), (60, [2, 3, 4, 5])]),
+    "none-holds-half": ([0, 1], [(40, [2]), (0, [3]), (60, [4])]),
+}
+
+
+@pytest.mark.parametrize("history", HISTORIES.values(), ids=HISTORIES.keys())
+def test_read_over_versions_matches_each_chunks_owner(
+    history: tuple[list[int], list[tuple[int, list[int]]]],
+) -> None:
+    """A box whose chunks come from several versions (VersionedVolume.read reads the
+    version holding most of them over the whole box when that is at least half, then
+    the others' chunks over it): each chunk shows its nearest writer, a chunk rewritten
+    as background shows background (not the ancestor's), and unwritten ones too."""
+    rooted, later = history
+    with TestClient(create_app(Settings(), {"default": MemoryStore()})) as client:
+        root = client.post("/api/repos", json={}).json()["root"]
+        body = {"typename": "uint8blk", "dataname": "vol", "BlockSize": "16,16,16"}
+        _ok(client.post(f"/api/repo/{root}/instance", json=body))
+        expected = np.zeros((32, 32, 32), np.uint8)
+        corners = [(x, y, z) for z in (0, 16) for y in (0, 16) for x in (0, 16)]
+
+        def write(node: str, chunk: int, value: int) -> None:
+            x, y, z = corners[chunk]
+            block = np.zeros((16, 16, 16), np.uint8)
+            if value:
+                block[:] = value + chunk
+                block[0, 0, :] = np.arange(16, dtype=np.uint8)  # not uniform
+            path = f"/api/node/{node}/vol/raw/0_1_2/16_16_16/{x}_{y}_{z}"
+            _ok(client.post(path, content=block.tobytes()))
+            expected[z : z + 16, y : y + 16, x : x + 16] = block
+
+        node = root
+        for chunk in rooted:
+            write(node, chunk, 10)
+        for value, chunks in later:
+            _ok(client.post(f"/api/node/{node}/commit", json={}))
+            node = client.post(f"/api/node/{node}/newversion", json={}).json()["child"]
+            for chunk in chunks:
+                write(node, chunk, value)
+        got = client.get(f"/api/node/{node}/vol/raw/0_1_2/32_32_32/0_0_0").content
+        assert np.array_equal(np.frombuffer(got, np.uint8).reshape(32, 32, 32), expected)
+        got = client.get(f"/api/node/{node}/vol/raw/0_1_2/20_12_30/5_9_1").content
+        part = np.frombuffer(got, np.uint8).reshape(30, 12, 20)
+        assert np.array_equal(part, expected[1:31, 9:21, 5:25])

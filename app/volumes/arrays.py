@@ -244,15 +244,23 @@ class VersionedVolume:
         return self._owners(pack(self.grid.blocks(box)))
 
     def read(self, box: Box) -> np.ndarray:
-        """The voxels of ``box`` (ZYX array) as seen at the bound version."""
+        """The voxels of ``box`` (ZYX array) as seen at the bound version.
+
+        If one version holds at least half the box's chunks, its array is read over the
+        whole box in one call (tensorstore decodes in parallel into the buffer that is
+        the answer; chunks it lacks read as background), and only the chunks other
+        versions hold are read into place over it. That one call may also fetch chunks
+        the version wrote but a nearer one shadows, or probe chunks it never wrote: at
+        most as many as it needs, so at most twice the chunk reads, against assembling
+        every chunk one by one (a third slower for a mostly-inherited 256³ read)."""
         owners = self.owners(box)
-        total = sum(len(ids) for ids in owners.values())
         nblocks = int(np.prod([h - a for a, h in zip(*self.grid.block_range(box), strict=True)]))
-        if len(owners) == 1 and total == nblocks:
-            # One version holds every chunk: tensorstore's own buffer is the answer.
-            (version,) = owners
-            return self._owner_array(version)[_zyx(box)].read().result()
-        out = np.full(box.shape_zyx, self.spec.background, dtype=self.spec.dtype)
+        major = max(owners, key=lambda version: len(owners[version]), default=None)
+        if major is not None and 2 * len(owners[major]) >= nblocks:
+            out = self._owner_array(major)[_zyx(box)].read().result()
+            del owners[major]
+        else:
+            out = np.full(box.shape_zyx, self.spec.background, dtype=self.spec.dtype)
         if not owners:
             return out
         pending = []
