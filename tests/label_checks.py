@@ -19,11 +19,17 @@ def node_url(base: str, uuid: str, name: str, path: str) -> str:
 
 
 def read_labels(
-    client: httpx.Client, base: str, uuid: str, name: str, size: int, scale: int = 0
+    client: httpx.Client,
+    base: str,
+    uuid: str,
+    name: str,
+    size: int,
+    scale: int = 0,
+    supervoxels: bool = True,
 ) -> np.ndarray:
     r = client.get(
         node_url(base, uuid, name, f"raw/0_1_2/{size}_{size}_{size}/0_0_0"),
-        params={"supervoxels": "true", "scale": str(scale)},
+        params={"supervoxels": str(supervoxels).lower(), "scale": str(scale)},
     )
     assert r.status_code == 200, r.text
     return np.frombuffer(r.content, "<u8").reshape(size, size, size)
@@ -59,9 +65,12 @@ def index_problems(
     candidates: list[int],
     max_written: int | None = None,
     max_scale: int = 0,
+    bodies: bool = False,
 ) -> list[str]:
-    """Every disagreement between the records and the voxels (empty if none)."""
-    volume = read_labels(client, base, uuid, name, size)
+    """Every disagreement between the records and the voxels (empty if none). With
+    ``bodies`` the candidates are bodies, recounted from the mapped volume (after merges
+    and cleaves a body's index spans several supervoxels)."""
+    volume = read_labels(client, base, uuid, name, size, supervoxels=not bodies)
     truth = block_counts(volume, block)
     problems = []
     for label in candidates:
@@ -91,7 +100,9 @@ def index_problems(
         got_max = client.get(node_url(base, uuid, name, "maxlabel")).json()
         if got_max != {"maxlabel": max_written}:
             problems.append(f"maxlabel {got_max} != {max_written}")
-    upper = volume
+    upper = volume  # the scales hold supervoxels
+    if bodies and max_scale:
+        upper = read_labels(client, base, uuid, name, size)
     for scale in range(1, max_scale + 1):
         lower = read_labels(client, base, uuid, name, size >> scale, scale)
         if not np.array_equal(lower, mode_downsample(upper)):
