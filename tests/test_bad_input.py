@@ -232,3 +232,38 @@ def test_writing_the_largest_label_keeps_info_readable(repo: tuple[TestClient, s
     assert client.post(f"/api/node/{uuid}/{S}/nextlabel/1").status_code == 400
     assert client.get(f"/api/node/{uuid}/{S}/info").status_code == 200
     assert client.get("/api/repos/info").status_code == 200
+
+
+#: JSON nested far deeper than any request needs: Python's decoder would recurse into it,
+#: so the server refuses such bodies with 400 before decoding them.
+DEEP_JSON = {
+    "lists": b"[" * 100_000 + b"]" * 100_000,
+    "objects": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+}
+
+
+@pytest.mark.parametrize("body", list(DEEP_JSON.values()), ids=list(DEEP_JSON))
+def test_deeply_nested_json_is_400(repo: tuple[TestClient, str], body: bytes) -> None:
+    client, uuid = repo
+    for path in (
+        "/api/repos",
+        f"/api/repo/{uuid}/instance",
+        f"/api/node/{uuid}/note",
+        f"/api/node/{uuid}/commit",
+        f"/api/node/{uuid}/{S}/merge",
+        f"/api/node/{uuid}/kv/tags",
+    ):
+        r = client.post(path, content=body)
+        assert r.status_code == 400 and "depth" in r.text, (path, r.status_code, r.text[:200])
+    assert client.get(f"/api/node/{uuid}/status").json() == {"Locked": False}
+    assert client.get("/api/repos/info").status_code == 200
+
+
+def test_huge_requested_volumes_are_413(repo: tuple[TestClient, str]) -> None:
+    """A read or write box past the voxel bound is refused before anything is allocated."""
+    client, uuid = repo
+    huge = "raw/0_1_2/1000000_1000000_1000000/0_0_0"
+    for name in (S, G):
+        assert client.get(f"/api/node/{uuid}/{name}/{huge}").status_code == 413
+        assert client.post(f"/api/node/{uuid}/{name}/{huge}", content=b"x").status_code == 413
+    assert client.get(f"/api/node/{uuid}/{G}/info").status_code == 200
