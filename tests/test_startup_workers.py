@@ -11,7 +11,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
+from starlette.types import ASGIApp
+from uvicorn.config import STARTUP_FAILURE
 
+from app.workers import serve_workers
 from tests import live_http as live
 from tests.neuroglancer_support import wait_for
 from tests.servers import wait_for_heartbeat
@@ -102,3 +105,13 @@ def test_killed_supervisor_leaves_no_workers(tmp_path: Path) -> None:
         proc.kill()
         proc.wait(timeout=WAIT)
         wait_for(lambda: not any(alive(pid) for pid in workers), WAIT, "the workers to stop")
+
+
+def test_workers_that_cannot_start_stop_the_supervisor_with_uvicorns_code() -> None:
+    """As a single server that cannot start, rather than starting workers forever."""
+
+    def build() -> ASGIApp:
+        raise RuntimeError("no application")
+
+    options = {"host": "127.0.0.1", "port": free_port(), "log_config": None}
+    assert serve_workers(build, 2, options) == STARTUP_FAILURE
