@@ -15,10 +15,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.routing import Match, Mount
 
+from app.api.instances import resolve
 from app.immutable import ImmutableAnswers
 from app.server import create_app
 from app.settings import Settings
 from app.storage.journal import Journal
+from app.volumes.base import VolumeData
+from app.volumes.geometry import Box
 from backends import ObjectStore
 from backends.local import LocalStore
 from backends.memory import MemoryStore
@@ -267,3 +270,30 @@ def test_read_over_versions_matches_each_chunks_owner(
         got = client.get(f"/api/node/{node}/vol/raw/0_1_2/20_12_30/5_9_1").content
         part = np.frombuffer(got, np.uint8).reshape(30, 12, 20)
         assert np.array_equal(part, expected[1:31, 9:21, 5:25])
+
+
+def test_write_after_a_read_does_not_build_on_the_stamp_it_read(
+    replicas: tuple[TestClient, TestClient],
+) -> None:
+    """An instance bound for a read keeps the open node's chunk bitmap under the stamp
+    it saw; if the same binding then writes (in a transaction, after another replica
+    wrote), a partial block must be merged with the chunk as it is now, not as of that
+    stamp."""
+    a, b = replicas
+    _, child = _repo(a)
+    services = cast(FastAPI, a.app).state.services
+    data = resolve(services, child, "vol")
+    assert isinstance(data, VolumeData)
+    data.prepare_read()
+    assert data.settled is not None
+    whole = Box((0, 0, 0), (EDGE, EDGE, EDGE))
+    assert np.array_equal(data.volume().read(whole).ravel(), ROOT_VOXELS)
+    theirs = np.full(EDGE**3, 99, np.uint8)
+    _ok(b.post(f"/api/node/{child}/vol/{CHUNK}", content=theirs.tobytes()))
+    corner = Box((0, 0, 0), (4, 4, 4))
+    with data.transaction():
+        data.write(corner, np.full((4, 4, 4), 5, np.uint8))
+    expected = theirs.reshape(EDGE, EDGE, EDGE).copy()
+    expected[:4, :4, :4] = 5
+    got = np.frombuffer(a.get(f"/api/node/{child}/vol/{CHUNK}").content, np.uint8)
+    assert np.array_equal(got.reshape(EDGE, EDGE, EDGE), expected)

@@ -181,7 +181,10 @@ class VolumeData(Data):
     def ownership(self, scale: int = 0) -> ChunkOwnership:
         """Which version wrote which chunk at ``scale``, as seen from the bound version."""
         base = keys.chunk_array(self.root, scale)
-        return ChunkOwnership(self.store, base, self.services.bitmap_cache, self.at)
+        # A transaction reads what it holds the lock over, not what a stamp read before.
+        settled = self.settled if self.txn is None else None
+        cache = self.services.bitmap_cache
+        return ChunkOwnership(self.store, base, cache, self.at, settled=settled)
 
     # --- diffs and merge conflicts (app.diff) ----------------------------------------------
 

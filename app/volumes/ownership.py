@@ -90,24 +90,36 @@ class ChunkOwnership:
         cache: LRUCache[BitMap64],
         at: VersionContext,
         flats: LRUCache[FlatOwners] = FLATS,
+        settled: str | None = None,
     ) -> None:
         self.store = store
         self.base = base
         self.cache = cache
         self.at = at
         self.flats = flats
+        #: The open node's settled journal stamp (:meth:`app.storage.journal.Journal.recover`),
+        #: read before anything else of the node: its bitmap is kept under it.
+        self.settled = settled
 
     def written(self, node: Node, mutable: bool) -> BitMap64:
-        """The chunks ``node`` wrote; cached once the node can no longer change."""
+        """The chunks ``node`` wrote; cached once the node can no longer change, and while
+        it can, for as long as its journal's settled stamp stays the same (any write there
+        puts the journal head first, so a reader that saw the stamp again missed none)."""
         path = keys.owned(self.base, node.uuid)
         if not mutable:
-            cached = self.cache.get(path)
+            key: str | None = path
+        elif self.settled is not None and node is self.at.node:
+            key = f"{path}@{self.settled}"
+        else:
+            key = None
+        if key is not None:
+            cached = self.cache.get(key)
             if cached is not None:
                 return cached
         blob = self.store.get(path)
         bitmap = BitMap64.deserialize(blob.data) if blob is not None else BitMap64()
-        if not mutable:
-            self.cache.put(path, bitmap)
+        if key is not None:
+            self.cache.put(key, bitmap)
         return bitmap
 
     def add(self, ids: np.ndarray) -> None:
