@@ -78,8 +78,14 @@ class _Supervisor:
         status = 0
         stopping = False
         while self.workers:
-            if signal.sigwait(SUPERVISED) != signal.SIGCHLD:
-                self._signal_all(signal.SIGKILL if stopping else signal.SIGTERM)
+            signum = signal.sigwait(SUPERVISED)
+            if signum != signal.SIGCHLD:
+                sent = signal.SIGKILL if stopping else signal.SIGTERM
+                log.info(
+                    "stopping workers",
+                    extra={"signal": signal.Signals(signum).name, "sent": sent.name},
+                )
+                self._signal_all(sent)
                 stopping = True
                 continue
             for pid, code in self._reap():
@@ -102,8 +108,9 @@ class _Supervisor:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 break
-            self.workers.discard(pid)
-            ended.append((pid, os.waitstatus_to_exitcode(status)))
+            if pid in self.workers:
+                self.workers.remove(pid)
+                ended.append((pid, os.waitstatus_to_exitcode(status)))
         return ended
 
     def _signal_all(self, signum: int) -> None:
@@ -131,9 +138,11 @@ class _Supervisor:
         except BaseException:
             log.exception("worker failed", extra={"pid": os.getpid()})
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0 if server is not None and server.started else STARTUP_FAILURE)
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:  # even if flushing fails: a worker must never return to the caller
+                os._exit(0 if server is not None and server.started else STARTUP_FAILURE)
 
 
 def _stop_with_supervisor(watched: int) -> None:
