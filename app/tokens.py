@@ -1,6 +1,6 @@
 """Verifying bearer JWTs for :mod:`app.auth`, in a module of its own so that a server
 without ``auth_jwt_key`` or ``auth_jwks_url`` never imports PyJWT and cryptography
-(about a tenth of a second of its start-up)."""
+(tens of milliseconds of its start-up)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ folder is a datatype; importing it registers its classes, and its ``typenames.tx
 name a line) says which, so adding a datatype touches no other module.
 
 A package is imported when one of its types is first looked up, not at start-up: all of
-them (jsonschema for neuronjson, google-auth for googlevoxels...) took about a third of
+them (jsonschema for neuronjson, google-auth for googlevoxels...) took about a fifth of
 the time a server needed to answer its first chunk, which needs one of them.
 """
 
