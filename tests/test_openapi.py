@@ -431,6 +431,44 @@ def test_fuzz_with_auth_on(tmp_path: Path, credential: str) -> None:
         assert not changed, sorted(changed)
 
 
+#: Scenarios of the stateful run (sequences of up to 8 linked calls): ``make reliability``
+#: raises it (DVID_FUZZ_SEQUENCES).
+SEQUENCES = int(os.environ.get("DVID_FUZZ_SEQUENCES", "10"))
+
+
+@pytest.mark.scalable
+@pytest.mark.timeout(1800)
+def test_stateful_sequences_find_no_server_errors(fuzz_target: tuple[FastAPI, str]) -> None:
+    """Sequences of calls linked by what earlier answers returned (schemathesis infers the
+    links from the document: a repo's root from ``POST /api/repos`` used by the repo and
+    node operations that follow, keys written then read...): every answer is below 500."""
+    app, _ = fuzz_target
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    statuses: Counter[int] = Counter()
+    operations: Counter[str] = Counter()
+
+    class Sequences(schema.as_state_machine()):
+        def validate_response(self, response: Any, case: Any, *_: Any, **__: Any) -> None:
+            statuses[response.status_code] += 1
+            operations[case.operation.label] += 1
+            case.validate_response(response, checks=[not_a_server_error])
+
+    Sequences.run(
+        settings=settings(
+            max_examples=SEQUENCES,
+            stateful_step_count=8,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
+    print(
+        f"\nstateful: {SEQUENCES} sequences, {sum(statuses.values())} calls to "
+        f"{len(operations)} operations; answers by status {dict(sorted(statuses.items()))}"
+    )
+    assert "POST /api/repos" in operations and len(operations) > 3, operations
+
+
 def test_nextlabel_beyond_uint64_is_refused(fuzz_target: tuple[FastAPI, str]) -> None:
     app, uuid = fuzz_target
     with TestClient(app, raise_server_exceptions=False) as client:
