@@ -187,7 +187,11 @@ class Catalog:
     def create(self, repo: Repo) -> None:
         self.claim_uuid(repo.root, repo.root)
         try:
-            self.store.put(keys.repo(repo.root), orjson.dumps(repo.to_json()), if_absent=True)
+            # Settled: a store client's retry of a put whose response was lost meets its own
+            # write (412); the root is claimed, so equal bytes can only be ours.
+            conditional.put_settled(
+                self.store, keys.repo(repo.root), orjson.dumps(repo.to_json()), None
+            )
         except PreconditionFailed:
             raise BadRequest(f"repo {repo.root} already exists") from None
 

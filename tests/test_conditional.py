@@ -73,3 +73,30 @@ def test_contention_past_the_budget_is_503_with_retry_after(monkeypatch) -> None
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"
     assert b"the hot object is too busy" in response.body
+
+
+class LandedThenRefused(MemoryStore):
+    """Every put of a new object lands, then reports 412, as boto3's retry of a put whose
+    response was lost does on S3 (the object now exists)."""
+
+    def put(
+        self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False
+    ) -> str:
+        token = super().put(key, data, if_match=if_match, if_absent=if_absent)
+        if if_absent:
+            raise PreconditionFailed(f"{key}: PreconditionFailed")
+        return token
+
+
+def test_new_repo_whose_put_response_was_lost_is_created() -> None:
+    """POST /api/repos answered 400 "repo already exists" for its own repo."""
+    from fastapi.testclient import TestClient
+
+    from app.server import create_app
+    from app.settings import Settings
+
+    with TestClient(create_app(Settings(), {"default": LandedThenRefused()})) as client:
+        r = client.post("/api/repos", json={"alias": "lost"})
+        assert r.status_code == 200, r.text
+        root = r.json()["root"]
+        assert client.get(f"/api/repo/{root}/info").json()["Alias"] == "lost"

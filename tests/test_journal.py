@@ -252,7 +252,9 @@ def test_unavailable_store_during_apply_is_retried_by_recovery(store: ObjectStor
     assert store.get("data/d0/rec/a").data == b"1"
 
 
-def test_head_put_whose_retry_meets_its_own_write_is_settled(store: ObjectStore) -> None:
+def test_head_put_whose_retry_meets_its_own_write_is_settled(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """On S3 a conditional put whose response is lost is retried by boto3 and refused
     (412): the head it wrote no longer has the token it was conditioned on. Found by
     tests/test_reliability_store_faults.py: advancing the head then raised
@@ -270,12 +272,12 @@ def test_head_put_whose_retry_meets_its_own_write_is_settled(store: ObjectStore)
             raise PreconditionFailed(f"{key}: PreconditionFailed")
         return token
 
-    store.put = landed_then_refused  # type: ignore[method-assign]
+    monkeypatch.setattr(store, "put", landed_then_refused)
     for n in (1, 2):
         with journal.transaction() as txn:
             txn.store.put("data/d0/rec/a", str(n).encode())
             txn.event({"n": n})
-    store.put = real_put  # type: ignore[method-assign]
+    monkeypatch.setattr(store, "put", real_put)
     assert refused["n"] >= 4  # each transaction's advance and release, at least
     assert store.get("data/d0/rec/a").data == b"2"
     assert [seq for seq, _ in journal.entries()] == [1, 2]
