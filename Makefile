@@ -33,8 +33,8 @@ test: $(STAMP) chromium  ## install, lint, then run the whole behavioural suite
 # The reliability suite (issue 17): the fuzz past 10,000 requests, store faults behind a
 # fault-injecting proxy, 50 and more SIGKILLs, 64 clients for 60 s, with and without auth.
 # Tests marked `scalable` also run in `make test`, at the small scale their defaults give.
-RELIABILITY_SCALE = DVID_FUZZ_CASES=10000 DVID_FUZZ_EXAMPLES=20 DVID_FUZZ_SEQUENCES=200 DVID_TEST_KILLS=16 DVID_TEST_SYNC_KILLS=10 \
-	DVID_TEST_EDIT_KILLS=24
+RELIABILITY_SCALE = DVID_FUZZ_CASES=10000 DVID_FUZZ_EXAMPLES=20 DVID_FUZZ_SEQUENCES=200 \
+	DVID_TEST_KILLS=16 DVID_TEST_SYNC_KILLS=10 DVID_TEST_EDIT_KILLS=24
 reliability: $(STAMP) chromium  ## install, then run the reliability suite at full scale
 	$(RELIABILITY_SCALE) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal \
 		--durations=15 -m "reliability or scalable" $(PYTEST_ARGS)
