@@ -15,6 +15,8 @@ The policy is switched at runtime by the test::
 Fault kinds (:data:`KINDS`):
 
 * ``error``: answer 500 or 503 (an S3 XML error) without forwarding;
+* ``slowdown``: answer 503 ``SlowDown`` without forwarding, as S3 throttles a prefix
+  (botocore and tensorstore retry it as throttling, with backoff);
 * ``lost``: forward, then answer 503 instead of the upstream's answer (the request took
   effect, the client does not know);
 * ``timeout``: hold the connection silent for ``delay`` seconds (past the client's
@@ -44,7 +46,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-KINDS = ("error", "lost", "timeout", "reset")
+KINDS = ("error", "slowdown", "lost", "timeout", "reset")
 
 #: Headers that describe one hop, not the message: never forwarded either way.
 _HOP_BY_HOP = frozenset(
@@ -299,8 +301,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         self.wfile.flush()
 
-    def _send_error(self, status: int) -> None:
-        code = "InternalError" if status == 500 else "ServiceUnavailable"
+    def _send_error(self, status: int, code: str = "") -> None:
+        code = code or ("InternalError" if status == 500 else "ServiceUnavailable")
         body = _S3_ERROR.format(code=code).encode()
         self._send(status, [("Content-Type", "application/xml")], body)
 
@@ -335,6 +337,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if kind == "error":
             self._send_error(status)
+            return
+        if kind == "slowdown":
+            self._send_error(503, "SlowDown")
             return
         try:
             status, headers, data = self._forward(body)
