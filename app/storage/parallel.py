@@ -9,8 +9,9 @@ to share between threads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -34,3 +35,20 @@ def each(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         if error is not None:
             raise error
     return [f.result() for f in futures]
+
+
+@contextlib.contextmanager
+def background() -> Iterator[Callable[[Callable[[], object]], None]]:
+    """A ``start(fn)`` whose calls run in the pool while the body goes on (a write's
+    chunk uploads overlap the bookkeeping computed from the same voxels). The exit waits
+    for every call, even when the body raises, so that nothing is still writing behind a
+    failed request; then the first error of a call is raised. The same rule as
+    :func:`each`: a started call MUST NOT call :func:`each` itself."""
+    futures: list[Future[object]] = []
+    try:
+        yield lambda fn: futures.append(_POOL.submit(fn))
+    finally:
+        errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
