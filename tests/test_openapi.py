@@ -404,6 +404,7 @@ def store_snapshot(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.reliability
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("credential", ["no token", "read token", "write token"])
 def test_fuzz_with_auth_on(tmp_path: Path, credential: str) -> None:
     """With auth required, every part is fuzzed again with no token, a token reading the

@@ -194,7 +194,7 @@ def sample_rss(pid: int, stop: threading.Event, peaks: dict[int, int]) -> None:
 
 
 @pytest.mark.reliability
-@pytest.mark.timeout(SECONDS + 240)
+@pytest.mark.timeout(SECONDS + 900)
 def test_64_clients_for_a_minute_get_no_errors(server: DvidServer) -> None:
     assert server.proc is not None
     target = prepare(server.url)
