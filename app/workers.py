@@ -6,7 +6,9 @@ starts from those modules instead of a fresh interpreter: uvicorn's own workers 
 spawned and import everything again, which made two workers on two cores take twice as
 long as one to answer their first chunk. Each worker builds its own application and
 store clients after the fork: replicas are stateless, and no connection or thread is
-shared between processes.
+shared between processes. So the supervisor must serve nothing itself: a thread pool
+that has run a task before the fork (the dispatcher's, anyio's) has threads that the
+forked workers lack, and would never run their tasks.
 
 The supervisor starts a new worker when one dies, and on SIGTERM or SIGINT stops them
 all (a second signal kills them). A worker that cannot start makes the supervisor stop
