@@ -37,6 +37,7 @@ import random
 import re
 import socket
 import struct
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -234,6 +235,13 @@ class _Server(ThreadingHTTPServer):
         self.open_connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
         super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (tensorstore dropping a stalled transfer, a server process
+        stopping) is no error of the proxy: not worth a traceback on stderr."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
 
     def close_open_connections(self) -> None:
         """Cut every client connection (keep-alive ones would otherwise outlive stop)."""
