@@ -87,3 +87,12 @@ class DvidServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def log_tails(urls: list[str], logs: list[Path], chars: int = 3000) -> str:
+    """The end of each server's log, headed by its URL, for a failing test's message."""
+    parts = []
+    for url, path in zip(urls, logs, strict=True):
+        text = path.read_text(errors="replace") if path.exists() else ""
+        parts.append(f"--- {url} log tail ---\n{text[-chars:]}")
+    return "\n".join(parts)

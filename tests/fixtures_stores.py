@@ -258,3 +258,25 @@ def store_factory(
         yield factory
     finally:
         factory.close_all()
+
+
+def proxied_s3_server(
+    tmp: Path, bucket: str, endpoint: str, retries: str, stall: str
+) -> tuple[Path, dict[str, str]]:
+    """The config file and env of a server whose one store is ``bucket`` reached through
+    ``endpoint`` (a fault proxy in front of moto): test credentials, and tensorstore
+    retrying a chunk request ``retries`` times, 20-100 ms apart, and aborting a transfer
+    stalled for ``stall``, so that injected faults reach the server in test time."""
+    from backends.tensorstore_errors import INITIAL_DELAY_ENV, MAX_DELAY_ENV, RETRIES_ENV, STALL_ENV
+
+    config = tmp / "dvid.toml"
+    config.write_text(
+        f'[store.main]\npath = "s3://{bucket}/dvid"\n'
+        f'endpoint = "{endpoint}"\nregion = "{AWS_TEST_REGION}"\n\n'
+        '[backend]\ndefault = "main"\n'
+    )
+    env = isolated_server_env(tmp)
+    env.update(
+        {STALL_ENV: stall, RETRIES_ENV: retries, INITIAL_DELAY_ENV: "20ms", MAX_DELAY_ENV: "100ms"}
+    )
+    return config, env

@@ -31,16 +31,13 @@ import numpy as np
 import pytest
 
 from backends import StoreUnavailable
-from backends.tensorstore_errors import (
-    INITIAL_DELAY_ENV,
-    MAX_DELAY_ENV,
-    RETRIES_ENV,
-    STALL_ENV,
-)
 from tests import fixtures_stores
 from tests.dvid_process import DvidServer
 from tests.fault_proxy import KINDS, FaultProxy
-from tests.fixtures_stores import AWS_TEST_REGION, isolated_server_env, make_s3_store
+from tests.fixtures_stores import (
+    make_s3_store,
+    proxied_s3_server,
+)
 
 # The shared moto fixture, bound here so this module also runs without a conftest.
 s3_endpoint = fixtures_stores.s3_endpoint
@@ -84,21 +81,7 @@ def rig(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     tmp = tmp_path_factory.mktemp("chunk-faults")
     store = make_s3_store(s3_endpoint)  # a fresh bucket, made directly on moto
     with FaultProxy(s3_endpoint, seed=SEED, delay=PROXY_DELAY) as proxy:
-        config = tmp / "dvid.toml"
-        config.write_text(
-            f'[store.main]\npath = "s3://{store.bucket}/dvid"\n'
-            f'endpoint = "{proxy.url}"\nregion = "{AWS_TEST_REGION}"\n\n'
-            '[backend]\ndefault = "main"\n'
-        )
-        env = isolated_server_env(tmp)
-        env.update(
-            {
-                STALL_ENV: STALL_SECONDS,
-                RETRIES_ENV: "2",
-                INITIAL_DELAY_ENV: "20ms",
-                MAX_DELAY_ENV: "100ms",
-            }
-        )
+        config, env = proxied_s3_server(tmp, store.bucket, proxy.url, "2", STALL_SECONDS)
         log = tmp / "server.log"
         server = DvidServer(log, env, config=config).start()
         try:

@@ -55,17 +55,14 @@ import pytest
 
 from app.proto import keyvalue_pb2 as kv_pb
 from app.proto import labelmap_pb2 as pb
-from backends.tensorstore_errors import (
-    INITIAL_DELAY_ENV,
-    MAX_DELAY_ENV,
-    RETRIES_ENV,
-    STALL_ENV,
-)
 from tests import fixtures_stores
 from tests import live_http as live
-from tests.dvid_process import DvidServer
+from tests.dvid_process import DvidServer, log_tails
 from tests.fault_proxy import FaultProxy
-from tests.fixtures_stores import AWS_TEST_REGION, isolated_server_env, make_s3_store
+from tests.fixtures_stores import (
+    make_s3_store,
+    proxied_s3_server,
+)
 from tests.label_checks import block_counts
 from tests.test_chunk_faults import CHUNK_KEY, QUICK_KINDS
 from tests.test_replicas import run_threads
@@ -132,11 +129,7 @@ class Rig:
     logs: list[Path]
 
     def log_tails(self) -> str:
-        parts = []
-        for url, path in zip(self.urls, self.logs, strict=True):
-            text = path.read_text(errors="replace") if path.exists() else ""
-            parts.append(f"--- {url} log tail ---\n{text[-3000:]}")
-        return "\n".join(parts)
+        return log_tails(self.urls, self.logs)
 
 
 @pytest.fixture(scope="module")
@@ -148,20 +141,8 @@ def rig(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     with FaultProxy(
         s3_endpoint, seed=SEED, delay=PROXY_DELAY, max_connections=PROXY_CONNECTIONS
     ) as proxy:
-        config = tmp / "dvid.toml"
-        config.write_text(
-            f'[store.main]\npath = "s3://{store.bucket}/dvid"\n'
-            f'endpoint = "{proxy.url}"\nregion = "{AWS_TEST_REGION}"\n\n'
-            '[backend]\ndefault = "main"\n'
-        )
-        env = isolated_server_env(tmp)
-        env.update(
-            {
-                STALL_ENV: STALL_SECONDS,
-                RETRIES_ENV: TENSORSTORE_RETRIES,
-                INITIAL_DELAY_ENV: "20ms",
-                MAX_DELAY_ENV: "100ms",
-            }
+        config, env = proxied_s3_server(
+            tmp, store.bucket, proxy.url, TENSORSTORE_RETRIES, STALL_SECONDS
         )
         logs = [tmp / "server-a.log", tmp / "server-b.log"]
         servers = [DvidServer(log, env, config=config) for log in logs]

@@ -36,7 +36,7 @@ import pytest
 
 from tests import fixtures_stores
 from tests import live_http as live
-from tests.dvid_process import DvidServer
+from tests.dvid_process import DvidServer, log_tails
 from tests.fixtures_stores import (
     AWS_TEST_REGION,
     isolated_server_env,
@@ -70,11 +70,7 @@ class Replicas:
     logs: list[Path]
 
     def log_tails(self) -> str:
-        parts = []
-        for url, path in zip(self.urls, self.logs, strict=True):
-            text = path.read_text(errors="replace") if path.exists() else ""
-            parts.append(f"--- {url} log tail ---\n{text[-3000:]}")
-        return "\n".join(parts)
+        return log_tails(self.urls, self.logs)
 
 
 @pytest.fixture(scope="module")
