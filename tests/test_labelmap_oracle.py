@@ -886,8 +886,11 @@ def run(oracle: Oracle) -> None:
     assert not pending, f"never applicable: {pending}"
 
 
-# Every run tries each kind of step at least once; two seeds keep the suite within budget.
-@pytest.mark.parametrize(("backend", "seed"), [("memory", 1), ("local", 3)])
+# Every run tries each kind of step at least once. make test runs one seed, on a real
+# folder; make reliability adds the memory seed.
+@pytest.mark.parametrize(
+    ("backend", "seed"), [pytest.param("memory", 1, marks=pytest.mark.reliability), ("local", 3)]
+)
 def test_edits_match_the_model(api: Api, backend: str, seed: int) -> None:
     with api.c:  # one event-loop portal for every request, not one each
         run(Oracle(api, seed))

@@ -128,7 +128,7 @@ FUZZED = {
 REQUIRED_SETTINGS = {"tarsupervoxels": {"Extension": "drc"}}
 #: Generated cases per operation (per datatype and variant for shared ones): a few in
 #: ``make test``; ``make reliability`` raises it (DVID_FUZZ_EXAMPLES) past 10,000 cases.
-EXAMPLES = int(os.environ.get("DVID_FUZZ_EXAMPLES", "5"))
+EXAMPLES = int(os.environ.get("DVID_FUZZ_EXAMPLES", "3"))
 SEED = 20261202
 
 #: Operations whose fully generated cases are left out because they trip a known server
@@ -227,7 +227,8 @@ def fuzz_target(tmp_path: Path) -> Iterator[tuple[FastAPI, str]]:
 #: The fuzz run in parts that test workers can run side by side, each on a fresh repo:
 #: datatypes (by their instances in :data:`FUZZED`), then the server's own operations.
 FUZZ_PARTS = {
-    "volumes": ["uint8blk", "labelmap", "imagetile"],
+    "images": ["uint8blk", "imagetile"],
+    "labels": ["labelmap"],
     "keyed": ["keyvalue", "roi", "annotation", "labelsz", "tarsupervoxels", "neuronjson"],
     "server": [],
 }

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: final commit checks every block written over all kills. Half of the kills wait for
 #: the burst's first answer, so writes are acknowledged however slow the machine (the
 #: test cannot pass vacuously). Raise it for a soak run.
-KILLS = int(os.environ.get("DVID_TEST_SYNC_KILLS", "6"))
+KILLS = int(os.environ.get("DVID_TEST_SYNC_KILLS", "4"))
 
 
 def _stream(coords: list[tuple[int, int, int]], value: int) -> bytes:
