@@ -54,10 +54,14 @@ of a shared machine falls on all alike; every ratio is between two figures of on
    polled every 5 ms with new connections, on the folder of figures 1-4 (goal < 1 s);
    baseline the minimal app's spawn to its first 200; with the CPU used by then.
 
-    python -m bench.serving [--quick]
+    python -m bench.serving [--quick] [--chunks-only]
 
 ``--quick`` (about 2 minutes on a quiet machine) uses shorter loads, fewer repetitions,
 one start per server, and 12,800 chunks (2 slabs of 8x8x1 per version) in figure 4.
+``--chunks-only`` runs figures 2 and 3 alone (the workload is built all the same).
+With figure 2, each ``--workers 1`` load also shows how the server's kept answers did
+during it (hits and misses of its ``answers`` cache, from ``/metrics`` before and after):
+a load whose answers are missed or thrown away shows misses there.
 Progress goes to stderr, figures to stdout. MB are 10^6 bytes, MiB 2^20; times are
 medians unless said otherwise.
 """
@@ -728,6 +732,16 @@ def fetch(url: str, path: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
         conn.close()
 
 
+def kept_answers(url: str) -> tuple[int, int]:
+    """Hits and misses of the server's ``answers`` cache (one process: ``--workers 1``)."""
+    counts = {"hits": 0, "misses": 0}
+    for line in fetch(url, "/metrics")[1].decode().splitlines():
+        for what in counts:
+            if line.startswith(f'dvid_cache_{what}_total{{cache="answers"}}'):
+                counts[what] = int(float(line.rsplit(" ", 1)[1]))
+    return counts["hits"], counts["misses"]
+
+
 #: A figure for the summary: (value, comparison with the goal, goal).
 Figure = tuple[float, str, float]
 
@@ -944,11 +958,18 @@ def chunk_figures(
     runs: dict[str, dict[str, list[LoadResult]]] = {
         label: {t: [] for t in targets} for label in paths
     }
+    single = next(s for s in servers if s.workers == 1)
+    kept: dict[str, list[int]] = {label: [0, 0] for label in paths}
     for r in range(rounds):
         note(f"figure 2: round {r + 1}/{rounds}")
         for label, p in paths.items():
             for target, (port, pid) in targets.items():
+                before = kept_answers(single.url) if port == single.port else None
                 runs[label][target].append(gen.run(port, pid, p, seconds))
+                if before is not None:
+                    after = kept_answers(single.url)
+                    hits, misses = kept[label]
+                    kept[label] = [hits + after[0] - before[0], misses + after[1] - before[1]]
         stop, i = time.perf_counter() + min(1.0, seconds / 2), r * 17
         while time.perf_counter() < stop or len(encodes) < 5 * (r + 1):
             block = mapped[i % len(mapped)]
@@ -971,6 +992,10 @@ def chunk_figures(
                 f"{m.server_cpu / m.seconds:12.2f} {m.server_cpu / m.requests * 1e3:10.3f} "
                 f"{m.client_cpu / m.seconds:12.2f}"
             )
+    print(
+        "   kept answers during the --workers 1 loads (its answers cache, from /metrics): "
+        + "; ".join(f"{label} {h} hits, {m} misses" for label, (h, m) in kept.items())
+    )
     encode_s = statistics.median(encodes)
     sizes = [len(fetch(minimal.url, p)[1]) for p in paths["googlegzip, open"][:8]]
     print(
@@ -1219,6 +1244,7 @@ def startup_figure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter loads, 10^4 chunks (~2 min)")
+    parser.add_argument("--chunks-only", action="store_true", help="figures 2 and 3 alone")
     args = parser.parse_args()
     reps = 5 if args.quick else 15
     seconds = 1.0 if args.quick else 3.0
@@ -1256,13 +1282,16 @@ def main() -> None:
                         f"--workers 1; {os.cpu_count()} cores, load average "
                         f"{os.getloadavg()[0]:.1f} at the start"
                     )
-                    note("figure 1")
-                    summary.update(read_figure(servers, w, data_dir, reps))
+                    if not args.chunks_only:
+                        note("figure 1")
+                        summary.update(read_figure(servers, w, data_dir, reps))
                     summary.update(chunk_figures(gen, minimal, servers, w, paths, seconds, rounds))
-                summary["64³ read, 4096³ x 100 versions ÷ 256³ x 1 version"] = scale_figure(
-                    servers[1], servers[0], 100, side, slabs, read_reps
-                )
-            summary.update(startup_figure(data_dir, folder, w, answers, tries))
+                if not args.chunks_only:
+                    summary["64³ read, 4096³ x 100 versions ÷ 256³ x 1 version"] = scale_figure(
+                        servers[1], servers[0], 100, side, slabs, read_reps
+                    )
+            if not args.chunks_only:
+                summary.update(startup_figure(data_dir, folder, w, answers, tries))
     finally:
         gen.close()
     print("\nSummary (figure: measured, goal)")
