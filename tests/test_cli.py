@@ -110,6 +110,31 @@ def test_serve_takes_env_and_config_file(tmp_path: Path) -> None:
         assert live.get(f"{url}/api/heartbeat").text == "OK"
 
 
+def test_settings_sources_merge_table_by_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flags over env vars (names in any case; lists and sections as JSON) over the file,
+    a section given by two sources keeping what only one of them sets (in process: the
+    server tests above run ``serve`` itself)."""
+    from app.settings import load_settings
+
+    config = tmp_path / "dvid.toml"
+    config.write_text('[server]\nnote = "file"\nport = 1\n\n[proxy]\nattempts = 3\ntimeout = 9\n')
+    monkeypatch.setenv("DVID_CLOUD_CONFIG", str(config))
+    monkeypatch.setenv("dvid_cloud_port", "2")
+    monkeypatch.setenv("DVID_CLOUD_PROXY", '{"timeout": 5, "boss": {"token": "t"}}')
+    monkeypatch.setenv("DVID_CLOUD_CORS_ORIGINS", '["https://a.example"]')
+    monkeypatch.setenv("DVID_CLOUD_READ_ONLY", "yes")
+    settings = load_settings(read_only=False)
+    assert (settings.note, settings.port, settings.read_only) == ("file", 2, False)
+    assert (settings.proxy.attempts, settings.proxy.timeout) == (3, 5)
+    assert settings.proxy_config().boss.token == "t"
+    assert settings.cors_origins == ["https://a.example"]
+    monkeypatch.setenv("DVID_CLOUD_CORS_ORIGINS", "https://a.example")
+    with pytest.raises(ValueError, match="DVID_CLOUD_CORS_ORIGINS"):
+        load_settings()
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -25,6 +25,7 @@ NOT_AT_START = [
     "google.oauth2.service_account",
     "jsonschema",
     "neuroglancer",
+    "pydantic_settings",
 ]
 
 
