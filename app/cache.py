@@ -35,6 +35,13 @@ class LRUCache(Generic[V]):
             self._entries.move_to_end(key)
             return value
 
+    def discard(self, key: str) -> None:
+        """Forget ``key`` (if held): for entries found to lead nowhere."""
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.weight -= self.weigh(old)
+
     def put(self, key: str, value: V) -> None:
         weight = self.weigh(value)
         if weight > self.capacity:

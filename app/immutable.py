@@ -3,19 +3,22 @@
 A GET of an instance at a locked version, named by its full UUID, reads data that is
 fixed forever (the node can never be written again). The dispatcher marks such requests
 (:data:`IMMUTABLE`) when the datatype lists the endpoint among its
-:attr:`~app.datatypes.base.Data.immutable_reads`. This middleware then
+:attr:`~app.datatypes.base.Data.immutable_reads`. :class:`ImmutableResponses` then
 
 * gives the answer an ``ETag`` and ``Cache-Control: public, max-age=31536000, immutable``,
   so that browsers and CDNs keep it, and answers a matching ``If-None-Match`` with 304;
-* keeps the encoded body in a byte-bounded LRU, so that the next GET of the same path is
-  answered here, on the event loop, with no thread hop, catalog read or encoding.
+* keeps the encoded body in a byte-bounded LRU, so that :class:`KeptAnswers` answers the
+  next GET of the same path on the event loop, with no thread hop, catalog read or
+  encoding.
 
 Answers at open versions get ``Cache-Control: no-cache`` unless the route set its own.
 Some are kept all the same, under a key the datatype names (:data:`OPEN_KEY`,
 :meth:`~app.datatypes.base.Data.open_answers_key`) that changes with whatever the answer
 follows from (for a volume, the version's journal stamp: any write there, on any replica,
-changes it). The dispatcher checks that key afresh on every request and replays the
-answer kept under it, skipping the datatype's routes, the chunk reads and the encoding.
+changes it). That key is checked afresh for every request: :class:`KeptAnswers` asks an
+:data:`OpenCheck` for it (a binding of the instance that started after the request came,
+shared with the requests that came meanwhile) and replays the answer kept under it,
+skipping the datatype's routes, the chunk reads and the encoding.
 The cache is per process; a local instance deletion starts a new epoch (older entries can
 no longer be found). A deletion on another replica is not seen by this cache: like a CDN
 holding an immutable object, it may serve that instance's committed answers until they
@@ -26,16 +29,24 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.cache import LRUCache
 
+if TYPE_CHECKING:
+    from app.services import Counters
+
 #: The request-scope flag the dispatcher sets on an answer that can never change.
 IMMUTABLE = "dvid.immutable"
-#: The request-scope key under which the dispatcher has an open version's answer kept.
+#: The request-scope key under which the dispatcher has an open version's answer kept:
+#: ``(key, OpenRead)``.
 OPEN_KEY = "dvid.open_key"
 IMMUTABLE_CONTROL = b"public, max-age=31536000, immutable"
 NO_CACHE = b"no-cache"
@@ -43,22 +54,79 @@ _INSTANCE_PATH = re.compile(r"^/api/node/([^/]+)/[^/]+/.")
 _FULL_UUID = re.compile(r"[0-9a-f]{32}")
 #: Per entry, beyond its body: headers, key and bookkeeping.
 _OVERHEAD = 512
+#: Per answer, the headers sent to this many origins (CORS) are remembered.
+_ORIGINS_KEPT = 4
 
 
 @dataclass(frozen=True)
 class Answer:
-    """One kept answer: its headers (ETag included) and body."""
+    """One kept answer: its headers (ETag included) and body, and the headers as sent
+    through CORS to each origin seen (by :class:`KeptAnswers`, when it answers in front
+    of the CORS layer)."""
 
     headers: list[tuple[bytes, bytes]]
     body: bytes
     etag: bytes
+    sent: dict[bytes | None, list[tuple[bytes, bytes]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+
+@dataclass(frozen=True)
+class OpenRead:
+    """A read whose answer was kept at an open version: the instance at the version
+    reference of its path, and the route after them. Its key is named afresh for each
+    request (:data:`OpenCheck`), since the version may have changed since."""
+
+    ref: str
+    dataname: str
+    route: str
+
+
+#: The key the datatype names now for an open read (the version's state read afresh, by
+#: a binding that started after the request came), or None if it may not be kept now.
+OpenCheck = Callable[[OpenRead], Awaitable[str | None]]
+
+
+def open_name(tag: str, route: str) -> str:
+    """What stands for the path of a read of ``route`` at an open version, in the key of
+    its kept answer: the key ``tag`` the datatype named for it, and the route."""
+    return f"{tag}/{route}"
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What a kept answer depends on in a GET's headers, found in one pass over them."""
+
+    query: str
+    gzip: bool
+    if_none_match: bytes
+    origin: bytes | None
+    has_body: bool
+
+
+def _request(scope: Scope) -> _Request:
+    gzip, if_none_match, origin, has_body = False, b"", None, False
+    for name, value in scope["headers"]:
+        if name == b"accept-encoding":
+            gzip = b"gzip" in value.lower()
+        elif name == b"if-none-match":
+            if_none_match = bytes(value)
+        elif name == b"origin":
+            origin = bytes(value)
+        elif name in (b"content-length", b"transfer-encoding"):
+            has_body = True
+    query = scope.get("query_string", b"").decode("latin-1")
+    return _Request(query, gzip, if_none_match, origin, has_body)
 
 
 class ImmutableAnswers:
-    """The kept answers of this process (``response_cache_bytes``)."""
+    """The kept answers of this process (``response_cache_bytes``), and the paths whose
+    answers were kept at an open version (by count: ``open_reads``)."""
 
-    def __init__(self, capacity: int, max_entry: int = 16 << 20) -> None:
+    def __init__(self, capacity: int, max_entry: int = 16 << 20, open_reads: int = 1 << 16):
         self.cache: LRUCache[Answer] = LRUCache(capacity, weigh=lambda a: len(a.body) + _OVERHEAD)
+        self.open_reads: LRUCache[OpenRead] = LRUCache(open_reads)
         self.max_entry = min(max_entry, capacity)
         self.epoch = 0
 
@@ -69,16 +137,11 @@ class ImmutableAnswers:
     def key(self, scope: Scope, name: str) -> str:
         """Where the answer to the request in ``scope`` is kept, ``name`` standing for
         its path: the query and whether gzip is accepted are part of it."""
-        query = scope.get("query_string", b"").decode("latin-1")
-        gzip = b"gzip" in _header(scope, b"accept-encoding").lower()
-        return f"{self.epoch}|{name}?{query}|{'gz' if gzip else ''}"
+        return self.key_for(name, _request(scope))
 
-
-def _header(scope: Scope, name: bytes) -> bytes:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return b""
+    def key_for(self, name: str, request: _Request) -> str:
+        """:meth:`key`, for a request's headers already found."""
+        return f"{self.epoch}|{name}?{request.query}|{'gz' if request.gzip else ''}"
 
 
 def _etag(key: str) -> bytes:
@@ -92,11 +155,128 @@ def _matches(if_none_match: bytes, etag: bytes) -> bool:
     return etag in tags or b"*" in tags
 
 
+def _validators(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The headers a 304 repeats."""
+    return [(k, v) for k, v in headers if k in (b"etag", b"cache-control")]
+
+
+class KeptAnswers:
+    """ASGI middleware that answers GETs and HEADs of instance paths from the kept answers,
+    as far out as it may go: with authentication required, right inside it; otherwise
+    right inside the metrics layer (app.server), so that a hit skips the request bounds,
+    CORS, authentication and routing layers. There it does for a hit what those would
+    have done: CORS headers (``cors``, CORSMiddleware's options: its own code makes them,
+    once per answer and origin) and the ``/api/load`` counters (``counters``). A request
+    with a body, or with no kept answer, goes on inward.
+
+    An answer at a locked version is found by its path; one at an open version by the
+    key :data:`OpenCheck` names now for the read recorded at its path."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        answers: ImmutableAnswers,
+        check: OpenCheck,
+        cors: dict[str, Any] | None = None,
+        counters: Counters | None = None,
+    ) -> None:
+        self.app = app
+        self.answers = answers
+        self.check = check
+        self.cors = CORSMiddleware(app, **cors) if cors is not None else None
+        self.counters = counters
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = None
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            path = _INSTANCE_PATH.match(scope["path"])
+        request = _request(scope) if path is not None else None
+        answer = None
+        if path is not None and request is not None and not request.has_body:
+            answer = await self._find(scope, path[1], request)
+        if answer is None or request is None:
+            await self.app(scope, receive, send)
+            return
+        counters = self.counters
+        if counters is None:
+            await self._send(answer, scope, request, send)
+            return
+        # What BoundedRequests counts for /api/load (a kept answer never reaches it).
+        counters.requests += 1
+        counters.get_requests += 1
+        counters.active += 1
+        try:
+            await self._send(answer, scope, request, send)
+        finally:
+            counters.active -= 1
+
+    async def _find(self, scope: Scope, ref: str, request: _Request) -> Answer | None:
+        answers = self.answers
+        path_key = answers.key_for(scope["path"], request)
+        read = answers.open_reads.get(path_key)
+        if read is None:
+            # Only a full UUID names one node forever (a prefix or branch may name another).
+            return answers.cache.get(path_key) if _FULL_UUID.fullmatch(ref) else None
+        try:
+            tag = await self.check(read)
+        except Exception:  # the request, routed, meets the failure and answers it
+            answers.open_reads.discard(path_key)
+            return None
+        if tag is None:
+            return None
+        return answers.cache.get(answers.key_for(open_name(tag, read.route), request))
+
+    async def _send(self, answer: Answer, scope: Scope, request: _Request, send: Send) -> None:
+        """Send a kept answer (no body for HEAD; 304 if the request names its ETag)."""
+        if _matches(request.if_none_match, answer.etag):
+            headers = await self._through_cors(_validators(answer.headers), request.origin)
+            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        headers = answer.headers
+        if self.cors is not None:
+            sent = answer.sent.get(request.origin)
+            if sent is None:
+                sent = await self._through_cors(headers, request.origin)
+                if len(answer.sent) < _ORIGINS_KEPT:
+                    answer.sent[request.origin] = sent
+            headers = sent
+        body = b"" if scope["method"] == "HEAD" else answer.body
+        if self.counters is not None:
+            self.counters.bytes_read += len(body)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _through_cors(
+        self, headers: list[tuple[bytes, bytes]], origin: bytes | None
+    ) -> list[tuple[bytes, bytes]]:
+        """``headers`` as the CORS layer would send them to a request from ``origin``."""
+        if self.cors is None:
+            return headers
+        sent: list[Message] = []
+
+        async def keep(message: Message) -> None:
+            sent.append(message)
+
+        start = {"type": "http.response.start", "status": 200, "headers": list(headers)}
+        raw = [(b"origin", origin)] if origin is not None else []
+        await self.cors.send(start, keep, Headers(raw=raw))
+        return list(sent[0]["headers"])
+
+
+async def replay(answer: Answer, scope: Scope, send: Send) -> None:
+    """Send a kept open answer (no body for HEAD) from inside the CORS layer."""
+    body = b"" if scope["method"] == "HEAD" else answer.body
+    await send({"type": "http.response.start", "status": 200, "headers": answer.headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class ImmutableResponses:
-    """ASGI middleware in front of the routes (inside authentication). A read it cannot
-    answer from memory goes straight to the instance mount, the app's last route: no
-    earlier route serves instance paths (tests/test_open_path_answers.py checks), and
-    trying each of them costs a kept open answer a third of its time."""
+    """ASGI middleware in front of the routes (inside authentication) that marks, converts
+    (304) and keeps the answers of the requests :class:`KeptAnswers` could not answer.
+    Such a read goes straight to the instance mount, the app's last route: no earlier
+    route serves instance paths (tests/test_open_path_answers.py checks), and trying each
+    of them costs a third of the time of an answer kept at an open version."""
 
     def __init__(self, app: ASGIApp, answers: ImmutableAnswers) -> None:
         self.app = app
@@ -120,14 +300,7 @@ class ImmutableResponses:
         if path is None or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        key = self.answers.key(scope, scope["path"])
-        if_none_match = _header(scope, b"if-none-match")
-        # Only a full UUID names one node forever (a prefix or branch may name another).
-        kept = self.answers.cache.get(key) if _FULL_UUID.fullmatch(path[1]) else None
-        if kept is not None:
-            await replay(kept, scope, if_none_match, send)
-            return
-        recorder = _Recorder(self.answers, scope, key, if_none_match, send)
+        recorder = _Recorder(self.answers, scope, _request(scope), send)
         mount = self._instances(scope)
         match, child = mount.matches(scope)
         if match is not Match.FULL:
@@ -137,30 +310,19 @@ class ImmutableResponses:
         await mount.handle(scope, receive, recorder)
 
 
-async def replay(answer: Answer, scope: Scope, if_none_match: bytes, send: Send) -> None:
-    """Send a kept answer (no body for HEAD; 304 if ``if_none_match`` names its ETag)."""
-    if _matches(if_none_match, answer.etag):
-        headers = [(k, v) for k, v in answer.headers if k in (b"etag", b"cache-control")]
-        await send({"type": "http.response.start", "status": 304, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
-        return
-    body = b"" if scope["method"] == "HEAD" else answer.body
-    await send({"type": "http.response.start", "status": 200, "headers": answer.headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 class _Recorder:
-    """The ``send`` of a request that missed: marks, converts (304) and keeps its answer."""
+    """The ``send`` of a request that missed: marks, converts (304) and keeps its answer;
+    for one kept at an open version, also what it read (:class:`OpenRead`), under its
+    path, for :class:`KeptAnswers` to check the next time."""
 
-    def __init__(
-        self, answers: ImmutableAnswers, scope: Scope, key: str, if_none_match: bytes, send: Send
-    ) -> None:
+    def __init__(self, answers: ImmutableAnswers, scope: Scope, request: _Request, send: Send):
         self.answers = answers
         self.scope = scope
-        self.key = key
-        self.if_none_match = if_none_match
+        self.path_key = self.key = answers.key_for(scope["path"], request)
+        self.if_none_match = request.if_none_match
         self.send = send
         self.keep = False
+        self.read: OpenRead | None = None
         self.not_modified = False
         self.headers: list[tuple[bytes, bytes]] = []
         self.etag = b""
@@ -187,15 +349,16 @@ class _Recorder:
             headers += [(b"etag", self.etag), (b"cache-control", IMMUTABLE_CONTROL)]
             if _matches(self.if_none_match, self.etag):
                 self.not_modified = True
-                kept = [(k, v) for k, v in headers if k in (b"etag", b"cache-control")]
-                await self.send({"type": "http.response.start", "status": 304, "headers": kept})
+                start = {"type": "http.response.start", "status": 304}
+                await self.send({**start, "headers": _validators(headers)})
                 return
             self.keep = self.scope["method"] == "GET"
         else:
             if not any(k.lower() == b"cache-control" for k, _ in headers):
                 headers.append((b"cache-control", NO_CACHE))
             if status == 200 and OPEN_KEY in self.scope:
-                self.key, self.keep = self.scope[OPEN_KEY], self.scope["method"] == "GET"
+                self.key, self.read = self.scope[OPEN_KEY]
+                self.keep = self.scope["method"] == "GET"
         self.headers = headers
         await self.send({**message, "headers": headers})
 
@@ -213,7 +376,13 @@ class _Recorder:
             else:
                 self.parts.append(bytes(chunk))
             if not more and self.keep:
-                self.answers.cache.put(
-                    self.key, Answer(self.headers, b"".join(self.parts), self.etag)
-                )
+                self._keep()
         await self.send(message)
+
+    def _keep(self) -> None:
+        answers = self.answers
+        answers.cache.put(self.key, Answer(self.headers, b"".join(self.parts), self.etag))
+        if self.read is not None:
+            answers.open_reads.put(self.path_key, self.read)
+        else:  # the version is locked now: the path's answer is found by the path
+            answers.open_reads.discard(self.path_key)

@@ -24,12 +24,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import __version__
 from app.api import diff, nodes, repos, server, transfer
 from app.api.common import json_body, raw_body
-from app.api.instances import InstanceDispatcher, error_response, unavailable_response
+from app.api.instances import (
+    InstanceDispatcher,
+    OpenChecks,
+    error_response,
+    unavailable_response,
+)
 from app.auth import install_auth
 from app.console import install_console
 from app.datatypes import load_all, load_plugins
 from app.errors import BadRequest, DVIDError, RequestTimeout, TooLarge
-from app.immutable import ImmutableResponses
+from app.immutable import ImmutableResponses, KeptAnswers
 from app.metrics import install_metrics
 from app.remotes import remote_failure
 from app.services import Services
@@ -201,14 +206,27 @@ def create_app(settings: Settings, stores: dict[str, ObjectStore] | None = None)
     app.router.routes.append(Mount("/api/node/{uuid}/{dataname}", app=dispatcher))
     install_console(app, settings)
     app.add_middleware(ImmutableResponses, answers=services.answers)
+    # Kept answers are looked up as far out as they may be: inside authentication if
+    # it is required, else right inside the metrics (doing CORS and counting).
+    check = OpenChecks(services)
+    if settings.auth_required:
+        app.add_middleware(KeptAnswers, answers=services.answers, check=check)
     install_auth(app, settings)
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_methods=["GET", "POST", "DELETE", "HEAD"],
-        allow_headers=["*"],
-    )
+    cors: dict[str, Any] = {
+        "allow_origins": settings.cors_origins,
+        "allow_methods": ["GET", "POST", "DELETE", "HEAD"],
+        "allow_headers": ["*"],
+    }
+    app.add_middleware(CORSMiddleware, **cors)
     app.add_middleware(BoundedRequests, services=services)
+    if not settings.auth_required:
+        app.add_middleware(
+            KeptAnswers,
+            answers=services.answers,
+            check=check,
+            cors=cors,
+            counters=services.counters,
+        )
     install_metrics(app, services)  # outermost: request ids, access log, /metrics
     app.router.on_shutdown.append(services.close)
     return app

@@ -27,7 +27,7 @@ from app.api.common import JsonBody, json_object, json_response
 from app.datatypes import bind, load_all
 from app.datatypes.base import SCOPE_KEY, Data, bound
 from app.errors import BadRequest, Contention, DVIDError, Unavailable
-from app.immutable import IMMUTABLE, OPEN_KEY, replay
+from app.immutable import IMMUTABLE, OPEN_KEY, OpenRead, open_name, replay
 from app.repo import Repo
 from app.services import Services
 from app.syncs import deliver, set_syncs
@@ -195,12 +195,13 @@ class InstanceDispatcher:
         if tag is None:
             return False
         answers = data.services.answers
-        key = answers.key(scope, f"{tag}/{route}")
+        key = answers.key(scope, open_name(tag, route))
         kept = answers.cache.get(key)
         if kept is not None:
-            await replay(kept, scope, b"", send)
+            await replay(kept, scope, send)
             return True
-        scope[OPEN_KEY] = key
+        params = scope["path_params"]
+        scope[OPEN_KEY] = (key, OpenRead(params["uuid"], params["dataname"], route))
         return False
 
     async def _write(self, data: Data, scope: Scope, receive: Receive, send: Send) -> None:
@@ -228,6 +229,73 @@ class InstanceDispatcher:
                 await app(scope, receive, send)
         finally:
             await anyio.to_thread.run_sync(marker.__exit__, None, None, None)
+
+
+class OpenChecks:
+    """The :data:`~app.immutable.OpenCheck` of an app: the key its datatype names now for
+    a read at an open version, from the instance bound afresh and made ready to read.
+
+    A request must see every write acknowledged before it came, on any replica, so it
+    never takes the key from a binding that had started before it came; but requests for
+    one instance at one version that come while a binding runs share the next one,
+    started when that ends. Under load, one binding (a thread hop and two small store
+    reads) then serves many requests, where each used to make its own."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running: set[tuple[str, str]] = set()
+        self._next: dict[tuple[str, str], asyncio.Future[Data]] = {}
+
+    async def __call__(self, read: OpenRead) -> str | None:
+        data = await self.bound(read.ref, read.dataname)
+        return data.open_answers_key(read.route)
+
+    async def bound(self, ref: str, dataname: str) -> Data:
+        """The instance ``dataname`` at ``ref``, bound by a binding that started now or
+        later, and made ready for reading."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (a test client's): nothing carries over
+            self._loop, self._running, self._next = loop, set(), {}
+        key = (ref, dataname)
+        future = self._next.get(key)
+        if future is None:
+            future = self._next[key] = loop.create_future()
+            if key not in self._running:
+                self._start(loop, key)
+        # Shielded: a waiter cancelled (its client gone) must not cancel the others'.
+        return await asyncio.shield(future)
+
+    def _start(self, loop: asyncio.AbstractEventLoop, key: tuple[str, str]) -> None:
+        future = self._next.pop(key)
+        self._running.add(key)
+        work = loop.run_in_executor(_BINDING, self._bind, *key)
+        work.add_done_callback(functools.partial(self._done, loop, key, future))
+
+    def _done(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        key: tuple[str, str],
+        future: asyncio.Future[Data],
+        work: asyncio.Future[Data],
+    ) -> None:
+        if loop is not self._loop:
+            return
+        self._running.discard(key)
+        if work.cancelled():
+            future.cancel()
+        elif (error := work.exception()) is not None:
+            future.set_exception(error)
+            future.exception()  # retrieved: each waiter falls back to a routed request
+        else:
+            future.set_result(work.result())
+        if key in self._next:
+            self._start(loop, key)
+
+    def _bind(self, ref: str, dataname: str) -> Data:
+        data = resolve(self.services, ref, dataname)
+        data.prepare_read()
+        return data
 
 
 class Answered:
