@@ -18,7 +18,7 @@ import fcntl
 import hashlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,22 @@ def _relpath(key: str) -> str:
 
 def _key(relpath: str) -> str:
     return relpath.replace(_CONTINUED + "/", "")
+
+
+def _into_folder(path: Path, place: Callable[[], object]) -> None:
+    """Run ``place`` (a rename or link onto ``path``), creating the folder of ``path``
+    if it is missing: a first write there, or a prefix deleted meanwhile. Trying first
+    saves a ``mkdir`` per object in the common case. A FileNotFoundError raised while
+    the folder exists is the source's and is passed on."""
+    for _ in range(3):
+        try:
+            place()
+            return
+        except FileNotFoundError:
+            if path.parent.is_dir():
+                raise
+            path.parent.mkdir(parents=True, exist_ok=True)
+    place()
 
 
 def _token(stat: os.stat_result) -> str:
@@ -115,12 +131,11 @@ class LocalStore(ObjectStore):
         self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False
     ) -> str:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         temp = self._write_temp(data)
         try:
             if if_absent:
                 try:
-                    os.link(temp, path)
+                    _into_folder(path, lambda: os.link(temp, path))
                 except FileExistsError:
                     raise PreconditionFailed(f"{key} already exists") from None
                 return _token(path.stat())
@@ -134,7 +149,7 @@ class LocalStore(ObjectStore):
                         raise PreconditionFailed(f"{key} changed since it was read")
                     os.replace(temp, path)
                     return _token(path.stat())
-            os.replace(temp, path)
+            _into_folder(path, lambda: os.replace(temp, path))
             return _token(path.stat())
         finally:
             temp.unlink(missing_ok=True)
@@ -142,21 +157,45 @@ class LocalStore(ObjectStore):
     def copy(self, source: str, target: str) -> bool:
         """A hard link under a temporary name renamed over the target: no bytes move."""
         path = self._path(target)
-        path.parent.mkdir(parents=True, exist_ok=True)
         temp = self.root / ".tmp" / uuid.uuid4().hex
         try:
             os.link(self._path(source), temp)
         except (FileNotFoundError, NotADirectoryError):
             return False
         try:
-            os.replace(temp, path)
+            _into_folder(path, lambda: os.replace(temp, path))
         finally:
             temp.unlink(missing_ok=True)
+        return True
+
+    def rename(self, source: str, target: str) -> bool:
+        """One ``rename`` system call (capability :class:`backends.base.Renames`)."""
+        path, old = self._path(target), self._path(source)
+        try:
+            _into_folder(path, lambda: os.replace(old, path))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
         return True
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             self._path(key).unlink()
+
+    def delete_prefix(self, prefix: str) -> int:
+        """A prefix ending in ``/`` is a folder: its files and then its emptied folders
+        are removed bottom-up (objects leave no empty folders behind: a transaction's
+        stage is one folder per write). Other prefixes as any store removes them."""
+        if not prefix.endswith("/") or prefix.split("/", 1)[0] in _HIDDEN:
+            return super().delete_prefix(prefix)
+        removed = 0
+        for folder, _, files in os.walk(self.root / _relpath(prefix[:-1]), topdown=False):
+            for name in files:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+                    removed += 1
+            with contextlib.suppress(OSError):  # a put may have just landed there
+                os.rmdir(folder)
+        return removed
 
     def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         folder, _, name_prefix = _relpath(prefix).rpartition("/")

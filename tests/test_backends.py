@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from backends import open_store
-from backends.base import UNCHANGED, ObjectStore, PreconditionFailed, StoreUnavailable
+from backends.base import (
+    UNCHANGED,
+    ObjectStore,
+    PreconditionFailed,
+    Renames,
+    StoreUnavailable,
+)
 from backends.gcs import GCSStore, parse_gs_url
 from backends.local import LocalStore
 from backends.memory import MemoryStore
@@ -400,6 +406,44 @@ def test_open_store_local_and_memory(tmp_path: Path) -> None:
         assert open_store(url).get("k").data == b"v"  # type: ignore[union-attr]
     with pytest.raises(ValueError):
         open_store("ftp://example.org/x")
+
+
+def _data(store: ObjectStore, key: str) -> bytes | None:
+    blob = store.get(key)
+    return None if blob is None else blob.data
+
+
+def test_local_rename_moves_whole_objects(tmp_path: Path) -> None:
+    """The local folder's rename capability (used to publish staged chunks): the target
+    gets the source's object (its folder made if missing), the source is gone, a missing
+    source answers False and changes nothing; other stores lack the capability."""
+    store = LocalStore(tmp_path)
+    assert isinstance(store, Renames) and not isinstance(MemoryStore(), Renames)
+    store.put("stage/t1/a/b/c", b"new")
+    store.put("final/a/b/c", b"old")
+    assert store.rename("stage/t1/a/b/c", "final/a/b/c")
+    assert _data(store, "final/a/b/c") == b"new"
+    assert store.get("stage/t1/a/b/c") is None
+    assert not store.rename("stage/t1/a/b/c", "final/a/b/c")  # already moved
+    assert _data(store, "final/a/b/c") == b"new"
+    store.put("stage/t1/x", b"x")
+    assert store.rename("stage/t1/x", "elsewhere/deep/new/x")  # folders made
+    assert [i.key for i in store.list("elsewhere/")] == ["elsewhere/deep/new/x"]
+
+
+def test_local_delete_prefix_removes_folders(tmp_path: Path) -> None:
+    """A folder prefix loses its objects and its emptied folders; a put under it
+    afterwards (its folder gone) still lands; other prefixes and hidden folders stay."""
+    store = LocalStore(tmp_path)
+    for key in ("stage/t1/a/b/1", "stage/t1/a/2", "stage/t10/c", "stage/t2/d"):
+        store.put(key, b"v")
+    assert store.delete_prefix("stage/t1/") == 2
+    assert not (tmp_path / "stage" / "t1").exists()
+    assert [i.key for i in store.list("stage/")] == ["stage/t10/c", "stage/t2/d"]
+    store.put("stage/t1/a/b/1", b"again")
+    assert _data(store, "stage/t1/a/b/1") == b"again"
+    assert store.delete_prefix("stage/t") == 3  # not a folder: by listing
+    assert (tmp_path / ".tmp").is_dir() and (tmp_path / ".locks").is_dir()
 
 
 @pytest.mark.usefixtures("s3_env")

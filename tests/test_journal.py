@@ -184,6 +184,40 @@ def test_died_after_commit_point_is_completed(store: ObjectStore, monkeypatch) -
     assert Head.parse(store.get(keys.txn_head(DATA, NODE)).data).seq == 2
 
 
+def test_died_while_renaming_chunks_is_completed(tmp_path, monkeypatch) -> None:
+    """On the local folder staged chunks are renamed into place (the stage empties as
+    they go): a holder that dies after some renames is completed by the next writer,
+    which skips the chunks already moved and moves the rest."""
+    store = LocalStore(tmp_path)
+    journal = Journal(store, DATA, NODE)
+    with journal.transaction() as txn:
+        _write_array(store, txn.stage_path("data/d0/s0/n0/"), 1)
+    real_rename = store.rename
+    moved: list[str] = []
+
+    def dying_rename(source: str, target: str) -> bool:
+        if len(moved) == 2:
+            raise Crash()
+        moved.append(target)
+        return real_rename(source, target)
+
+    monkeypatch.setattr(store, "rename", dying_rename)
+    with pytest.raises(Crash), journal.transaction() as txn:
+        _write_array(store, txn.stage_path("data/d0/s0/n0/"), 2)
+    monkeypatch.setattr(store, "rename", real_rename)
+    assert len(moved) == 2 and len(_stage_objects(store)) == 3  # zarr.json + 4 chunks - 2
+    mixed = _read_array(store, "data/d0/s0/n0/")
+    assert (mixed == 1).any() and (mixed == 2).any()  # half applied
+    head = Head.parse(store.get(keys.txn_head(DATA, NODE)).data)
+    assert head.holder is not None
+    head.holder.expires = 0  # as after a kill
+    store.put(keys.txn_head(DATA, NODE), head.dump())
+    journal.recover()
+    assert (_read_array(store, "data/d0/s0/n0/") == 2).all()
+    assert _stage_objects(store) == []
+    assert Head.parse(store.get(keys.txn_head(DATA, NODE)).data).seq == 2
+
+
 def test_dead_process_lock_is_taken_over(tmp_path) -> None:
     """A holder on this host whose process is gone is taken over at once (no lease wait),
     and what it staged before its commit point is thrown away."""

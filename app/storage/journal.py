@@ -38,7 +38,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,7 @@ import tensorstore as ts
 from app.errors import Contention
 from app.storage import conditional, keys, parallel
 from backends import Blob, ObjectInfo, ObjectStore, PreconditionFailed, StoreError
+from backends.base import Renames
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +237,9 @@ class ChunkSpace:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
         self.shared = store.tensorstore_shares_keys()
+        #: Whether staged objects are renamed into place (one system call each, one
+        #: after another) rather than copied (overlapped round trips).
+        self.renames = self.shared and isinstance(store, Renames)
 
     def _kv(self) -> Any:
         spec = self.store.tensorstore_kvstore("")
@@ -258,6 +262,18 @@ class ChunkSpace:
             return False
         kv.write(target, found.value).result()
         return True
+
+    def publish(self, pairs: Sequence[tuple[str, str]]) -> Sequence[str]:
+        """Put each staged object (first) over its final key (second), each whole and
+        atomically: renamed where the store can (the stage is emptied), else copied
+        overlapped. Returns the staged keys that were missing: an earlier apply of the
+        same record already moved them, or removed the stage after copying them."""
+        if self.renames:
+            assert isinstance(self.store, Renames)
+            rename = self.store.rename
+            return [source for source, target in pairs if not rename(source, target)]
+        copied = parallel.each(lambda pair: self.copy(*pair), pairs)
+        return [source for (source, _), done in zip(pairs, copied, strict=True) if not done]
 
     def delete_prefix(self, prefix: str) -> None:
         if self.shared:
@@ -539,15 +555,11 @@ class Journal:
     def _apply(self, redo: Redo) -> None:
         """Publish in phases (chunks, then puts, then deletes, then the log entry); the
         objects within a phase are independent and go out overlapped."""
-        chunks = ChunkSpace(self.store)
-
-        def copy(pair: tuple[str, str]) -> None:
-            if not chunks.copy(*pair):
-                # Only a roll-forward that already finished and removed the stage can
-                # miss a staged chunk; the final copy is then in place.
-                log.info("staged chunk already published", extra={"key": pair[0]})
-
-        parallel.each(copy, redo.chunks)
+        # Only a roll-forward of a record applied before (in part, where chunks are
+        # moved; whole, where the stage was removed after copying) misses staged
+        # chunks: their final objects are then in place.
+        for key in ChunkSpace(self.store).publish(redo.chunks):
+            log.info("staged chunk already published", extra={"key": key})
         parallel.each(lambda item: self.store.put(*item), redo.puts.items())
         parallel.each(self.store.delete, redo.deletes)
         if redo.events:
@@ -558,11 +570,19 @@ class Journal:
 
     def _forget(self, redo: Redo, stage: bool = True) -> None:
         """Remove the applied redo record and (unless it is known to be empty) its stage;
-        best effort: both are inert."""
+        best effort: both are inert. A stage whose chunks were all renamed into place
+        holds only empty folders: they are removed in the background, off the answer's
+        path (tens of milliseconds of directory updates on a busy file system)."""
         with contextlib.suppress(StoreError):
             self.store.delete(keys.txn_redo(self.data_uuid, self.node_uuid, redo.seq))
-            if stage:
-                ChunkSpace(self.store).delete_prefix(keys.txn_stage(self.data_uuid, redo.txn))
+            if not stage:
+                return
+            chunks = ChunkSpace(self.store)
+            prefix = keys.txn_stage(self.data_uuid, redo.txn)
+            if chunks.renames and redo.chunks:
+                parallel.detach(lambda: chunks.delete_prefix(prefix))
+            else:
+                chunks.delete_prefix(prefix)
 
     # --- the mutation log ----------------------------------------------------------------
 

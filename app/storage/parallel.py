@@ -10,12 +10,15 @@ to share between threads.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+log = logging.getLogger(__name__)
 
 #: Round trips in flight at once, process-wide.
 WORKERS = 16
@@ -52,3 +55,16 @@ def background() -> Iterator[Callable[[Callable[[], object]], None]]:
     for error in errors:
         if error is not None:
             raise error
+
+
+def detach(fn: Callable[[], object]) -> None:
+    """Run ``fn`` in the pool and do not wait for it: for best-effort cleanup that no
+    answer depends on (its failure is logged, nothing else). The same rule as
+    :func:`each`: ``fn`` MUST NOT call :func:`each` itself."""
+
+    def done(future: Future[object]) -> None:
+        error = future.exception()
+        if error is not None:
+            log.warning("background cleanup failed", extra={"error": str(error)})
+
+    _POOL.submit(fn).add_done_callback(done)
