@@ -555,9 +555,10 @@ def _request_id(scope: Scope) -> str:
     return _new_ids.new()
 
 
-def install_metrics(app: FastAPI, services: Services) -> Metrics:
-    """Instrument ``app`` and its stores and serve ``GET /metrics`` (call once, from
-    ``create_app``, after the other middleware so that this one is outermost)."""
+def install_metrics(app: FastAPI, services: Services) -> Callable[[ASGIApp], ASGIApp]:
+    """Instrument ``app``'s stores and serve ``GET /metrics`` (call once, from
+    ``create_app``). Returns the layer that observes requests, to wrap around all the
+    others (Starlette's own included), so that every request counts."""
     install_request_ids()
     metrics = Metrics(services)
     app.state.metrics = metrics
@@ -567,5 +568,5 @@ def install_metrics(app: FastAPI, services: Services) -> Metrics:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_api_route("/metrics", scrape, methods=["GET"], include_in_schema=False)
-    app.add_middleware(ObserveRequests, metrics=metrics, routes=RouteTemplates(app))
-    return metrics
+    routes = RouteTemplates(app)
+    return lambda inner: ObserveRequests(inner, metrics, routes)

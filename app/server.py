@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,6 +180,16 @@ class DvidApp(FastAPI):
     def __init__(self, dispatcher: InstanceDispatcher, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.dispatcher = dispatcher
+        #: Layers around Starlette's whole stack, outermost first: the request metrics
+        #: and the kept answers, which need none of Starlette's and FastAPI's own layers
+        #: (server errors, telemetry, body limits: a sixth of a kept answer's time).
+        self.outermost: list[Callable[[ASGIApp], ASGIApp]] = []
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app = super().build_middleware_stack()
+        for wrap in reversed(self.outermost):
+            app = wrap(app)
+        return app
 
     def openapi(self) -> dict[str, Any]:
         return _openapi(self, self.dispatcher)
@@ -219,15 +230,18 @@ def create_app(settings: Settings, stores: dict[str, ObjectStore] | None = None)
     }
     app.add_middleware(CORSMiddleware, **cors)
     app.add_middleware(BoundedRequests, services=services)
+    # Outermost: request ids, access log, metrics.
+    app.outermost.append(install_metrics(app, services))
     if not settings.auth_required:
-        app.add_middleware(
-            KeptAnswers,
-            answers=services.answers,
-            check=check,
-            cors=cors,
-            counters=services.counters,
+        app.outermost.append(
+            functools.partial(
+                KeptAnswers,
+                answers=services.answers,
+                check=check,
+                cors=cors,
+                counters=services.counters,
+            )
         )
-    install_metrics(app, services)  # outermost: request ids, access log, /metrics
     app.router.on_shutdown.append(services.close)
     return app
 
