@@ -94,7 +94,7 @@ def open_name(tag: str, route: str) -> str:
     return f"{tag}/{route}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Request:
     """What a kept answer depends on in a GET's headers, found in one pass over them."""
 

@@ -492,7 +492,10 @@ class ObserveRequests:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = message.get("headers", ())
-                if not any(k.lower() == REQUEST_ID_HEADER for k, _ in headers):
+                for name, _ in headers:  # ASGI response header names are lower-case
+                    if name == REQUEST_ID_HEADER:
+                        break
+                else:
                     message = {**message, "headers": [*headers, rid_header]}
             await send(message)
 
