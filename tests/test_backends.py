@@ -687,3 +687,68 @@ def test_get_if_changed(store_factory: StoreFactory) -> None:
     assert store.get_if_changed("meta/cond", newer) is UNCHANGED
     store.delete("meta/cond")
     assert store.get_if_changed("meta/cond", newer) is None
+
+
+# --------------------------------------------------------------------------- S3 signed GETs
+
+
+class _Answer:
+    """A stand-in for botocore's AWSResponse, as the store's HTTP session returns it."""
+
+    def __init__(self, status: int, content: bytes = b"", headers: dict | None = None) -> None:
+        self.status_code = status
+        self.content = content
+        self.headers = headers or {}
+
+
+def test_s3_reads_go_without_boto3_calls(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain reads (200, ranged 206, conditional 304, 404) are answered by the signed GETs
+    alone, with boto3's answers: its get_object is never called for them."""
+    store = make_s3_store(s3_endpoint, prefix="signed/")
+    value = bytes(range(256)) * 64
+    token = store.put("a b/k~1", value)  # quoting: a space and a tilde
+    expected = store.client.get_object(Bucket=store.bucket, Key="signed/a b/k~1")["ETag"]
+
+    def no_boto3(**kwargs: object) -> None:
+        raise AssertionError(f"boto3 get_object called with {kwargs}")
+
+    assert store.get("first") is None  # learns the bucket's URL from a probe (not sent)
+    monkeypatch.setattr(store.client, "get_object", no_boto3)
+    blob = store.get("a b/k~1")
+    assert blob is not None and blob.data == value and blob.token == token == expected
+    assert store.get_range("a b/k~1", 100, 300) == value[100:300]
+    assert store.get_if_changed("a b/k~1", token) is UNCHANGED
+    assert store.get("a b/missing") is None
+    newer = store.put("a b/k~1", b"two")
+    found = store.get_if_changed("a b/k~1", token)
+    assert found is not UNCHANGED and found is not None
+    assert (found.data, found.token) == (b"two", newer)
+
+
+def test_s3_signed_gets_leave_other_answers_to_boto3(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer the signed GET does not read plainly (here a 403) is asked again through
+    boto3; a body shorter than its Content-Length is fetched again, never returned."""
+    store = make_s3_store(s3_endpoint)
+    store.put("k", b"value")
+    assert store.get("first") is None  # learns the bucket's URL from a probe (not sent)
+    session = store._gets._http
+    real_send = session.send
+    answers = [_Answer(403)]
+    monkeypatch.setattr(
+        session, "send", lambda request: answers.pop(0) if answers else real_send(request)
+    )
+    calls: list[str] = []
+    real_get_object = store.client.get_object
+
+    def counted(**kwargs: str) -> object:
+        calls.append(kwargs["Key"])
+        return real_get_object(**kwargs)
+
+    monkeypatch.setattr(store.client, "get_object", counted)
+    blob = store.get("k")
+    assert blob is not None and blob.data == b"value" and calls == ["k"]
+    answers[:] = [_Answer(200, b"val", {"Content-Length": "5", "ETag": '"x"'})]
+    blob = store.get("k")
+    assert blob is not None and blob.data == b"value" and not answers and calls == ["k"]

@@ -1,0 +1,101 @@
+"""What a keyvalue GET asks of the store, and that it is never stale.
+
+At an open node a read probes the node's own record (one get: the value, or a tombstone)
+and only without one falls back to the ancestors' records, which are immutable and kept
+in memory once read. So the keyed layer costs one store call per read of a key the node
+wrote (issue 15), and no cache of it can hide another replica's write or delete: two
+apps on one store (replicas with their own caches) check that each sees the other's
+change on its next request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.server import create_app
+from app.settings import Settings
+from backends.base import Blob
+from backends.memory import MemoryStore
+
+
+class CallLog(MemoryStore):
+    """A memory store that records the keys its readers ask for (its conditional reads
+    are gets too: the base class's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def get(self, key: str) -> Blob | None:
+        self.reads.append(key)
+        return super().get(key)
+
+    def data_reads(self) -> list[str]:
+        """The reads of instance data since the last call (repo checks left out)."""
+        found = [key for key in self.reads if key.startswith("data/")]
+        self.reads.clear()
+        return found
+
+
+@pytest.fixture
+def replicas() -> Iterator[tuple[CallLog, TestClient, TestClient]]:
+    store = CallLog()
+    with (
+        TestClient(create_app(Settings(), {"default": store})) as one,
+        TestClient(create_app(Settings(), {"default": store})) as other,
+    ):
+        yield store, one, other
+
+
+def _ok(response: object) -> None:
+    assert getattr(response, "status_code", None) == 200, getattr(response, "text", response)
+
+
+def test_open_node_read_is_one_store_call_and_never_stale(
+    replicas: tuple[CallLog, TestClient, TestClient],
+) -> None:
+    store, one, other = replicas
+    root = one.post("/api/repos", json={}).json()["root"]
+    _ok(one.post(f"/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"}))
+    key = f"/api/node/{root}/kv/key/k"
+    _ok(one.post(key, content=b"first"))
+    assert one.get(key).content == b"first"  # warm: the repo is known now
+
+    store.data_reads()
+    assert one.get(key).content == b"first"
+    reads = store.data_reads()
+    assert len(reads) == 1 and reads[0].endswith(f"/v/{root}/{b'k'.hex()}"), reads
+
+    _ok(other.post(key, content=b"second"))  # another replica's write...
+    assert one.get(key).content == b"second"  # ...is seen on the next request
+    _ok(other.delete(key))
+    store.data_reads()
+    assert one.get(key).status_code == 404  # a tombstone: still one call
+    assert len(store.data_reads()) == 1
+
+
+def test_open_child_inherits_through_cached_indices_and_sees_new_writes(
+    replicas: tuple[CallLog, TestClient, TestClient],
+) -> None:
+    store, one, other = replicas
+    root = one.post("/api/repos", json={}).json()["root"]
+    _ok(one.post(f"/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"}))
+    _ok(one.post(f"/api/node/{root}/kv/key/k", content=b"at root"))
+    _ok(one.post(f"/api/node/{root}/commit", json={}))
+    child = one.post(f"/api/node/{root}/newversion", json={}).json()["child"]
+    key = f"/api/node/{child}/kv/key/k"
+    assert one.get(key).content == b"at root"  # loads the root's index and value once
+
+    store.data_reads()
+    assert one.get(key).content == b"at root"
+    reads = store.data_reads()
+    assert len(reads) == 1 and f"/v/{child}/" in reads[0], reads  # only the child's probe
+
+    _ok(other.post(key, content=b"at child"))
+    assert one.get(key).content == b"at child"
+    _ok(other.delete(key))
+    assert one.get(key).status_code == 404  # the child's tombstone hides the root's value
+    assert one.get(f"/api/node/{root}/kv/key/k").content == b"at root"
