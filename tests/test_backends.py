@@ -752,3 +752,17 @@ def test_s3_signed_gets_leave_other_answers_to_boto3(
     answers[:] = [_Answer(200, b"val", {"Content-Length": "5", "ETag": '"x"'})]
     blob = store.get("k")
     assert blob is not None and blob.data == b"value" and not answers and calls == ["k"]
+
+
+def test_s3_signed_gets_follow_the_clients_addressing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bucket URL is learnt from the request boto3 would send, stopped before it
+    leaves: virtual-hosted and regional on AWS, path style for a dotted bucket."""
+    import boto3
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    session = boto3.session.Session(aws_access_key_id="id", aws_secret_access_key="secret")
+    store = S3Store("my-bucket", "pre/", region="eu-west-1", session=session)
+    assert store._gets._bucket_url("my-bucket") == "https://my-bucket.s3.eu-west-1.amazonaws.com/"
+    dotted = S3Store("my.bucket", region="us-west-2", session=session)
+    assert dotted._gets._bucket_url("my.bucket") == "https://s3.us-west-2.amazonaws.com/my.bucket/"
