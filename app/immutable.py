@@ -52,10 +52,10 @@ IMMUTABLE_CONTROL = b"public, max-age=31536000, immutable"
 NO_CACHE = b"no-cache"
 _INSTANCE_PATH = re.compile(r"^/api/node/([^/]+)/[^/]+/.")
 _FULL_UUID = re.compile(r"[0-9a-f]{32}")
-#: Per entry, beyond its body: headers, key and bookkeeping.
-_OVERHEAD = 512
-#: Per answer, the headers sent to this many origins (CORS) are remembered.
-_ORIGINS_KEPT = 4
+#: Per entry, beyond its body: its headers (~0.9 KiB as Python objects), key, LRU node
+#: and the headers as sent to up to :data:`_ORIGINS_KEPT` origins (~0.25 KiB each).
+_OVERHEAD = 2048
+_ORIGINS_KEPT = 2
 
 
 @dataclass(frozen=True)
