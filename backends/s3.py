@@ -32,11 +32,13 @@ again through boto3, whose error handling stays the reference.
 
 from __future__ import annotations
 
+import base64
 import enum
 import random
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -138,6 +140,16 @@ def _backoff(attempt: int) -> float:
     return random.uniform(0, min(20.0, 0.1 * 2**attempt))
 
 
+def _check_crc32(body: bytes, expected: str | None) -> None:
+    """Compare a whole object with the CRC32 S3 stored for it (boto3 puts one by default),
+    as boto3's response validation would; a mismatch is a damaged transfer, fetched again.
+    Objects stored with another checksum, or none, are taken as they are."""
+    if expected is not None:
+        found = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+        if found != expected:
+            raise ConnectionError(f"CRC32 {found} of the body, not the stored {expected}")
+
+
 class _Fallback(enum.Enum):
     """What :class:`_SignedGets` answers when boto3 must do the request instead."""
 
@@ -153,7 +165,8 @@ class _SignedGets:
     session (its pool, proxies, TLS settings and timeouts), without the client's per-call
     machinery.
 
-    It answers 200 and 206 (the body, checked against Content-Length, and the ETag), 304
+    It answers 200 and 206 (the body, checked against Content-Length and, whole, against
+    the CRC32 stored with it, and the ETag), 304
     (:data:`UNCHANGED`) and 404 (None); it retries 5xx, 429 and network failures as
     botocore's standard mode would, then raises :class:`StoreUnavailable`. Every other
     answer (a redirect to another region, 403, 400, 416...) is :data:`_Fallback.BOTO3`:
@@ -208,6 +221,8 @@ class _SignedGets:
             return _Fallback.BOTO3
         url = base + quote(key, safe="/~")
         region = self._client.meta.region_name or "us-east-1"
+        # As boto3 does by default: S3 then sends the checksum stored with the object.
+        headers = {**headers, "x-amz-checksum-mode": "ENABLED"}
         for attempt in range(self._max_attempts):
             request = AWSRequest("GET", url, headers=dict(headers))
             S3SigV4Auth(credentials.get_frozen_credentials(), "s3", region).add_auth(request)
@@ -219,6 +234,8 @@ class _SignedGets:
                     length = response.headers.get("Content-Length")
                     if length is not None and int(length) != len(body):
                         raise ConnectionError(f"body of {len(body)} bytes, not {length}")
+                    if status == 200:
+                        _check_crc32(body, response.headers.get("x-amz-checksum-crc32"))
                     return body, str(response.headers.get("ETag", ""))
                 if status == 304:
                     return UNCHANGED

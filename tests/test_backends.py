@@ -729,7 +729,8 @@ def test_s3_signed_gets_leave_other_answers_to_boto3(
     s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An answer the signed GET does not read plainly (here a 403) is asked again through
-    boto3; a body shorter than its Content-Length is fetched again, never returned."""
+    boto3; a body shorter than its Content-Length, or whose CRC32 is not the one stored
+    with the object, is fetched again, never returned."""
     store = make_s3_store(s3_endpoint)
     store.put("k", b"value")
     assert store.get("first") is None  # learns the bucket's URL from a probe (not sent)
@@ -750,6 +751,10 @@ def test_s3_signed_gets_leave_other_answers_to_boto3(
     blob = store.get("k")
     assert blob is not None and blob.data == b"value" and calls == ["k"]
     answers[:] = [_Answer(200, b"val", {"Content-Length": "5", "ETag": '"x"'})]
+    blob = store.get("k")
+    assert blob is not None and blob.data == b"value" and not answers and calls == ["k"]
+    damaged = {"Content-Length": "5", "ETag": '"x"', "x-amz-checksum-crc32": "NhCmhg=="}
+    answers[:] = [_Answer(200, b"vAlue", damaged)]  # "NhCmhg==" is the CRC32 of b"hello"
     blob = store.get("k")
     assert blob is not None and blob.data == b"value" and not answers and calls == ["k"]
 
