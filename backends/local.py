@@ -54,15 +54,14 @@ def _key(relpath: str) -> str:
 def _into_folder(path: Path, place: Callable[[], object]) -> None:
     """Run ``place`` (a rename or link onto ``path``), creating the folder of ``path``
     if it is missing: a first write there, or a prefix deleted meanwhile. Trying first
-    saves a ``mkdir`` per object in the common case. A FileNotFoundError raised while
-    the folder exists is the source's and is passed on."""
-    for _ in range(3):
+    saves a ``mkdir`` per object in the common case. Whether the folder or the source
+    was missing is not asked (another thread may make the folder in between): ``place``
+    is tried again, and its third FileNotFoundError is passed on (the source's)."""
+    for _ in range(2):
         try:
             place()
             return
         except FileNotFoundError:
-            if path.parent.is_dir():
-                raise
             path.parent.mkdir(parents=True, exist_ok=True)
     place()
 

@@ -431,6 +431,26 @@ def test_local_rename_moves_whole_objects(tmp_path: Path) -> None:
     assert [i.key for i in store.list("elsewhere/")] == ["elsewhere/deep/new/x"]
 
 
+def test_local_concurrent_puts_into_a_new_folder(tmp_path: Path) -> None:
+    """Puts racing to make one missing folder all land (one thread's failed rename must
+    not take the folder another thread made meanwhile for a missing source)."""
+    store = LocalStore(tmp_path)
+    for round_ in range(40):
+        keys = [f"r{round_}/deep/folder/k{i}" for i in range(8)]
+        start = threading.Barrier(len(keys))
+
+        def put(key: str, start: threading.Barrier = start) -> None:
+            start.wait()
+            store.put(key, key.encode())
+
+        threads = [threading.Thread(target=put, args=(key,)) for key in keys]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [_data(store, key) for key in keys] == [key.encode() for key in keys]
+
+
 def test_local_delete_prefix_removes_folders(tmp_path: Path) -> None:
     """A folder prefix loses its objects and its emptied folders; a put under it
     afterwards (its folder gone) still lands; other prefixes and hidden folders stay."""
