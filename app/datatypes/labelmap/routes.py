@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from google.protobuf.message import Message
 
@@ -121,16 +122,18 @@ def get_raw(
 
 
 @router.post("/raw/{dims}/{size}/{offset}")
-def post_raw(
+async def post_raw(
+    request: Request,
     data: LabelmapData,
-    body: RawBody,
     dims: str,
     size: str,
     offset: str,
     compression: str | None = None,
     scale: int = 0,
 ) -> Response:
-    """Block-aligned supervoxels at scale 0; indices, extents and lower scales follow."""
+    """Block-aligned supervoxels at scale 0; indices, extents and lower scales follow.
+    An uncompressed body is staged slab by slab of blocks as it arrives
+    (:meth:`VolumeData.receive_staged`); a compressed one is read whole first."""
     if dims.lower().replace(",", "_") not in ("0_1_2", "vol"):
         raise BadRequest("only 3-D (0_1_2) label volumes can be POSTed")
     if scale != 0:
@@ -139,24 +142,35 @@ def post_raw(
     grid = data.volume().grid
     if not grid.is_aligned(box):
         raise BadRequest(f"POST raw needs a box aligned to blocks of {grid.block_size}")
-    expected = box.voxels * 8
     mode = (compression or "").lower()
+    if mode not in ("", "none", "lz4", "gzip"):
+        raise BadRequest(f"unknown compression {compression!r}: use lz4 or gzip")
+    if mode in ("", "none") and data.can_stage_body():
+        staged = await data.receive_staged(request, box)
+        await run_in_threadpool(write_blocks, data, staged, staged=True)
+        return Response()
+    body = await request.body()
+    await run_in_threadpool(_post_body, data, box, body, mode)
+    return Response()
+
+
+def _post_body(data: Labelmap, box: Box, body: bytes, mode: str) -> None:
+    """``POST raw`` of a whole body in hand (compressed, or outside a transaction)."""
+    expected = box.voxels * 8
     if mode in ("lz4", "gzip"):
         try:
             body = codecs.decompress_volume(body, mode, expected)
         except codecs.BadBlock as e:
             raise BadRequest(f"body does not decompress as {mode}: {e}") from None
-    elif mode not in ("", "none"):
-        raise BadRequest(f"unknown compression {compression!r}: use lz4 or gzip")
     if len(body) != expected:
         raise BadRequest(f"body has {len(body)} bytes but {box.size} uint64 voxels need {expected}")
     labels = np.frombuffer(body, dtype="<u8").reshape(box.shape_zyx)
+    grid = data.volume().grid
     blocks = []
     for x, y, z in grid.iter_blocks(box):
         part = grid.block_box((x, y, z))
         blocks.append(((x, y, z), np.ascontiguousarray(labels[part.slices_in(box)])))
     write_blocks(data, blocks)
-    return Response()
 
 
 def _block_stream(
