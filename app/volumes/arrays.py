@@ -310,10 +310,23 @@ class VersionedVolume:
         """Encode and store whole blocks into ``stage`` before its transaction holds the
         lock (:meth:`app.storage.journal.Journal.prestage`); :meth:`adopt_staged` inside
         that transaction then counts them as written."""
+        ids = self._put_blocks(self.staging_array(stage), blocks)
+        self.prestaged(stage, ids)
+
+    def staging_array(self, stage: Stage) -> ts.TensorStore:
+        """This array's chunks in ``stage``, to write whole blocks into; what is written
+        there counts once :meth:`prestaged` names it and :meth:`adopt_staged` adopts it."""
         kvstore = self.store.tensorstore_kvstore(stage.path(self._path))
         context = self.store.tensorstore_context()
-        array = self.arrays.open(kvstore, self.spec, True, context, staging=True)
-        ids = self._put_blocks(array, blocks)
+        return self.arrays.open(kvstore, self.spec, True, context, staging=True)
+
+    def stage_box(self, array: ts.TensorStore, box: Box, voxels: np.ndarray) -> None:
+        """Write the block-aligned ``box`` (ZYX ``voxels``) into a :meth:`staging_array`
+        in one call: tensorstore cuts and encodes its chunks in parallel."""
+        array[_zyx(box)].write(voxels).result()
+
+    def prestaged(self, stage: Stage, ids: np.ndarray) -> None:
+        """Record chunks ``ids`` as written into ``stage`` (for :meth:`adopt_staged`)."""
         stage.prestaged.setdefault(self._path, set()).update(int(i) for i in ids)
 
     def adopt_staged(self) -> None:

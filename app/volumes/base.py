@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import orjson
 from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from app.dag import Node
@@ -22,7 +22,7 @@ from app.errors import BadRequest
 from app.storage.keyed import VersionedKeys
 from app.volumes import images, keys
 from app.volumes.arrays import VersionedVolume, VolumeSpec, Voxels, chunk_object, codecs_for
-from app.volumes.geometry import Box, Vec, unpack
+from app.volumes.geometry import Box, Vec, pack, unpack
 from app.volumes.ownership import ChunkOwnership
 from app.volumes.proxy import ProxyVolume, describe_remote, level_box, parse_proxy
 
@@ -320,42 +320,37 @@ class VolumeData(Data):
     async def receive_staged(self, request: Request, box: Box) -> list[Block]:
         """The whole scale-0 blocks of the block-aligned ``box`` from the request body
         (ZYX voxels of :attr:`dtype`, uncompressed), in :meth:`BlockGrid.iter_blocks`
-        order, each already encoded into the running transaction's stage: to be adopted
-        with :meth:`VersionedVolume.adopt_staged` (:meth:`publish_staged`). A body of
-        another length is a 400.
+        order and as views into the received body, each already encoded into the
+        running transaction's stage: to be adopted with
+        :meth:`VersionedVolume.adopt_staged` (:meth:`publish_staged`). A body of another
+        length is a 400.
 
         A large body comes in 64 KiB pieces (a 256³ uint64 body is a third of its
         request's time), z-plane by z-plane: each z-slab of blocks is complete long
-        before the body is, so it is cut out and encoded on a worker thread while the
-        next slab arrives. Staging in flight finishes before any error is raised, so a
-        refused transaction discards a stage that nothing writes to any more."""
+        before the body is, so it is written into the stage (tensorstore encodes its
+        chunks in parallel) on a worker thread while the next slab arrives. Staging in
+        flight finishes before any error is raised, so a refused transaction discards
+        a stage that nothing writes to any more."""
         volume = self.volume()
         txn = self.txn
         if txn is None or not isinstance(volume, VersionedVolume):
             raise TypeError("staging a body needs a transaction on a versioned array")
-        stage, grid, itemsize = txn.stage, volume.grid, self.dtype.itemsize
+        grid, itemsize = volume.grid, self.dtype.itemsize
         nbytes = box.voxels * itemsize
-        (x0, y0, z0), (nx, ny, _) = box.offset, box.size
+        (x0, y0, z0), (nx, ny, nz) = box.offset, box.size
         bz = grid.block_size[2]
         slab_bytes = bz * ny * nx * itemsize
         buffer = bytearray(nbytes)
         view = memoryview(buffer)
-        one_at_a_time = threading.Lock()
+        voxels = np.frombuffer(buffer, self.dtype).reshape(nz, ny, nx)
+        array = await run_in_threadpool(volume.staging_array, txn.stage)
 
-        def stage_slab(k: int) -> list[Block]:
-            voxels = np.frombuffer(buffer, self.dtype, bz * ny * nx, k * slab_bytes)
-            voxels = voxels.reshape(bz, ny, nx)
+        def stage_slab(k: int) -> None:
             slab = Box((x0, y0, z0 + k * bz), (nx, ny, bz))
-            blocks = [
-                (coord, np.ascontiguousarray(voxels[grid.block_box(coord).slices_in(slab)]))
-                for coord in grid.iter_blocks(slab)
-            ]
-            with one_at_a_time:
-                volume.stage_blocks(stage, blocks)
-            return blocks
+            volume.stage_box(array, slab, voxels[k * bz : (k + 1) * bz])
 
         loop = asyncio.get_running_loop()
-        staging: list[asyncio.Future[list[Block]]] = []
+        staging: list[asyncio.Future[None]] = []
         received = 0
         try:
             async for piece in request.stream():
@@ -367,17 +362,20 @@ class VolumeData(Data):
                 while (len(staging) + 1) * slab_bytes <= received:
                     staging.append(loop.run_in_executor(None, stage_slab, len(staging)))
         finally:
-            staged = await asyncio.gather(*staging, return_exceptions=True)
+            done = await asyncio.gather(*staging, return_exceptions=True)
         if received != nbytes:
             raise BadRequest(
                 f"body has {received} bytes but {box.size} {self.dtype.name} voxels need {nbytes}"
             )
-        blocks: list[Block] = []
-        for part in staged:
-            if isinstance(part, BaseException):
-                raise part
-            blocks.extend(part)
-        return blocks
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        coords = grid.blocks(box)
+        volume.prestaged(txn.stage, pack(coords))
+        return [
+            ((int(x), int(y), int(z)), voxels[grid.block_box((x, y, z)).slices_in(box)])
+            for x, y, z in coords.tolist()
+        ]
 
     def _extents_keys(self) -> VersionedKeys:
         return VersionedKeys(
