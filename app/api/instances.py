@@ -144,9 +144,13 @@ class InstanceDispatcher:
             with self._building:
                 app = self.apps.get(typename)
                 if app is None:
+                    # The routes themselves, not included routers: FastAPI analyses an
+                    # included router's routes again at each inclusion and once more on
+                    # the first request (each route 3 times, about half of a datatype's
+                    # first request).
                     router = APIRouter()
-                    router.include_router(common)
-                    router.include_router(self.datatypes[typename].routes())
+                    router.routes.extend(common.routes)
+                    router.routes.extend(self.datatypes[typename].routes().routes)
                     app = self.apps[typename] = self.build_app(router)
         return app
 

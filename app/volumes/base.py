@@ -93,9 +93,9 @@ class VolumeData(Data):
         """The shared volume endpoints plus the type's own (:meth:`own_routes`)."""
         from app.volumes.routes import router as shared
 
-        router = APIRouter()
-        router.include_router(shared)
-        router.include_router(cls.own_routes())
+        router = APIRouter()  # the routes, not included routers (see InstanceDispatcher.app_for)
+        router.routes.extend(shared.routes)
+        router.routes.extend(cls.own_routes().routes)
         return router
 
     @classmethod

@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 import simplejpeg
-from PIL import Image
 
 from app.errors import BadRequest
+
+if TYPE_CHECKING:  # PIL is imported where it is used: a raw chunk read needs none of it
+    from PIL.Image import Image as PILImage
 
 DEFAULT_JPEG_QUALITY = 80
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "tiff": "image/tiff", "bmp": "image/bmp"}
@@ -27,9 +30,11 @@ def parse_format(text: str | None, default: str) -> tuple[str, int]:
     return name, int(quality) if quality else DEFAULT_JPEG_QUALITY
 
 
-def to_image(plane: np.ndarray, typename: str) -> Image.Image:
+def to_image(plane: np.ndarray, typename: str) -> PILImage:
     """A 2-D voxel plane as DVID renders it: 8/16-bit gray, RGBA, or the value's
     little-endian bytes as RGBA channels for 32-bit types."""
+    from PIL import Image
+
     plane = np.ascontiguousarray(plane)
     if plane.dtype in (np.uint8, np.uint16):
         return Image.fromarray(plane.astype(plane.dtype.newbyteorder("=")))  # L or I;16
@@ -93,6 +98,8 @@ def sniff(data: bytes) -> str | None:
 def decode_gray(data: bytes) -> np.ndarray:
     """An encoded image (PNG, JPEG...) as a uint8 plane; colour images are converted to
     8-bit gray as Go's ``draw.Draw`` onto a gray image converts them. 400 if undecodable."""
+    from PIL import Image
+
     try:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert("L"))
@@ -105,6 +112,8 @@ def resize(plane: np.ndarray, width: int, height: int, typename: str) -> np.ndar
     the coarser axis to the requested size."""
     if plane.shape == (height, width):
         return plane
+    from PIL import Image
+
     image = to_image(plane, typename).resize((width, height), Image.Resampling.BILINEAR)
     if image.mode not in ("L", "I;16"):
         raise BadRequest(f"isotropic resizing of {typename} is not supported")

@@ -50,9 +50,9 @@ class Labelmap(VolumeData):
         from app.datatypes.labelmap.edit_routes import router as edits
         from app.datatypes.labelmap.routes import router
 
-        combined = APIRouter()
-        combined.include_router(router)
-        combined.include_router(edits)
+        combined = APIRouter()  # the routes, not included routers: each is analysed once
+        combined.routes.extend(router.routes)
+        combined.routes.extend(edits.routes)
         return combined
 
     @classmethod
