@@ -246,34 +246,41 @@ class VersionedVolume:
     def read(self, box: Box) -> np.ndarray:
         """The voxels of ``box`` (ZYX array) as seen at the bound version.
 
-        If one version holds at least half the box's chunks, its array is read over the
-        whole box in one call (tensorstore decodes in parallel into the buffer that is
-        the answer; chunks it lacks read as background), and only the chunks other
-        versions hold are read into place over it. That one call may also fetch chunks
-        the version wrote but a nearer one shadows, or probe chunks it never wrote: at
-        most as many as it needs, so at most twice the chunk reads, against assembling
-        every chunk one by one (a third slower for a mostly-inherited 256³ read)."""
+        The answer is one virtual array (``ts.overlay``) read in one call, so that
+        tensorstore decodes every chunk in parallel straight into the answer, with no
+        per-chunk result copied into place. If one version holds at least half the box's
+        chunks, its array over the whole box is the bottom layer (chunks it lacks read
+        as background); the chunks other versions hold are laid over it, later layers
+        winning. The bottom layer may also fetch chunks a nearer version shadows, or
+        probe chunks its version never wrote: at most twice the chunk reads, against
+        assembling every chunk one by one (a third slower for a mostly-inherited 256³
+        read). Without such a version, chunks nobody wrote come from a background layer."""
         owners = self.owners(box)
         nblocks = int(np.prod([h - a for a, h in zip(*self.grid.block_range(box), strict=True)]))
         major = max(owners, key=lambda version: len(owners[version]), default=None)
+        layers: list[ts.TensorStore] = []
+        covered = 0
         if major is not None and 2 * len(owners[major]) >= nblocks:
-            out = self._owner_array(major)[_zyx(box)].read().result()
+            layers.append(self._owner_array(major)[_zyx(box)])
+            covered = box.voxels
             del owners[major]
-        else:
-            out = np.full(box.shape_zyx, self.spec.background, dtype=self.spec.dtype)
-        if not owners:
-            return out
-        pending = []
-        with ts.Batch() as batch:
-            for version, ids in owners.items():
-                array = self._owner_array(version)
-                for block in unpack(ids):
-                    part = self.grid.block_box(block).intersect(box)
-                    if part is not None:
-                        pending.append((part, array[_zyx(part)].read(batch=batch)))
-        for part, future in pending:
-            out[part.slices_in(box)] = future.result()
-        return out
+        for version, ids in owners.items():
+            array = self._owner_array(version)
+            for block in unpack(ids):
+                part = self.grid.block_box(block).intersect(box)
+                if part is not None:
+                    layers.append(array[_zyx(part)])
+                    covered += part.voxels
+        if covered < box.voxels:  # chunks no version wrote read as the background
+            background = np.full(box.shape_zyx, self.spec.background, dtype=self.spec.dtype)
+            z, y, x = _zyx(box)
+            layers.insert(0, ts.array(background).translate_to[z.start, y.start, x.start])
+        if len(layers) == 1:
+            return layers[0][_zyx(box)].read().result()
+        # One virtual array over every layer (later ones win where they overlap: the
+        # major version's shadowed chunks), read in one call that decodes in parallel
+        # straight into the answer: no per-chunk result to copy into place.
+        return ts.overlay(layers)[_zyx(box)].read().result()
 
     def read_blocks(self, blocks: np.ndarray) -> list[tuple[Vec, np.ndarray]]:
         """Existing blocks among ``blocks`` (n, 3), each as (coordinate, ZYX voxels), in
