@@ -28,7 +28,7 @@ import orjson
 
 from app.dag import Node
 from app.errors import BadRequest
-from app.repo import UUID_RE, Repo
+from app.repo import NODE_NAME_CHARS, UUID_RE, Repo
 from app.storage import conditional, keys
 from backends import ObjectStore, PreconditionFailed
 from backends.base import UNCHANGED
@@ -114,7 +114,9 @@ class Catalog:
         return self._node_of_prefix(prefix)
 
     def _node_of_prefix(self, prefix: str) -> tuple[Repo, Node]:
-        if "/" in prefix or not prefix.isprintable():
+        # Every node is named by a UUID or a tag: a prefix of anything else names none,
+        # and must not reach the store as part of a listed key.
+        if not NODE_NAME_CHARS.match(prefix):
             raise BadRequest(f"bad UUID {prefix!r}")
         root = self._root_of.get(prefix)
         if root is None:

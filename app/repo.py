@@ -19,6 +19,8 @@ from app.errors import BadRequest, LockedNode
 INITIAL_MUTATION_ID = 1_000_000_000  # DVID's first MutationID
 UUID_RE = re.compile(r"^[0-9a-f]{32}$")
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: The characters of every node name (a UUID or a tag), and so of any prefix of one.
+NODE_NAME_CHARS = re.compile(r"^[A-Za-z0-9._-]+$")
 RESERVED_DATA_NAMES = frozenset({"log", "branch", "note", "commit", "newversion"})
 DATA_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
