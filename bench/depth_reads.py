@@ -46,7 +46,7 @@ from app.services import Services
 from app.settings import Settings
 from app.volumes.base import VolumeData
 from app.volumes.geometry import Box, vec
-from bench.imageblk import Lean, em_like, raw_path, server
+from bench.imageblk import Lean, blosc_array, em_like, raw_path, server
 
 BLOCK = 64
 MB = 1e6
@@ -124,22 +124,13 @@ def build_icechunk(
     try:
         import icechunk
         import zarr
-        from zarr.codecs import BloscCodec
     except ImportError as e:
         return f"skipped: {e} (pip install 'dvid-cloud[bench]')"
     icechunk.set_logs_filter("error")  # not its warning about commits on local disk
     storage = icechunk.local_filesystem_storage(str(folder))
     repo = icechunk.Repository.create(storage)
     session = repo.writable_session("main")
-    array = zarr.create_array(
-        session.store,
-        name="s0",
-        shape=data.shape,
-        chunks=(BLOCK,) * 3,
-        dtype="uint8",
-        fill_value=0,
-        compressors=BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
-    )
+    array = blosc_array(session.store, data.shape)
     array[...] = data
     session.commit("whole volume")
     expected = data.copy()

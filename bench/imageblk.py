@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -269,28 +270,36 @@ def thread_load(url: str, paths: list[str], seconds: float, _folder: Path) -> di
 # --- figures -----------------------------------------------------------------------------
 
 
+def blosc_array(store: Any, shape: tuple[int, ...]) -> Any:
+    """A uint8 zarr v3 array ``s0`` in ``store``, chunked and compressed as the server's
+    arrays are (64³ chunks, blosc lz4 with byte shuffle): the Icechunk baselines' array."""
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    return zarr.create_array(
+        store,
+        name="s0",
+        shape=shape,
+        chunks=(BLOCK,) * 3,
+        dtype="uint8",
+        fill_value=0,
+        compressors=BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+    )
+
+
 def icechunk_reader(data: np.ndarray, folder: Path) -> tuple[Callable[[], object], str] | str:
     """A callable reading ``data`` back through zarr-python from an icechunk repo on local
     disk (64³ chunks, blosc lz4 like the server's arrays), and a label; or why not."""
     try:
         import icechunk
         import zarr
-        from zarr.codecs import BloscCodec
     except ImportError as e:
         return f"skipped: {e} (pip install icechunk zarr)"
     try:
         icechunk.set_logs_filter("error")  # not its warning about local-disk commits
         repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(folder)))
         session = repo.writable_session("main")
-        group = zarr.group(store=session.store)
-        array = group.create_array(
-            "s0",
-            shape=data.shape,
-            chunks=(BLOCK,) * 3,
-            dtype="uint8",
-            fill_value=0,
-            compressors=BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
-        )
+        array = blosc_array(session.store, data.shape)
         array[...] = data
         session.commit("256³ volume")
         reader = zarr.open_array(repo.readonly_session(branch="main").store, path="s0", mode="r")
