@@ -54,12 +54,18 @@ def _ok(response: object) -> None:
     assert getattr(response, "status_code", None) == 200, getattr(response, "text", response)
 
 
+def _repo_with_keyvalue(client: TestClient) -> str:
+    """A new repo's root, holding a keyvalue instance ``kv``."""
+    root = client.post("/api/repos", json={}).json()["root"]
+    _ok(client.post(f"/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"}))
+    return str(root)
+
+
 def test_open_node_read_is_one_store_call_and_never_stale(
     replicas: tuple[CallLog, TestClient, TestClient],
 ) -> None:
     store, one, other = replicas
-    root = one.post("/api/repos", json={}).json()["root"]
-    _ok(one.post(f"/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"}))
+    root = _repo_with_keyvalue(one)
     key = f"/api/node/{root}/kv/key/k"
     _ok(one.post(key, content=b"first"))
     assert one.get(key).content == b"first"  # warm: the repo is known now
@@ -81,8 +87,7 @@ def test_open_child_inherits_through_cached_indices_and_sees_new_writes(
     replicas: tuple[CallLog, TestClient, TestClient],
 ) -> None:
     store, one, other = replicas
-    root = one.post("/api/repos", json={}).json()["root"]
-    _ok(one.post(f"/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"}))
+    root = _repo_with_keyvalue(one)
     _ok(one.post(f"/api/node/{root}/kv/key/k", content=b"at root"))
     _ok(one.post(f"/api/node/{root}/commit", json={}))
     child = one.post(f"/api/node/{root}/newversion", json={}).json()["child"]
