@@ -40,7 +40,7 @@ RELIABILITY_SCALE = DVID_FUZZ_CASES=10000 DVID_FUZZ_EXAMPLES=20 DVID_FUZZ_SEQUEN
 	DVID_TEST_KILLS=16 DVID_TEST_SYNC_KILLS=10 DVID_TEST_EDIT_KILLS=24
 reliability: $(STAMP) chromium  ## install, then run the reliability suite at full scale
 	$(RELIABILITY_SCALE) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal \
-		--durations=15 -m "reliability or scalable" $(PYTEST_ARGS)
+		--durations=15 -rP -m "reliability or scalable" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check app backends tests bench
