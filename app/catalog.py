@@ -35,6 +35,9 @@ from backends.base import UNCHANGED
 
 T = TypeVar("T")
 
+#: Update ids a repo keeps: enough to outlast the rivals' writes during one retry.
+RECENT_WRITES = 32
+
 
 class Catalog:
     """Reads, creates and updates repos; resolves UUID references to nodes."""
@@ -199,14 +202,23 @@ class Catalog:
 
     def update(self, root: str, edit: Callable[[Repo], T]) -> T:
         """Apply ``edit`` to fresh metadata and write it back only if nobody else wrote
-        in between; otherwise retry on the newer version. ``edit`` may raise to abort."""
+        in between; otherwise retry on the newer version. ``edit`` may raise to abort.
+
+        Each update stamps its id into the repo's ``Writes``. A write whose response was
+        lost and that a rival then overwrote cannot be recognised by its bytes, and
+        applying ``edit`` again on top of its own effect would refuse it (a commit of a
+        node it just locked) or do it twice; the id in the newer repo shows it landed."""
+        write_id = uuidlib.uuid4().hex[:16]
         results: list[T] = []
 
-        def apply(current: bytes | None) -> bytes:
+        def apply(current: bytes | None) -> bytes | None:
             if current is None:
                 raise BadRequest(f"no repo with root {root}")
             repo = Repo.from_json(orjson.loads(current))
+            if results and write_id in repo.writes:
+                return None  # an earlier attempt landed: its result stands
             results[:] = [edit(repo)]
+            repo.writes = [*repo.writes[1 - RECENT_WRITES :], write_id]
             return orjson.dumps(repo.to_json())
 
         conditional.update(self.store, keys.repo(root), apply, what=f"repo {root}")

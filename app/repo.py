@@ -82,6 +82,8 @@ class Repo:
     mutation_id: int = INITIAL_MUTATION_ID
     created: str = ""
     updated: str = ""
+    #: Ids of the latest catalog updates, newest last (see :meth:`Catalog.update`).
+    writes: list[str] = field(default_factory=list)
 
     # --- persistence -------------------------------------------------------------------
 
@@ -97,6 +99,7 @@ class Repo:
             "MutationID": self.mutation_id,
             "Created": self.created,
             "Updated": self.updated,
+            "Writes": self.writes,
         }
 
     @classmethod
@@ -113,6 +116,7 @@ class Repo:
             mutation_id=data.get("MutationID", INITIAL_MUTATION_ID),
             created=data.get("Created", ""),
             updated=data.get("Updated", ""),
+            writes=list(data.get("Writes") or []),
         )
 
     # --- edits -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import orjson
 import pytest
 
 from app.api.instances import error_response
@@ -100,3 +101,44 @@ def test_new_repo_whose_put_response_was_lost_is_created() -> None:
         assert r.status_code == 200, r.text
         root = r.json()["root"]
         assert client.get(f"/api/repo/{root}/info").json()["Alias"] == "lost"
+
+
+class OverwrittenAfterLostResponse(MemoryStore):
+    """Once armed, the next put of a repo lands, a rival server's edit of the same repo
+    lands after it, and the store client's retry of the put (its response was lost) is
+    refused with 412: reading back finds the rival's bytes, not ours."""
+
+    armed = False
+
+    def put(
+        self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False
+    ) -> str:
+        token = super().put(key, data, if_match=if_match, if_absent=if_absent)
+        if not (self.armed and key.startswith("meta/repos/")):
+            return token
+        self.armed = False
+        rival = orjson.loads(data)
+        rival["Description"] = "edited by a rival"
+        super().put(key, orjson.dumps(rival), if_match=token)
+        raise PreconditionFailed(f"{key}: PreconditionFailed")
+
+
+def test_commit_whose_landed_write_was_overwritten_is_not_refused() -> None:
+    """A commit answered 400 "already committed" for the lock it had just written: its
+    write landed, a rival's followed, and the retry met its own effect (found by the
+    store-fault suite)."""
+    from fastapi.testclient import TestClient
+
+    from app.server import create_app
+    from app.settings import Settings
+
+    store = OverwrittenAfterLostResponse()
+    with TestClient(create_app(Settings(), {"default": store})) as client:
+        root = client.post("/api/repos", json={"alias": "raced"}).json()["root"]
+        store.armed = True
+        r = client.post(f"/api/node/{root}/commit", json={"note": "done"})
+        assert r.status_code == 200, r.text
+        info = client.get(f"/api/repo/{root}/info").json()
+        assert info["Description"] == "edited by a rival"
+        assert info["DAG"]["Nodes"][root]["Locked"] is True
+        assert info["DAG"]["Nodes"][root]["Note"] == "done"
