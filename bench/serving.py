@@ -54,11 +54,12 @@ of a shared machine falls on all alike; every ratio is between two figures of on
    polled every 5 ms with new connections, on the folder of figures 1-4 (goal < 1 s);
    baseline the minimal app's spawn to its first 200; with the CPU used by then.
 
-    python -m bench.serving [--quick] [--chunks-only]
+    python -m bench.serving [--quick] [--only read,chunks,scale,startup]
 
 ``--quick`` (about 2 minutes on a quiet machine) uses shorter loads, fewer repetitions,
 one start per server, and 12,800 chunks (2 slabs of 8x8x1 per version) in figure 4.
-``--chunks-only`` runs figures 2 and 3 alone (the workload is built all the same).
+``--only`` runs some figures alone (``read``: 1; ``chunks``: 2 and 3; ``scale``: 4;
+``startup``: 5); the workload is built all the same.
 With figure 2, each ``--workers 1`` load also shows how the server's kept answers did
 during it (hits and misses of its ``answers`` cache, from ``/metrics`` before and after):
 a load whose answers are missed or thrown away shows misses there.
@@ -1241,11 +1242,22 @@ def startup_figure(
 # --- main ------------------------------------------------------------------------------------
 
 
+#: The figures ``--only`` can pick.
+FIGURES = ("read", "chunks", "scale", "startup")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter loads, 10^4 chunks (~2 min)")
-    parser.add_argument("--chunks-only", action="store_true", help="figures 2 and 3 alone")
+    parser.add_argument(
+        "--only",
+        type=lambda text: set(text.split(",")),
+        default=set(FIGURES),
+        help=f"comma-separated figures to run, of {','.join(FIGURES)} (default: all)",
+    )
     args = parser.parse_args()
+    if args.only - set(FIGURES):
+        parser.error(f"--only takes {','.join(FIGURES)}")
     reps = 5 if args.quick else 15
     seconds = 1.0 if args.quick else 3.0
     rounds = 2 if args.quick else 3
@@ -1282,15 +1294,18 @@ def main() -> None:
                         f"--workers 1; {os.cpu_count()} cores, load average "
                         f"{os.getloadavg()[0]:.1f} at the start"
                     )
-                    if not args.chunks_only:
+                    if "read" in args.only:
                         note("figure 1")
                         summary.update(read_figure(servers, w, data_dir, reps))
-                    summary.update(chunk_figures(gen, minimal, servers, w, paths, seconds, rounds))
-                if not args.chunks_only:
+                    if "chunks" in args.only:
+                        summary.update(
+                            chunk_figures(gen, minimal, servers, w, paths, seconds, rounds)
+                        )
+                if "scale" in args.only:
                     summary["64³ read, 4096³ x 100 versions ÷ 256³ x 1 version"] = scale_figure(
                         servers[1], servers[0], 100, side, slabs, read_reps
                     )
-            if not args.chunks_only:
+            if "startup" in args.only:
                 summary.update(startup_figure(data_dir, folder, w, answers, tries))
     finally:
         gen.close()
