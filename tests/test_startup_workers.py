@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -89,6 +90,45 @@ def test_workers_are_forks_replaced_when_they_die_and_stopped_by_sigterm(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=WAIT) == 0
         assert not any(alive(pid) for pid in replaced)
+
+
+def sockets_of(pid: int, port: int, state: str) -> set[int]:
+    """Inodes of the TCP sockets on local ``port`` in ``state`` (``0A`` listening, ``01``
+    established) that process ``pid`` holds."""
+    rows = [
+        row.split()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6")
+        if Path(table).exists()
+        for row in Path(table).read_text().splitlines()[1:]
+    ]
+    wanted = {int(r[9]) for r in rows if r[3] == state and int(r[1].rsplit(":", 1)[1], 16) == port}
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                held.add(int(target[len("socket:[") : -1]))
+    return held & wanted
+
+
+def test_each_worker_accepts_on_a_socket_of_its_own(tmp_path: Path) -> None:
+    """The kernel spreads new connections over the workers' sockets (SO_REUSEPORT): on
+    one shared socket, the first worker awake took every waiting connection."""
+    with workers_server(tmp_path, 2) as (proc, url):
+        port = int(url.rsplit(":", 1)[1])
+        workers = sorted(children(proc.pid))
+        listening = [sockets_of(pid, port, "0A") for pid in workers]
+        assert [len(held) for held in listening] == [1, 1] and listening[0] != listening[1]
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+        try:  # all 32 on one worker: a chance of 2^-31 if spread at random
+            wait_for(
+                lambda: all(sockets_of(pid, port, "01") for pid in workers),
+                WAIT,
+                "connections accepted by both workers",
+            )
+        finally:
+            for client in clients:
+                client.close()
 
 
 def test_sigint_stops_supervisor_and_workers(tmp_path: Path) -> None:
