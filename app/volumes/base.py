@@ -340,9 +340,11 @@ class VolumeData(Data):
         (x0, y0, z0), (nx, ny, nz) = box.offset, box.size
         bz = grid.block_size[2]
         slab_bytes = bz * ny * nx * itemsize
-        buffer = bytearray(nbytes)
+        # Not a bytearray: it would be zeroed first, a pass over the whole body (134 MB
+        # for 256³ uint64) holding the GIL, which stalls the event loop receiving it.
+        buffer = np.empty(nbytes, dtype=np.uint8)
         view = memoryview(buffer)
-        voxels = np.frombuffer(buffer, self.dtype).reshape(nz, ny, nx)
+        voxels = buffer.view(self.dtype).reshape(nz, ny, nx)
         array = await run_in_threadpool(volume.staging_array, txn.stage)
 
         def stage_slab(k: int) -> None:
