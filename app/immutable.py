@@ -65,7 +65,7 @@ class Answer:
     of the CORS layer)."""
 
     headers: list[tuple[bytes, bytes]]
-    body: bytes
+    body: bytes | memoryview
     etag: bytes
     sent: dict[bytes | None, list[tuple[bytes, bytes]]] = field(
         default_factory=dict, compare=False, repr=False
@@ -310,6 +310,13 @@ class ImmutableResponses:
         await mount.handle(scope, receive, recorder)
 
 
+def _unchanging(chunk: bytes | memoryview) -> bytes | memoryview:
+    """A body part as it is kept: as sent if nothing can change it (bytes, or a read-only
+    view, which volume reads send: copying their 16 MiB into fresh memory here, on the
+    event loop, cost about as much as reading the chunks), else a copy."""
+    return chunk if isinstance(chunk, memoryview) and chunk.readonly else bytes(chunk)
+
+
 class _Recorder:
     """The ``send`` of a request that missed: marks, converts (304) and keeps its answer;
     for one kept at an open version, also what it read (:class:`OpenRead`), under its
@@ -326,7 +333,7 @@ class _Recorder:
         self.not_modified = False
         self.headers: list[tuple[bytes, bytes]] = []
         self.etag = b""
-        self.parts: list[bytes] = []
+        self.parts: list[bytes | memoryview] = []
         self.size = 0
 
     async def __call__(self, message: Message) -> None:
@@ -374,14 +381,15 @@ class _Recorder:
             if self.size > self.answers.max_entry:
                 self.keep, self.parts = False, []
             else:
-                self.parts.append(bytes(chunk))
+                self.parts.append(_unchanging(chunk))
             if not more and self.keep:
                 self._keep()
         await self.send(message)
 
     def _keep(self) -> None:
         answers = self.answers
-        answers.cache.put(self.key, Answer(self.headers, b"".join(self.parts), self.etag))
+        body = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+        answers.cache.put(self.key, Answer(self.headers, body, self.etag))
         if self.read is not None:
             answers.open_reads.put(self.path_key, self.read)
         else:  # the version is locked now: the path's answer is found by the path

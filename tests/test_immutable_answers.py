@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.immutable import ImmutableAnswers
+from app.immutable import Answer, ImmutableAnswers, _unchanging
 from app.server import create_app
 from app.settings import Settings
 from backends.memory import MemoryStore
@@ -69,6 +69,34 @@ def test_locked_reads_are_immutable_and_kept(repo: tuple[TestClient, str, str]) 
         not_modified = client.get(path, headers={"If-None-Match": etag})
         assert not_modified.status_code == 304 and not_modified.content == b""
         assert not_modified.headers["etag"] == etag
+
+
+def test_volume_answers_are_kept_as_sent(
+    repo: tuple[TestClient, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A volume read sends a read-only view of the voxels it read, and its answer is kept
+    as that view, not copied (16 MiB copied into fresh memory on the event loop cost about
+    as much as the read); a body that could still change is kept as a copy."""
+    client, uuid, _ = repo
+    answers = _answers(client)
+    kept: list[Answer] = []
+    put = answers.cache.put
+
+    def keep(key: str, answer: Answer) -> None:
+        kept.append(answer)
+        put(key, answer)
+
+    monkeypatch.setattr(answers.cache, "put", keep)
+    path = f"/api/node/{uuid}/gray/raw/0_1_2/32_32_32/0_0_0"
+    assert client.get(path).content == VOXELS
+    (answer,) = kept
+    assert isinstance(answer.body, memoryview) and answer.body.readonly
+    assert answer.body == VOXELS
+    assert client.get(path).content == VOXELS  # replayed from the view
+    writable = bytearray(b"voxels")
+    copy = _unchanging(memoryview(writable))
+    writable[0:1] = b"V"
+    assert copy == b"voxels"
 
 
 def test_etags_agree_across_replicas(repo: tuple[TestClient, str, str], store: MemoryStore) -> None:

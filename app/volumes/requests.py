@@ -96,6 +96,11 @@ def plane_of(volume: np.ndarray, axes: tuple[int, int]) -> np.ndarray:
 
 
 def array_bytes(array: np.ndarray) -> memoryview | bytes:
-    """The array's bytes without a copy when it is contiguous (a 16 MB copy costs as much
-    as reading the chunks)."""
-    return array.data.cast("B") if array.flags.c_contiguous else array.tobytes()
+    """The bytes of an array the caller gives up, to send: without a copy when it is
+    contiguous, as a read-only view (the array is frozen), so that a kept answer can
+    hold it as it is too (app/immutable.py). A 16 MiB copy into fresh memory costs as
+    much as reading the chunks."""
+    if not array.flags.c_contiguous:
+        return array.tobytes()
+    array.flags.writeable = False
+    return array.data.cast("B")
