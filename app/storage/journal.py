@@ -297,7 +297,17 @@ class Stage:
     chunks do not depend on what the version holds (whole blocks of a bulk ingest) may
     fill a stage first, outside the lock, with :meth:`Journal.prestage`, and hand it to
     :meth:`Journal.transaction`: encoding and uploading then overlap across writers, and
-    only the publish takes turns."""
+    only the publish takes turns.
+
+    On a local folder, staged chunk files are written as tensorstore writes any file
+    (context ``file_io_sync``: each file and its folder synced), as the in-process
+    baseline does; not for durability: the local store promises that a write survives
+    the death of its process, not of the machine (its redo records, heads and the
+    renames that publish are not synced), and that holds without the syncs. Without
+    them, each rename that publishes a chunk over the node's previous one makes ext4
+    write the new file's data out first (its replace-by-rename rule), one chunk after
+    another inside the commit, where the syncs overlap in tensorstore's threads: POST
+    raw 256³ uint8 measured slower (A/B medians 106-146 -> 138-233 ms, load 5-8)."""
 
     def __init__(self, data_uuid: str, txn_id: str) -> None:
         self.id = txn_id
