@@ -13,7 +13,6 @@ from typing import Any
 
 import click
 
-from app.settings import load_settings
 from backends import StoreError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -81,12 +80,18 @@ def serve(
     """Start the server (flags override env vars, which override the config file).
     Workers are processes sharing the port; each is a stateless replica of the others."""
     # Start-up makes some 10^5 objects that live as long as the server; looking for
-    # garbage among them while importing took about a tenth of the start-up.
+    # garbage among them while importing took about a tenth of the start-up (so the
+    # settings, which import pydantic and numpy, are imported here, not with the CLI).
     gc.disable()
+    # OpenBLAS starts a thread per core when numpy is imported, which spin for a while:
+    # some 60 ms of CPU taken from every start, on a small machine from the start itself.
+    # The server does no matrix algebra that more threads would speed up.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     import uvicorn
 
     from app.logs import configure_logging
     from app.server import create_app
+    from app.settings import load_settings
     from app.workers import serve_workers
 
     configure_logging(log_level)
@@ -337,6 +342,7 @@ def tiles_generate(
     from app.errors import DVIDError
     from app.logs import configure_logging
     from app.services import Services
+    from app.settings import load_settings
 
     configure_logging(log_level)
     try:
