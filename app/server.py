@@ -209,11 +209,11 @@ def create_app(settings: Settings, stores: dict[str, ObjectStore] | None = None)
     )
     app.state.services = services
     _install_error_handlers(app)
-    app.include_router(server.router)
-    app.include_router(repos.router)
-    app.include_router(diff.router)
-    app.include_router(nodes.router)
-    app.include_router(transfer.router)
+    # The routers' routes, not the routers: FastAPI routes a request through an included
+    # router by a context it makes for each of that router's routes, which reads every
+    # route and so analyses all the lazy ones (app.api.routing) on the first request.
+    for router in (server.router, repos.router, diff.router, nodes.router, transfer.router):
+        app.router.routes.extend(router.routes)
     app.router.routes.append(Mount("/api/node/{uuid}/{dataname}", app=dispatcher))
     install_console(app, settings)
     app.add_middleware(ImmutableResponses, answers=services.answers)

@@ -9,8 +9,9 @@ from fastapi.responses import Response
 
 from app import repo_diff
 from app.api.common import Svc, json_response
+from app.api.routing import LazyRoute
 
-router = APIRouter(prefix="/api", tags=["repos"])
+router = APIRouter(prefix="/api", tags=["repos"], route_class=LazyRoute)
 
 
 @router.get("/repo/{uuid}/diff/{from_ref}/{to_ref}")

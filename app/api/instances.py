@@ -24,6 +24,7 @@ from fastapi.responses import PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from app.api.common import JsonBody, json_object, json_response
+from app.api.routing import LazyRoute
 from app.datatypes import bind, load_all
 from app.datatypes.base import SCOPE_KEY, Data, bound
 from app.errors import BadRequest, Contention, DVIDError, Unavailable
@@ -39,7 +40,7 @@ T = TypeVar("T")
 
 AnyData = Annotated[Data, Depends(bound(Data))]
 
-common = APIRouter()
+common = APIRouter(route_class=LazyRoute)
 
 
 @common.get("/help", response_class=PlainTextResponse)

@@ -7,12 +7,13 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from app.api.common import JsonBody, Svc, json_object, json_response, string_field, string_list
+from app.api.routing import LazyRoute
 from app.dag import Node
 from app.errors import BadRequest
 from app.repo import TAG_RE, UUID_RE, Repo, check_uuid, stamp
 from app.versions import commit, create_child
 
-router = APIRouter(prefix="/api/node/{uuid}", tags=["versions"])
+router = APIRouter(prefix="/api/node/{uuid}", tags=["versions"], route_class=LazyRoute)
 
 
 @router.get("/status")

@@ -7,6 +7,7 @@ from fastapi.responses import Response
 
 from app import repo_diff
 from app.api.common import JsonBody, Svc, json_object, json_response, string_field, string_list
+from app.api.routing import LazyRoute
 from app.dag import MASTER, Node, node_dag_json
 from app.datatypes import bind, get
 from app.datatypes.base import parse_bool, parse_compression
@@ -15,7 +16,7 @@ from app.repo import Instance, Repo, check_uuid, new_repo, new_uuid, stamp
 from app.services import Services
 from app.versions import commit, create_child
 
-router = APIRouter(prefix="/api", tags=["repos"])
+router = APIRouter(prefix="/api", tags=["repos"], route_class=LazyRoute)
 
 RESOLVE_NOTE = "Version for deleting conflicts before merge"
 

@@ -13,10 +13,11 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from app import __version__
 from app.api.common import Svc, json_response
+from app.api.routing import LazyRoute
 from app.datatypes import get, load_all
 from app.datatypes.base import data_root
 
-router = APIRouter(prefix="/api", tags=["server"])
+router = APIRouter(prefix="/api", tags=["server"], route_class=LazyRoute)
 
 GENERAL_HELP = """\
 <html><head><title>dvid-cloud API</title></head><body>

@@ -28,13 +28,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from app.api.common import JsonBody, Svc, json_response
+from app.api.routing import LazyRoute
 from app.errors import BadRequest, NotFound
 from app.repo import UUID_RE, Repo
 from app.services import Services
 from app.transfer.publish import PublishRequest
 from app.transfer.sides import StoreSide, check_data_key
 
-router = APIRouter(prefix="/api", tags=["transfer"])
+router = APIRouter(prefix="/api", tags=["transfer"], route_class=LazyRoute)
 
 
 def _side(svc: Services) -> StoreSide:

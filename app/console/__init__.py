@@ -18,6 +18,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from app.api.routing import LazyRoute
 from app.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -49,7 +50,7 @@ def install_console(app: FastAPI, settings: Settings) -> None:
     """Serve the console and, if no viewer URL is configured, the packaged viewer."""
     client = None if settings.neuroglancer_url else neuroglancer_client()
     config = {"neuroglancer": viewer_base(settings, client)}
-    router = APIRouter(include_in_schema=False)
+    router = APIRouter(include_in_schema=False, route_class=LazyRoute)
 
     @router.get("/")
     def root() -> Response:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from app.api.common import JsonBody, json_response
+from app.api.routing import LazyRoute
 from app.datatypes.base import bound
 from app.errors import BadRequest, NotFound
 from app.repo import Repo
@@ -16,7 +17,7 @@ from app.volumes import precomputed
 from app.volumes.base import VolumeData
 from app.volumes.geometry import Box, coordinate, json_int
 
-router = APIRouter()
+router = APIRouter(route_class=LazyRoute)
 
 AnyVolume = Annotated[VolumeData, Depends(bound(VolumeData))]
 

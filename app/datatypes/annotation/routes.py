@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from app.api.common import JsonBody, json_response
+from app.api.routing import LazyRoute
 from app.datatypes.annotation import Annotation, edits, keys
 from app.datatypes.annotation.elements import Element, Pos, block_of, pos, verbose_rels
 from app.datatypes.annotation.records import placed_elements
@@ -20,7 +21,7 @@ from app.storage import parallel
 from app.volumes.geometry import BlockGrid, Box, parse_box, parse_point
 from app.volumes.requests import parse_label
 
-router = APIRouter()
+router = APIRouter(route_class=LazyRoute)
 
 AnnotationData = Annotated[Annotation, Depends(bound(Annotation))]
 #: Above this many blocks, a read lists which blocks exist before reading any.

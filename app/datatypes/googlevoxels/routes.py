@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from app.api.common import flag
+from app.api.routing import LazyRoute
 from app.datatypes.base import bound
 from app.datatypes.googlevoxels import GoogleVoxels, parse_tile_size
 from app.datatypes.googlevoxels.planes import parse_format
@@ -22,7 +23,7 @@ from app.volumes.geometry import Box
 from app.volumes.lz4block import lz4_compress
 from app.volumes.requests import bounded, parse_dims, plane_box, volume_box
 
-router = APIRouter()
+router = APIRouter(route_class=LazyRoute)
 
 VoxelsData = Annotated[GoogleVoxels, Depends(bound(GoogleVoxels))]
 OCTET = "application/octet-stream"

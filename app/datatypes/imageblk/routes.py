@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from app.api.common import RawBody, flag, json_response
+from app.api.routing import LazyRoute
 from app.datatypes.base import bound
 from app.datatypes.imageblk import ImageBlock
 from app.datatypes.imageblk.pyramid import build_pyramid
@@ -35,7 +36,7 @@ from app.volumes.requests import (
     volume_box,
 )
 
-router = APIRouter()
+router = APIRouter(route_class=LazyRoute)
 
 ImageData = Annotated[ImageBlock, Depends(bound(ImageBlock))]
 

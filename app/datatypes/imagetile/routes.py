@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from app.api.common import RawBody, flag, json_response, parse_json
+from app.api.routing import LazyRoute
 from app.datatypes.base import bound
 from app.datatypes.imagetile import ImageTile
 from app.datatypes.imagetile.tiles import (
@@ -26,7 +27,7 @@ from app.volumes import images
 from app.volumes.geometry import Box, vec
 from app.volumes.requests import bounded, isotropic_read_size, plane_box
 
-router = APIRouter()
+router = APIRouter(route_class=LazyRoute)
 
 TileData = Annotated[ImageTile, Depends(bound(ImageTile))]
 

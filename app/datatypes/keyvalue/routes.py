@@ -10,12 +10,13 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 
 from app.api.common import RawBody, flag, json_response
+from app.api.routing import LazyRoute
 from app.datatypes import kvformats as formats
 from app.datatypes.base import bound
 from app.datatypes.keyvalue import KeyValue
 from app.errors import BadRequest, NotFound
 
-router = APIRouter()
+router = APIRouter(route_class=LazyRoute)
 
 KeyValueData = Annotated[KeyValue, Depends(bound(KeyValue))]
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from app.api.common import RawBody, json_list
+from app.api.routing import LazyRoute
 from app.dag import Node
 from app.datatypes.labelmap import Labelmap, codecs, history, keys, mutate
 from app.datatypes.labelmap.routes import (
@@ -25,7 +26,7 @@ from app.errors import BadRequest, NotFound
 from app.volumes import images
 from app.volumes.requests import bounded, parse_dims, parse_label, parse_labels, plane_box, plane_of
 
-router = APIRouter()
+router = APIRouter(route_class=LazyRoute)
 
 JSON = "application/json"
 

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from google.protobuf.message import Message
 
 from app.api.common import RawBody, flag, json_list, json_response
+from app.api.routing import LazyRoute
 from app.datatypes.base import bound
 from app.datatypes.labelmap import Labelmap, codecs
 from app.datatypes.labelmap.ingest import write_blocks
@@ -40,7 +41,7 @@ from app.volumes.requests import (
     volume_box,
 )
 
-router = APIRouter()
+router = APIRouter(route_class=LazyRoute)
 
 LabelmapData = Annotated[Labelmap, Depends(bound(Labelmap))]
 

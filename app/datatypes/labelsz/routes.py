@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from app.api.common import RawBody, json_response, parse_json
+from app.api.routing import LazyRoute
 from app.datatypes.base import bound
 from app.datatypes.labelsz import LabelSz
 from app.datatypes.labelsz.counts import MAX_LABELS_RETURNED, parse_index_type
@@ -17,7 +18,7 @@ from app.errors import BadRequest
 from app.volumes.geometry import parse_int
 from app.volumes.requests import parse_label, parse_labels
 
-router = APIRouter()
+router = APIRouter(route_class=LazyRoute)
 
 LabelSzData = Annotated[LabelSz, Depends(bound(LabelSz))]
 

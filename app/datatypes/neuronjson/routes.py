@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from app.api.common import RawBody, json_response
+from app.api.routing import LazyRoute
 from app.datatypes import kvformats
 from app.datatypes.base import bound
 from app.datatypes.neuronjson import (
@@ -29,7 +30,7 @@ from app.datatypes.neuronjson.fields import Selection
 from app.datatypes.neuronjson.table import Hits
 from app.errors import BadRequest, NotFound
 
-router = APIRouter()
+router = APIRouter(route_class=LazyRoute)
 
 Data = Annotated[NeuronJSON, Depends(bound(NeuronJSON))]
 JSON = "application/json"

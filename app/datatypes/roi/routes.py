@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from app.api.common import JsonBody, json_response
+from app.api.routing import LazyRoute
 from app.datatypes.base import bound
 from app.datatypes.roi import Roi
 from app.datatypes.roi.partition import partition
@@ -18,7 +19,7 @@ from app.errors import BadRequest
 from app.volumes.geometry import parse_int, parse_points
 from app.volumes.requests import array_bytes, parse_dims, volume_box
 
-router = APIRouter()
+router = APIRouter(route_class=LazyRoute)
 
 RoiData = Annotated[Roi, Depends(bound(Roi))]
 

@@ -10,13 +10,14 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response, StreamingResponse
 
 from app.api.common import RawBody, json_list, json_response
+from app.api.routing import LazyRoute
 from app.datatypes import tars
 from app.datatypes.base import bound
 from app.datatypes.tarsupervoxels import TarSupervoxels
 from app.errors import BadRequest, NotFound
 from app.volumes.requests import parse_label, parse_labels
 
-router = APIRouter()
+router = APIRouter(route_class=LazyRoute)
 
 TarSupervoxelsData = Annotated[TarSupervoxels, Depends(bound(TarSupervoxels))]
 
