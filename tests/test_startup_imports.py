@@ -26,6 +26,7 @@ NOT_AT_START = [
     "jsonschema",
     "neuroglancer",
     "pydantic_settings",
+    "prometheus_client",
 ]
 
 
