@@ -16,13 +16,18 @@ Each request checks the repo object afresh (a conditional read, which transfers 
 when the stored token is unchanged), so a write through one server is seen by every other
 on its next request; an unchanged repo is neither read nor parsed again,
 and which repo a full UUID belongs to (which never changes) is remembered.
+Requests that need the same repo while its check is in flight share the next check
+(:class:`SharedChecks`): it starts after they came, so it sees every write acknowledged
+before any of them, and under concurrency a repo costs one store call per check rather
+than per request.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid as uuidlib
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Generic, TypeVar, cast
 
 import orjson
 
@@ -39,6 +44,58 @@ T = TypeVar("T")
 RECENT_WRITES = 32
 
 
+class _Check(Generic[T]):
+    """One run of a check: its outcome, once :attr:`done` is set."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> T:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return cast(T, self.result)  # set before done
+
+
+class SharedChecks(Generic[T]):
+    """Checks of the store shared by the threads that need the same one at once, none
+    older than its caller: a caller whose check (by key) is already running waits for
+    the next run, which starts when that one ends and serves every caller that came
+    meanwhile. A failed run fails the callers that waited for it, and only them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, _Check[T]] = {}
+        self._next: dict[str, _Check[T]] = {}
+
+    def run(self, key: str, check: Callable[[], T]) -> T:
+        with self._lock:
+            current = self._running.get(key)
+            if current is None:  # the next run starts now: for us and whoever waits for it
+                mine = self._running[key] = self._next.pop(key) if key in self._next else _Check()
+            else:
+                mine = self._next.setdefault(key, _Check())
+        if current is not None:
+            current.done.wait()  # the run that started before we came
+            with self._lock:  # ours is the next: whoever finds it not started, starts it
+                start = key not in self._running and self._next.get(key) is mine
+                if start:
+                    self._running[key] = self._next.pop(key)
+            if not start:
+                return mine.outcome()
+        try:
+            mine.result = check()
+        except BaseException as error:
+            mine.error = error
+        finally:
+            with self._lock:
+                del self._running[key]
+            mine.done.set()
+        return mine.outcome()
+
+
 class Catalog:
     """Reads, creates and updates repos; resolves UUID references to nodes."""
 
@@ -46,12 +103,18 @@ class Catalog:
         self.store = store
         self._root_of: dict[str, str] = {}
         self._parsed: dict[str, tuple[str, Repo]] = {}
+        self._checks: SharedChecks[tuple[Repo, str] | None] = SharedChecks()
 
     # --- reading -----------------------------------------------------------------------
 
     def _load(self, root: str) -> tuple[Repo, str] | None:
-        """The repo and its token. Readers share one parsed copy per stored version (its
-        DAG keeps its cached ancestries); edits parse their own copy."""
+        """The repo and its token, from a check of the store that started after the
+        call (shared with the calls that came while the previous one ran)."""
+        return self._checks.run(root, lambda: self._check(root))
+
+    def _check(self, root: str) -> tuple[Repo, str] | None:
+        """The repo and its token read afresh. Readers share one parsed copy per stored
+        version (its DAG keeps its cached ancestries); edits parse their own copy."""
         cached = self._parsed.get(root)
         if cached is None:
             blob = self.store.get(keys.repo(root))
