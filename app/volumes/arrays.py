@@ -123,7 +123,7 @@ class ArrayHandles:
         used once) is not kept, and stores chunks equal to the background too: its
         chunks replace whatever the final array holds."""
         context = context or self.context
-        # Not repr(spec): printing its dtype took 0.1 ms, 6 ms for a read at depth 100.
+        # Not repr(spec): printing its dtype took most of a lookup (6 of 9 µs).
         key = (repr(sorted(kvstore.items())), spec, id(context))
         with self._lock:
             handle = self._handles.get(key)
