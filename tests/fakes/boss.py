@@ -202,6 +202,9 @@ class FakeBoss:
         #: Every request answered, in order.
         self.requests: list[FakeRequest] = []
         self._lock = threading.Lock()
+        #: Bumped by :meth:`reset`: an answer that was still waiting on :attr:`delay` when
+        #: the log was reset (a timed-out request of the test before) stays out of it.
+        self._generation = 0
         self._fail_next: list[tuple[int, str | None]] = []
         self._always: tuple[int, str | None] | None = None
         self._closing = threading.Event()
@@ -259,6 +262,7 @@ class FakeBoss:
         """Forget the request log and pending faults."""
         with self._lock:
             self.requests.clear()
+            self._generation += 1
             self._fail_next.clear()
             self._always = None
 
@@ -278,6 +282,7 @@ class FakeBoss:
             ((name, m) for name, pattern in _ROUTES if (m := pattern.match(path))), ("", None)
         )
         kind = "cutout" if route == "cutout" else "metadata" if route else "other"
+        generation = self._generation
         if self.delay:
             self._closing.wait(self.delay)
         status, headers, body = 200, {"Content-Type": "application/json"}, b""
@@ -296,7 +301,8 @@ class FakeBoss:
             status, body = err.status, json.dumps(err.body).encode()
             headers = {"Content-Type": "application/json", **err.headers}
         with self._lock:
-            self.requests.append(FakeRequest(kind, path, status))
+            if generation == self._generation:
+                self.requests.append(FakeRequest(kind, path, status))
         handler.send_response(status)
         for name, value in {**headers, "Content-Length": str(len(body))}.items():
             handler.send_header(name, value)
