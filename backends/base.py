@@ -171,10 +171,12 @@ class Renames(Protocol):
     40 ms on 16 at load 10). Stores without it copy, overlapped (network round trips).
     A wrapper that forwards unknown attributes to its store (metrics) keeps it."""
 
-    def rename(self, source: str, target: str) -> bool:
+    def rename(self, source: str, target: str, *, keep: str | None = None) -> bool:
         """Move ``source`` over ``target``, whole and atomically as a put is (a reader
         sees the old or the new object); ``source`` is gone afterwards. False if
-        ``source`` does not exist."""
+        ``source`` does not exist. With ``keep``, the object ``target`` held is kept
+        there (if any, and unless ``keep`` exists already), so that the move frees
+        none of its space: removing ``keep`` later does."""
         ...
 
 

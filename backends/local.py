@@ -176,9 +176,17 @@ class LocalStore(ObjectStore):
             temp.unlink(missing_ok=True)
         return True
 
-    def rename(self, source: str, target: str) -> bool:
-        """One ``rename`` system call (capability :class:`backends.base.Renames`)."""
+    def rename(self, source: str, target: str, *, keep: str | None = None) -> bool:
+        """One ``rename`` system call (capability :class:`backends.base.Renames`), after
+        a hard link of the target at ``keep`` if given. A rename over a file frees that
+        file's blocks inside the call, and on a file system mounted with ``discard``
+        that waits for the device to discard them (a publish of 64 chunks over older
+        ones: 9-11 ms alone, ~200 ms among other writers, against under 1 ms when each
+        replaced file is kept by a link first and removed later)."""
         path, old = self._path(target), self._path(source)
+        if keep is not None:
+            with contextlib.suppress(FileNotFoundError, FileExistsError, NotADirectoryError):
+                os.link(path, self._path(keep))
         try:
             _into_folder(path, lambda: os.replace(old, path))
         except (FileNotFoundError, NotADirectoryError):

@@ -431,6 +431,26 @@ def test_local_rename_moves_whole_objects(tmp_path: Path) -> None:
     assert [i.key for i in store.list("elsewhere/")] == ["elsewhere/deep/new/x"]
 
 
+def test_local_rename_can_keep_the_replaced_object(tmp_path: Path) -> None:
+    """A rename given ``keep`` first keeps the object it replaces there (so the move
+    frees nothing); with no object to replace, or ``keep`` already there, it keeps
+    nothing new; the move itself is as without ``keep``."""
+    store = LocalStore(tmp_path)
+    store.put("stage/t1/a", b"new")
+    store.put("final/a", b"old")
+    assert store.rename("stage/t1/a", "final/a", keep="stage/t1/a~")
+    assert _data(store, "final/a") == b"new" and _data(store, "stage/t1/a~") == b"old"
+    assert not store.rename("stage/t1/a", "final/a", keep="stage/t1/a~")  # already moved
+    assert _data(store, "stage/t1/a~") == b"old"
+    store.put("stage/t1/b", b"b")
+    assert store.rename("stage/t1/b", "final/b", keep="stage/t1/b~")
+    assert _data(store, "final/b") == b"b" and store.get("stage/t1/b~") is None
+    store.put("stage/t2/a", b"newer")
+    store.put("stage/t2/a~", b"kept before")
+    assert store.rename("stage/t2/a", "final/a", keep="stage/t2/a~")
+    assert _data(store, "final/a") == b"newer" and _data(store, "stage/t2/a~") == b"kept before"
+
+
 def test_local_concurrent_puts_into_a_new_folder(tmp_path: Path) -> None:
     """Puts racing to make one missing folder all land (one thread's failed rename must
     not take the folder another thread made meanwhile for a missing source)."""

@@ -9,13 +9,14 @@ import contextlib
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
 import tensorstore as ts
 
 from app.storage import keys
-from app.storage.journal import ChunkSpace, Head, Journal
+from app.storage.journal import REPLACED, ChunkSpace, Head, Journal
 from backends import ObjectStore, PreconditionFailed, StoreUnavailable
 from backends.local import LocalStore
 from backends.memory import MemoryStore
@@ -103,6 +104,43 @@ def _stage_objects(store: ObjectStore) -> list[str]:
     """Stage objects, wherever tensorstore keeps them (the memory store's arrays live in
     tensorstore's own memory kvstore)."""
     return ChunkSpace(store).list(f"data/{DATA}/stage/")
+
+
+def _wait_stage_removed(store: ObjectStore) -> None:
+    """Wait until every stage is gone: a stage whose chunks were renamed into place is
+    removed in the background, after the transaction (with the objects they replaced)."""
+    deadline = time.monotonic() + 30
+    while _stage_objects(store) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _stage_objects(store) == []
+
+
+def test_renamed_chunks_leave_what_they_replaced_to_the_stage(tmp_path) -> None:
+    """On the local folder each chunk renamed over an older one first links that one
+    into the stage (its space is freed when the stage is removed, after the lock is
+    released, not inside the commit): readers see only the new chunks, and the stage,
+    replaced objects and all, is removed afterwards."""
+    store = LocalStore(tmp_path)
+    journal = Journal(store, DATA, NODE)
+    with journal.transaction() as txn:
+        _write_array(store, txn.stage_path("data/d0/s0/n0/"), 1)
+    _wait_stage_removed(store)
+    kept: list[str] = []
+    real_rename = store.rename
+
+    def noting_rename(source: str, target: str, keep: str | None = None) -> bool:
+        done = real_rename(source, target, keep=keep)
+        assert keep == source + REPLACED and store.get(keep) is not None
+        kept.append(keep)
+        return done
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "rename", noting_rename)
+        with journal.transaction() as txn:
+            _write_array(store, txn.stage_path("data/d0/s0/n0/"), 2)
+    assert len(kept) == 5  # zarr.json and 4 chunks
+    assert (_read_array(store, "data/d0/s0/n0/") == 2).all()
+    _wait_stage_removed(store)
 
 
 def test_prestaged_chunks_publish_with_the_transaction(store: ObjectStore) -> None:
@@ -195,17 +233,19 @@ def test_died_while_renaming_chunks_is_completed(tmp_path, monkeypatch) -> None:
     real_rename = store.rename
     moved: list[str] = []
 
-    def dying_rename(source: str, target: str) -> bool:
+    def dying_rename(source: str, target: str, keep: str | None = None) -> bool:
         if len(moved) == 2:
             raise Crash()
         moved.append(target)
-        return real_rename(source, target)
+        return real_rename(source, target, keep=keep)
 
     monkeypatch.setattr(store, "rename", dying_rename)
     with pytest.raises(Crash), journal.transaction() as txn:
         _write_array(store, txn.stage_path("data/d0/s0/n0/"), 2)
     monkeypatch.setattr(store, "rename", real_rename)
-    assert len(moved) == 2 and len(_stage_objects(store)) == 3  # zarr.json + 4 chunks - 2
+    # zarr.json and 4 chunks, 2 of them moved, and the 2 objects those replaced
+    assert len(moved) == 2 and len(_stage_objects(store)) == 5
+    assert sum(key.endswith(REPLACED) for key in _stage_objects(store)) == 2
     mixed = _read_array(store, "data/d0/s0/n0/")
     assert (mixed == 1).any() and (mixed == 2).any()  # half applied
     head = Head.parse(store.get(keys.txn_head(DATA, NODE)).data)
@@ -214,7 +254,7 @@ def test_died_while_renaming_chunks_is_completed(tmp_path, monkeypatch) -> None:
     store.put(keys.txn_head(DATA, NODE), head.dump())
     journal.recover()
     assert (_read_array(store, "data/d0/s0/n0/") == 2).all()
-    assert _stage_objects(store) == []
+    _wait_stage_removed(store)
     assert Head.parse(store.get(keys.txn_head(DATA, NODE)).data).seq == 2
 
 

@@ -53,6 +53,9 @@ from backends.base import Renames
 log = logging.getLogger(__name__)
 
 REDO_MAGIC = b"DVTX"
+#: What a staged key is suffixed with to keep the object its publication replaced
+#: (:meth:`ChunkSpace.publish`).
+REPLACED = "~"
 #: This process, as a lock holder: a dead holder on this host is recognised at once.
 HOST = socket.gethostname()
 BOOT = uuid.uuid4().hex
@@ -265,13 +268,24 @@ class ChunkSpace:
 
     def publish(self, pairs: Sequence[tuple[str, str]]) -> Sequence[str]:
         """Put each staged object (first) over its final key (second), each whole and
-        atomically: renamed where the store can (the stage is emptied), else copied
-        overlapped. Returns the staged keys that were missing: an earlier apply of the
-        same record already moved them, or removed the stage after copying them."""
+        atomically: renamed where the store can, else copied overlapped. Returns the
+        staged keys that were missing: an earlier apply of the same record already
+        moved them, or removed the stage after copying them.
+
+        A renamed object's predecessor is kept in the stage, at its staged key plus
+        ``~`` (:data:`REPLACED`), until the stage is removed after the lock is released:
+        freeing its space is then off the writer's answer (on a local folder mounted
+        with ``discard``, a wait for the device per replaced chunk). An apply repeated
+        after a kill finds it there or links the new object there: either is removed
+        with the stage, and no staged key ends in ``~``."""
         if self.renames:
             assert isinstance(self.store, Renames)
             rename = self.store.rename
-            return [source for source, target in pairs if not rename(source, target)]
+            return [
+                source
+                for source, target in pairs
+                if not rename(source, target, keep=source + REPLACED)
+            ]
         copied = parallel.each(lambda pair: self.copy(*pair), pairs)
         return [source for (source, _), done in zip(pairs, copied, strict=True) if not done]
 
@@ -581,8 +595,9 @@ class Journal:
     def _forget(self, redo: Redo, stage: bool = True) -> None:
         """Remove the applied redo record and (unless it is known to be empty) its stage;
         best effort: both are inert. A stage whose chunks were all renamed into place
-        holds only empty folders: they are removed in the background, off the answer's
-        path (tens of milliseconds of directory updates on a busy file system)."""
+        holds only the objects they replaced and its folders: they are removed in the
+        background, off the answer's path (tens of milliseconds of directory updates and
+        freed space on a busy file system)."""
         with contextlib.suppress(StoreError):
             self.store.delete(keys.txn_redo(self.data_uuid, self.node_uuid, redo.seq))
             if not stage:
