@@ -15,7 +15,10 @@ c...) so that the load of a shared machine falls on every reader alike:
   no request had before (``?read=n``, which the server ignores), so that no kept answer
   serves it: the chunks are read and assembled afresh, as at a first request;
 * dvid-cloud in-process: binding the instance (catalog check included) and the volume's
-  read path (``VersionedVolume.read``), in this process, on the same folder;
+  read path (``VersionedVolume.read``), in this process, on the same folder; and the same
+  keeping its answers as the server keeps each afresh answer (as many as its default
+  ``response_cache_bytes`` holds), so that each read lands in fresh memory, as over HTTP:
+  the difference from the first is what page faults cost (on a VM, a good part of it);
 * Icechunk + zarr-python: ``array[...]`` on one array opened at the branch head (its
   snapshot and manifest kept, as dvid keeps its ownership indexes; no chunk cache),
   and on an array opened from a fresh read-only session each time.
@@ -34,6 +37,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,15 +104,23 @@ def build_dvid(
     return node, expected
 
 
-def in_process_reader(data_dir: Path, node: str, edge: int) -> Callable[[], np.ndarray]:
-    """dvid-cloud's own read path in this process: bind the instance, read the box."""
-    services = Services.from_settings(Settings(data_dir=data_dir))
+def in_process_reader(
+    data_dir: Path, node: str, edge: int, keep: bool = False
+) -> Callable[[], np.ndarray]:
+    """dvid-cloud's own read path in this process: bind the instance, read the box; with
+    ``keep``, the answers are kept as the server's answer cache keeps them."""
+    settings = Settings(data_dir=data_dir)
+    services = Services.from_settings(settings)
     box = Box(vec((0, 0, 0)), vec((edge, edge, edge)))
+    kept: deque[np.ndarray] = deque(maxlen=max(1, settings.response_cache_bytes // edge**3))
 
     def read() -> np.ndarray:
         data = resolve(services, node, NAME)
         assert isinstance(data, VolumeData)
-        return data.volume(0).read(box)
+        voxels = data.volume(0).read(box)
+        if keep:
+            kept.append(voxels)
+        return voxels
 
     return read
 
@@ -205,6 +217,9 @@ def main() -> None:
                 ),
                 "dvid-cloud in-process (bind + volume read)": in_process_reader(
                     data_dir, leaf, edge
+                ),
+                "dvid-cloud in-process, answers kept": in_process_reader(
+                    data_dir, leaf, edge, keep=True
                 ),
             }
             assert lean.get(f"{path}?read=check") == expected.tobytes()
