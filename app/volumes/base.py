@@ -343,7 +343,7 @@ class VolumeData(Data):
         # Not a bytearray: it would be zeroed first, a pass over the whole body (134 MB
         # for 256³ uint64) holding the GIL, which stalls the event loop receiving it.
         buffer = np.empty(nbytes, dtype=np.uint8)
-        view = memoryview(buffer)
+        view = buffer.data
         voxels = buffer.view(self.dtype).reshape(nz, ny, nx)
         array = await run_in_threadpool(volume.staging_array, txn.stage)
 
