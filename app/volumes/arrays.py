@@ -110,6 +110,21 @@ class ArrayHandles:
         self._by_path: OrderedDict[
             tuple[int, str, VolumeSpec], tuple[ObjectStore, ts.TensorStore]
         ] = OrderedDict()
+        self._staging: dict[int, ts.Context] = {}
+
+    def _staging_context(self, context: ts.Context) -> ts.Context:
+        """``context`` for a transaction's stage in a local folder: up to 64 chunk files
+        written at once, not tensorstore's default of 4. Each staged chunk file and its
+        folder are synced (:class:`app.storage.journal.Stage` says why), and the syncs
+        are waits for the device, not work for the CPU: the 64 chunks of a 256³ POST
+        were staged 16 rounds of 4 syncs deep (in-process into a fresh stage, medians of
+        10 at load 2.4: 52 -> 35 ms)."""
+        with self._lock:
+            child = self._staging.get(id(context))
+            if child is None:  # the child holds its parent: that id is not reused
+                spec = {"file_io_concurrency": {"limit": 64}}
+                child = self._staging[id(context)] = ts.Context(spec, parent=context)
+            return child
 
     def open(
         self,
@@ -123,6 +138,8 @@ class ArrayHandles:
         used once) is not kept, and stores chunks equal to the background too: its
         chunks replace whatever the final array holds."""
         context = context or self.context
+        if staging and kvstore.get("driver") == "file":
+            context = self._staging_context(context)
         # Not repr(spec): printing its dtype took most of a lookup (6 of 9 µs).
         key = (repr(sorted(kvstore.items())), spec, id(context))
         with self._lock:
