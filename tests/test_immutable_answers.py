@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from app.immutable import Answer, ImmutableAnswers, _unchanging
 from app.server import create_app
 from app.settings import Settings
+from app.volumes.requests import array_bytes
 from backends.memory import MemoryStore
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -161,3 +162,17 @@ def test_a_deleted_instance_is_not_served_from_memory(repo: tuple[TestClient, st
     r = client.delete(f"/api/repo/{uuid}/kv", params={"imsure": "true"})
     assert r.status_code == 200
     assert client.get(path).status_code == 400
+
+
+def test_a_view_of_a_larger_buffer_is_sent_as_a_copy() -> None:
+    """A kept view holds its whole buffer while the answer cache counts only the view:
+    a contiguous slice of a larger read (a plane of a volume) is copied instead."""
+    volume = np.arange(4 * 8 * 8, dtype=np.uint8).reshape(4, 8, 8)
+    plane = volume[1]
+    assert plane.flags.c_contiguous
+    sent = array_bytes(plane)
+    assert isinstance(sent, bytes) and sent == plane.tobytes()
+    whole = array_bytes(volume)
+    assert isinstance(whole, memoryview) and whole.readonly and whole == volume.tobytes()
+    from_buffer = np.frombuffer(bytes(512), np.uint8)[:256]
+    assert isinstance(array_bytes(from_buffer), bytes)
