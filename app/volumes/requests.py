@@ -100,18 +100,24 @@ def array_bytes(array: np.ndarray) -> memoryview | bytes:
     contiguous, as a read-only view (the array is frozen), so that a kept answer can
     hold it as it is too (app/immutable.py). A 16 MiB copy into fresh memory costs as
     much as reading the chunks."""
-    if not array.flags.c_contiguous or _held_bytes(array) > array.nbytes:
-        return array.tobytes()  # a view would keep the whole of a larger buffer alive
+    if not array.flags.c_contiguous or _held_bytes(array) != array.nbytes:
+        return array.tobytes()  # a view might keep the whole of a larger buffer alive
     array.flags.writeable = False
     return array.data.cast("B")
 
 
-def _held_bytes(array: np.ndarray) -> int:
-    """The bytes of the buffer ``array`` views: a kept answer holding the view holds all
-    of them, while the answer cache counts only the view's own."""
+def _held_bytes(array: np.ndarray) -> int | None:
+    """The bytes of the buffer ``array`` views (a kept answer holding the view holds all
+    of them, while the answer cache counts only the view's own), or None when its owner
+    does not tell (a tensorstore read's capsule, numpy's stride tricks)."""
     base = array.base
     if base is None:
         return array.nbytes
     while isinstance(base, np.ndarray) and base.base is not None:
         base = base.base
-    return base.nbytes if isinstance(base, np.ndarray) else memoryview(base).nbytes
+    if isinstance(base, np.ndarray):
+        return base.nbytes
+    try:
+        return memoryview(base).nbytes
+    except TypeError:
+        return None
