@@ -71,7 +71,7 @@ class Services:
             index_cache=LRUCache(settings.index_cache_entries),
             value_cache=LRUCache(settings.cache_bytes, weigh=len),
             bitmap_cache=LRUCache(settings.index_cache_entries),
-            arrays=ArrayHandles(),
+            arrays=ArrayHandles(chunk_cache_bytes=settings.chunk_cache_bytes),
             inflight=InflightWrites(stores[default], max_age=settings.max_request_seconds),
             remotes=Remotes(settings.proxy_config(), settings.proxy_cache_bytes),
             answers=ImmutableAnswers(settings.response_cache_bytes),

@@ -127,6 +127,9 @@ class Settings(BaseModel):
     index_cache_entries: int = Field(4096, gt=0)
     #: Bytes of values of locked nodes (immutable) kept in memory.
     cache_bytes: int = Field(256 << 20, ge=0)
+    #: Bytes of decoded voxel chunks of locked versions (immutable) kept in memory, per
+    #: store (tensorstore's cache pool; app/volumes/arrays.py).
+    chunk_cache_bytes: int = Field(256 << 20, ge=0)
     #: Largest volume one request may read or write, in voxels; larger ones get 413.
     max_voxels: int = Field(1 << 30, gt=0)
     #: How long a write may take; a commit waits at most this long for writes in flight,

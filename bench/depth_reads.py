@@ -19,6 +19,10 @@ c...) so that the load of a shared machine falls on every reader alike:
   keeping its answers as the server keeps each afresh answer (as many as its default
   ``response_cache_bytes`` holds), so that each read lands in fresh memory, as over HTTP:
   the difference from the first is what page faults cost (on a VM, a good part of it);
+* dvid-cloud in-process without its chunk cache (``chunk_cache_bytes=0``): the server
+  keeps the decoded chunks of locked versions (every version of this chain is locked),
+  so after the first round the lines above copy chunks from memory; this one reads and
+  decodes them from the folder each time, as Icechunk + zarr-python (no chunk cache) do;
 * Icechunk + zarr-python: ``array[...]`` on one array opened at the branch head (its
   snapshot and manifest kept, as dvid keeps its ownership indexes; no chunk cache),
   and on an array opened from a fresh read-only session each time.
@@ -105,11 +109,14 @@ def build_dvid(
 
 
 def in_process_reader(
-    data_dir: Path, node: str, edge: int, keep: bool = False
+    data_dir: Path, node: str, edge: int, keep: bool = False, chunk_cache: bool = True
 ) -> Callable[[], np.ndarray]:
     """dvid-cloud's own read path in this process: bind the instance, read the box; with
-    ``keep``, the answers are kept as the server's answer cache keeps them."""
+    ``keep``, the answers are kept as the server's answer cache keeps them; without
+    ``chunk_cache``, every chunk is read from the folder and decoded at every read."""
     settings = Settings(data_dir=data_dir)
+    if not chunk_cache:
+        settings = Settings(data_dir=data_dir, chunk_cache_bytes=0)
     services = Services.from_settings(settings)
     box = Box(vec((0, 0, 0)), vec((edge, edge, edge)))
     kept: deque[np.ndarray] = deque(maxlen=max(1, settings.response_cache_bytes // edge**3))
@@ -220,6 +227,9 @@ def main() -> None:
                 ),
                 "dvid-cloud in-process, answers kept": in_process_reader(
                     data_dir, leaf, edge, keep=True
+                ),
+                "dvid-cloud in-process, no chunk cache": in_process_reader(
+                    data_dir, leaf, edge, chunk_cache=False
                 ),
             }
             assert lean.get(f"{path}?read=check") == expected.tobytes()

@@ -38,7 +38,8 @@ of a shared machine falls on all alike; every ratio is between two figures of on
    per request, and the load generator's cores.
 3. The server's peak RSS under those chunk loads (VmHWM of each process, reset through
    ``/proc/<pid>/clear_refs`` just before them) beside its configured cache bounds
-   (``DVID_CLOUD_CACHE_BYTES`` + ``DVID_CLOUD_RESPONSE_CACHE_BYTES`` +
+   (``DVID_CLOUD_CACHE_BYTES`` + ``DVID_CLOUD_CHUNK_CACHE_BYTES`` +
+   ``DVID_CLOUD_RESPONSE_CACHE_BYTES`` +
    ``DVID_CLOUD_PROXY_CACHE_BYTES``, held by each server process; goal ≤ bound + 300 MiB
    per process), and the minimal app's for scale.
 4. Cost grows with the work, not the data: a 64³ ``GET raw`` at the open leaf of a chain
@@ -113,6 +114,7 @@ CLIENTS = 16
 CHANGED = 4  # chunks of each instance rewritten at the open child
 CACHE_VARS = {
     "DVID_CLOUD_CACHE_BYTES": "cache_bytes",
+    "DVID_CLOUD_CHUNK_CACHE_BYTES": "chunk_cache_bytes",
     "DVID_CLOUD_RESPONSE_CACHE_BYTES": "response_cache_bytes",
     "DVID_CLOUD_PROXY_CACHE_BYTES": "proxy_cache_bytes",
 }

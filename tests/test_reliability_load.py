@@ -40,9 +40,11 @@ from tests.dvid_process import DvidServer
 
 CLIENTS = 64
 SECONDS = float(os.environ.get("DVID_TEST_LOAD_SECONDS", "60"))
-#: Each worker's caches: chunks, kept answers (app/immutable.py), proxied volumes.
+#: Each worker's caches: values of locked keys, decoded chunks of locked versions, kept
+#: answers (app/immutable.py), proxied volumes.
 CACHES = {
     "DVID_CLOUD_CACHE_BYTES": 64 << 20,
+    "DVID_CLOUD_CHUNK_CACHE_BYTES": 64 << 20,
     "DVID_CLOUD_RESPONSE_CACHE_BYTES": 64 << 20,
     "DVID_CLOUD_PROXY_CACHE_BYTES": 0,
 }

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import tensorstore as ts
 
+from app.dag import Node
 from app.storage.journal import Stage, Transaction
 from app.volumes import keys
 from app.volumes.geometry import COORD_LIMIT, BlockGrid, Box, Vec, pack, unpack, vec
@@ -102,28 +103,40 @@ class Voxels(Protocol):
 class ArrayHandles:
     """Open tensorstore arrays, shared by all requests of a process (bounded LRU)."""
 
-    def __init__(self, capacity: int = 512) -> None:
+    def __init__(self, capacity: int = 512, chunk_cache_bytes: int = 0) -> None:
         self.context = ts.Context()
         self.capacity = capacity
+        self.chunk_cache_bytes = chunk_cache_bytes
         self._handles: OrderedDict[tuple[str, VolumeSpec, int], ts.TensorStore] = OrderedDict()
         self._lock = threading.Lock()
         self._by_path: OrderedDict[
-            tuple[int, str, VolumeSpec], tuple[ObjectStore, ts.TensorStore]
+            tuple[int, str, VolumeSpec, bool], tuple[ObjectStore, ts.TensorStore]
         ] = OrderedDict()
-        self._staging: dict[int, ts.Context] = {}
+        self._children: dict[tuple[str, int], ts.Context] = {}
 
-    def _staging_context(self, context: ts.Context) -> ts.Context:
-        """``context`` for a transaction's stage in a local folder: up to 64 chunk files
-        written at once, not tensorstore's default of 4. Each staged chunk file and its
-        folder are synced (:class:`app.storage.journal.Stage` says why), and the syncs
-        are waits for the device, not work for the CPU: the 64 chunks of a 256³ POST
-        were staged 16 rounds of 4 syncs deep (in-process into a fresh stage, medians of
-        10 at load 2.4: 52 -> 35 ms)."""
+    def _child_context(self, context: ts.Context, purpose: str) -> ts.Context:
+        """``context`` with one resource changed, made once per parent and ``purpose``:
+
+        * ``staging``, for a transaction's stage in a local folder: up to 64 chunk files
+          written at once, not tensorstore's default of 4. Each staged chunk file and its
+          folder are synced (:class:`app.storage.journal.Stage` says why), and the syncs
+          are waits for the device, not work for the CPU: the 64 chunks of a 256³ POST
+          were staged 16 rounds of 4 syncs deep (in-process into a fresh stage, medians
+          of 10 at load 2.4: 52 -> 35 ms).
+        * ``immutable``, for arrays of locked versions: a cache pool of
+          ``chunk_cache_bytes`` holding decoded chunks, shared by every such array on
+          the parent's store. Their chunks never change, so a cached chunk is never
+          checked again; a 256³ read that finds its 64 chunks there copies them (about
+          10 ms) instead of reading and decoding them (20-25 ms, same run)."""
+        resources = {
+            "staging": {"file_io_concurrency": {"limit": 64}},
+            "immutable": {"cache_pool": {"total_bytes_limit": self.chunk_cache_bytes}},
+        }[purpose]
         with self._lock:
-            child = self._staging.get(id(context))
+            child = self._children.get((purpose, id(context)))
             if child is None:  # the child holds its parent: that id is not reused
-                spec = {"file_io_concurrency": {"limit": 64}}
-                child = self._staging[id(context)] = ts.Context(spec, parent=context)
+                child = ts.Context(resources, parent=context)
+                self._children[(purpose, id(context))] = child
             return child
 
     def open(
@@ -133,13 +146,18 @@ class ArrayHandles:
         create: bool,
         context: Any = None,
         staging: bool = False,
+        immutable: bool = False,
     ) -> ts.TensorStore:
         """A handle on the array at ``kvstore``. A ``staging`` array (a transaction's,
         used once) is not kept, and stores chunks equal to the background too: its
-        chunks replace whatever the final array holds."""
+        chunks replace whatever the final array holds. An ``immutable`` array (a locked
+        version's) keeps the chunks it reads in the chunk cache, if there is one."""
         context = context or self.context
         if staging and kvstore.get("driver") == "file":
-            context = self._staging_context(context)
+            context = self._child_context(context, "staging")
+        cached = immutable and self.chunk_cache_bytes > 0
+        if cached:
+            context = self._child_context(context, "immutable")
         # Not repr(spec): printing its dtype took most of a lookup (6 of 9 µs).
         key = (repr(sorted(kvstore.items())), spec, id(context))
         with self._lock:
@@ -153,6 +171,9 @@ class ArrayHandles:
                 "kvstore": kvstore,
                 "metadata": spec.zarr_metadata(),
                 "store_data_equal_to_fill_value": staging,
+                # Tensorstore's default checks a cached chunk against the store on every
+                # read; a locked version's chunks never change.
+                "recheck_cached_data": not cached,
             },
             context=context,
             open=True,
@@ -168,19 +189,22 @@ class ArrayHandles:
                 self._handles.popitem(last=False)
         return handle
 
-    def existing(self, store: ObjectStore, path: str, spec: VolumeSpec) -> ts.TensorStore:
-        """A handle on ``store``'s existing array at ``path``, found by that path: a read at
-        depth 100 reads the arrays of 64 versions, and making each one's kvstore spec and
-        key for :meth:`open` took longer than finding which versions hold the chunks
-        (0.6 ms against 0.3 ms; 0.09 ms found by path)."""
-        key = (id(store), path, spec)  # kept with its handle, the store keeps its id
+    def existing(
+        self, store: ObjectStore, path: str, spec: VolumeSpec, immutable: bool = False
+    ) -> ts.TensorStore:
+        """A handle on ``store``'s existing array at ``path`` (``immutable``: see
+        :meth:`open`), found by that path: a read at depth 100 reads the arrays of 64
+        versions, and making each one's kvstore spec and key for :meth:`open` took longer
+        than finding which versions hold the chunks (0.6 ms against 0.3 ms; 0.09 ms found
+        by path)."""
+        key = (id(store), path, spec, immutable)  # kept with its handle: the id is not reused
         with self._lock:
             found = self._by_path.get(key)
             if found is not None and found[0] is store:
                 self._by_path.move_to_end(key)
                 return found[1]
         kvstore = store.tensorstore_kvstore(path)
-        handle = self.open(kvstore, spec, False, store.tensorstore_context())
+        handle = self.open(kvstore, spec, False, store.tensorstore_context(), immutable=immutable)
         with self._lock:
             self._by_path[key] = (store, handle)
             while len(self._by_path) > self.capacity:
@@ -239,8 +263,11 @@ class VersionedVolume:
         self._path = keys.node_array(base, self.at.node.uuid)
         self._stage: ts.TensorStore | None = None
 
-    def _array(self, node_uuid: str) -> ts.TensorStore:
-        return self.arrays.existing(self.store, keys.node_array(self.base, node_uuid), self.spec)
+    def _array(self, node: Node) -> ts.TensorStore:
+        """``node``'s array; a locked node's keeps what it reads in the chunk cache (every
+        ancestor of the bound node is locked, and so is the node once committed)."""
+        path = keys.node_array(self.base, node.uuid)
+        return self.arrays.existing(self.store, path, self.spec, not self.at.is_open(node))
 
     def _write_array(self) -> ts.TensorStore:
         """Where this request writes: its transaction's stage, else the node's array."""
@@ -256,7 +283,7 @@ class VersionedVolume:
     def _owner_array(self, version: int) -> ts.TensorStore:
         if version == STAGED:
             return self._write_array()
-        return self._array(self.at.owner(version).uuid)
+        return self._array(self.at.owner(version))
 
     def _staged(self) -> set[int]:
         """Chunk ids the running transaction staged in this array."""
