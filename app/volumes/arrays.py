@@ -2,10 +2,11 @@
 and read with tensorstore on the instance's store, holding only the chunks that node wrote.
 
 A read at node N asks :class:`ChunkOwnership` which ancestor holds each chunk, then reads
-those chunks from those nodes' arrays concurrently (one tensorstore batch) and assembles
-them with numpy; chunks no ancestor wrote are the background value. A write at an open
-node writes whole chunks (partial ones are read, merged and rewritten) and then records
-them as the node's own.
+those chunks from those nodes' arrays concurrently, as one tensorstore overlay of the
+arrays copied into the answer; chunks no ancestor wrote are the background value. The
+arrays of locked nodes keep the chunks they decode in a bounded chunk cache, since those
+never change. A write at an open node writes whole chunks (partial ones are read, merged
+and rewritten) and then records them as the node's own.
 """
 
 from __future__ import annotations
