@@ -22,8 +22,10 @@ from app.cache import LRUCache
 from app.context import VersionContext
 from app.dag import Node
 from app.storage import parallel
+from app.storage.journal import is_buffered
 from app.volumes.ownership import ChunkOwnership
 from backends import ObjectStore
+from backends.base import UNCHANGED, Blob, Unchanged
 
 #: The default partition count is 2**12: labelmap's supervoxel mapping.
 PARTITION_BITS = 12
@@ -41,11 +43,19 @@ def partition_path(base: str, node_uuid: str, part: int) -> str:
     return f"{base}/{node_uuid}/{part:03x}.npz"
 
 
-#: Parsed partitions of locked nodes (they never change), shared by every map in the
-#: process: labelmap mappings and labelsz counts compete for one memory budget.
-PARTITIONS: LRUCache[tuple[np.ndarray, np.ndarray]] = LRUCache(
+#: Parsed partitions, shared by every map in the process: labelmap mappings and labelsz
+#: counts compete for one memory budget. Each is kept with the store's token of the
+#: object it was parsed from: a locked node's never change (the token is not checked),
+#: an open node's are checked with a conditional read before each use
+#: (:meth:`ObjectStore.get_if_changed`: a stat, a 304), so that a write, which looks up
+#: hundreds of partitions at its open node, does not read and unzip them every time,
+#: and still sees what another process wrote since.
+PARTITIONS: LRUCache[tuple[np.ndarray, np.ndarray, str]] = LRUCache(
     256 << 20, weigh=lambda kv: kv[0].nbytes + kv[1].nbytes
 )
+
+#: The token of a partition parsed at a locked node (no store's token looks like it).
+_FINAL = "\x00final"
 
 
 class IdMap:
@@ -59,7 +69,7 @@ class IdMap:
         bitmaps: LRUCache[BitMap64],
         at: VersionContext,
         bits: int = PARTITION_BITS,
-        arrays: LRUCache[tuple[np.ndarray, np.ndarray]] = PARTITIONS,
+        arrays: LRUCache[tuple[np.ndarray, np.ndarray, str]] = PARTITIONS,
     ) -> None:
         self.store = store
         self.bits = bits
@@ -69,20 +79,30 @@ class IdMap:
         self.arrays = arrays
 
     def _load(self, node: Node, part: int) -> tuple[np.ndarray, np.ndarray]:
-        mutable = self.at.is_open(node)
+        """Partition ``part`` as ``node`` wrote it (read-only arrays, shared)."""
         path = partition_path(self.base, node.uuid, part)
-        if not mutable:
-            cached = self.arrays.get(path)
-            if cached is not None:
-                return cached
-        blob = self.store.get(path)
-        if blob is None:
-            loaded = (np.empty(0, np.uint64), np.empty(0, np.uint64))
+        cached = self.arrays.get(path)
+        if cached is not None and cached[2] == _FINAL:
+            return cached[0], cached[1]
+        found: Blob | Unchanged | None
+        if cached is None:
+            found = self.store.get(path)
         else:
-            loaded = _parse_partition(blob.data)
-        if not mutable:
-            self.arrays.put(path, loaded)
-        return loaded
+            # parsed while the node was open: another process may have rewritten it since
+            found = self.store.get_if_changed(path, cached[2])
+        if isinstance(found, Blob):
+            keys_, values = _parse_partition(found.data)
+        elif found is UNCHANGED and cached is not None:
+            keys_, values = cached[0], cached[1]
+        else:
+            keys_, values = np.empty(0, np.uint64), np.empty(0, np.uint64)
+        if not self.at.is_open(node):
+            self.arrays.put(path, (keys_, values, _FINAL))
+        elif isinstance(found, Blob) and not is_buffered(found.token):
+            self.arrays.put(path, (keys_, values, found.token))
+        elif found is not UNCHANGED:
+            self.arrays.discard(path)
+        return keys_, values
 
     def lookup(self, svs: np.ndarray) -> np.ndarray:
         """Values of ``svs``; ids without an entry map to themselves."""

@@ -48,7 +48,7 @@ import tensorstore as ts
 from app.errors import Contention
 from app.storage import conditional, keys, parallel
 from backends import Blob, ObjectInfo, ObjectStore, PreconditionFailed, StoreError
-from backends.base import Renames
+from backends.base import UNCHANGED, Renames, Unchanged
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,16 @@ class Redo:
 # --- the buffered store ----------------------------------------------------------------------
 
 
+_BUFFERED = "buffered-"
+
+
+def is_buffered(token: str) -> bool:
+    """Whether ``token`` is a :class:`BufferedStore`'s for a write it holds: no store
+    gives such a token, nor would understand it in a conditional read, so that a cache
+    must not keep it beyond the transaction."""
+    return token.startswith(_BUFFERED)
+
+
 class BufferedStore(ObjectStore):
     """An ObjectStore view inside a transaction: reads see the store plus the
     transaction's own buffered writes; writes are buffered until the commit point.
@@ -174,14 +184,27 @@ class BufferedStore(ObjectStore):
         self.inner = inner
         self.description = inner.description
         self.puts: dict[str, bytes] = {}
+        self.tokens: dict[str, str] = {}
         self.deletes: set[str] = set()
 
     def get(self, key: str) -> Blob | None:
         if key in self.puts:
-            return Blob(self.puts[key], "buffered")
+            return Blob(self.puts[key], self.tokens[key])
         if key in self.deletes:
             return None
         return self.inner.get(key)
+
+    def get_if_changed(self, key: str, token: str) -> Blob | Unchanged | None:
+        """The inner store's conditional read, unless the transaction wrote ``key``:
+        a buffered write carries a token of its own (never one the store gives), so
+        that a cache of what was read before the write does not take it as unchanged."""
+        if key in self.puts:
+            return UNCHANGED if self.tokens[key] == token else self.get(key)
+        if key in self.deletes:
+            return None
+        if is_buffered(token):  # the store would not understand it (a GCS generation)
+            return self.inner.get(key)
+        return self.inner.get_if_changed(key, token)
 
     def get_range(self, key: str, start: int, end: int | None = None) -> bytes | None:
         if key in self.puts:
@@ -194,11 +217,14 @@ class BufferedStore(ObjectStore):
         self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False
     ) -> str:
         self.deletes.discard(key)
+        # the token first: a read in another thread finds it once it finds the data
+        self.tokens[key] = token = f"{_BUFFERED}{uuid.uuid4().hex}"
         self.puts[key] = bytes(data)
-        return "buffered"
+        return token
 
     def delete(self, key: str) -> None:
         self.puts.pop(key, None)
+        self.tokens.pop(key, None)
         self.deletes.add(key)
 
     def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
