@@ -1,8 +1,7 @@
-"""Block-aligned labelmap ``POST raw`` bodies are staged slab by slab as they arrive
-(:meth:`app.volumes.base.VolumeData.receive_staged`): a body sent in small pieces writes
-what the whole body says, and a body of the wrong length is refused after its slabs
-were staged, leaving the voxels and the index as they were. imageblk, which reads its
-body whole, is held to the same."""
+"""Block-aligned ``POST raw`` bodies staged slab by slab as they arrive
+(:meth:`app.volumes.base.VolumeData.receive_staged`), for labelmap and imageblk: a body
+sent in small pieces writes what the whole body says, and a body of the wrong length is
+refused after its slabs were staged, leaving the voxels as they were."""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ import struct
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from app.api.common import RawBody, flag, json_response
@@ -99,9 +100,9 @@ def get_isotropic(
 
 @router.post("/raw/{dims}/{size}/{offset}")
 @router.post("/raw/{dims}/{size}/{offset}/{fmt}")
-def post_raw(
+async def post_raw(
+    request: Request,
     data: ImageData,
-    body: RawBody,
     dims: str,
     size: str,
     offset: str,
@@ -110,21 +111,36 @@ def post_raw(
     levels: int | None = Query(None, ge=1, le=10),
 ) -> Response:
     """Write a 3-D subvolume at any offset (partial blocks are merged); ``downres=true``
-    also rebuilds the pyramid instances below it."""
+    also rebuilds the pyramid instances below it. A block-aligned body is staged slab
+    by slab of blocks as it arrives (:meth:`VolumeData.receive_staged`): its chunk files
+    are written and synced while the rest of the body comes in, and only the last
+    slab's after it. (Tried before staging wrote 64 files at once, this measured no
+    gain: each slab then waited on 4 syncs deep rounds of its 16 files.)"""
     if parse_dims(dims) is not None:
         raise BadRequest("only 3-D (0_1_2) subvolumes can be POSTed")
     if fmt is not None and fmt.lower() not in ("raw", "octet-stream"):
         raise BadRequest(f"POSTed voxels must be raw bytes, not {fmt!r}")
     box = volume_box(data, size, offset)
+    if data.volume().grid.is_aligned(box) and data.can_stage_body():
+        await data.receive_staged(request, box)
+        await run_in_threadpool(data.publish_staged, box)
+    else:
+        body = await request.body()
+        await run_in_threadpool(_write_body, data, box, body)
+    if flag(downres):
+        levels = levels or data.settings.get("MaxDownresLevel") or 1
+        await run_in_threadpool(build_pyramid, data, box, levels)
+    return Response()
+
+
+def _write_body(data: ImageBlock, box: Box, body: bytes) -> None:
+    """``POST raw`` of a whole body in hand (unaligned, or outside a transaction)."""
     expected = box.voxels * data.dtype.itemsize
     if len(body) != expected:
         raise BadRequest(
             f"body has {len(body)} bytes but {box.size} {data.typename} voxels need {expected}"
         )
     data.write(box, np.frombuffer(body, dtype=data.dtype).reshape(box.shape_zyx))
-    if flag(downres):
-        build_pyramid(data, box, levels or data.settings.get("MaxDownresLevel") or 1)
-    return Response()
 
 
 @router.post("/pyramid/{size}/{offset}")
