@@ -13,7 +13,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from app.datatypes.labelmap import codecs
+from app.datatypes.labelmap import codecs, ingest
 from app.datatypes.labelmap.ingest import mode_downsample, supervoxel_counts
 from app.proto import labelmap_pb2 as pb
 from app.storage import idmap, parallel
@@ -211,3 +211,37 @@ def test_overlapping_writes_leave_the_index_and_scales_of_the_final_voxels(api: 
 
 def bodies_in(block: np.ndarray, merged: dict[int, int]) -> np.ndarray:
     return np.vectorize(lambda v: merged.get(int(v), int(v)), otypes=[np.uint64])(block)
+
+
+def test_a_failed_lower_scale_fails_the_write_after_the_index_is_done(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lower scales are computed on their own thread: their failure is the POST's,
+    raised only once the index work is over, and the transaction publishes nothing."""
+    root = api.new_repo()
+    api.new_instance(
+        root, "labelmap", "seg", BlockSize=f"{BLOCK},{BLOCK},{BLOCK}", MaxDownresLevel="1"
+    )
+    before = np.full((BLOCK,) * 3, 7, np.uint64)
+    post_raw(api, root, (0, 0, 0), before)
+    finished: list[str] = []
+    update = ingest._update_indices
+
+    def slow_index(*args: object, **kwargs: object) -> None:
+        time.sleep(0.2)
+        update(*args, **kwargs)  # type: ignore[arg-type]
+        finished.append("index")
+
+    def fail(*_args: object, **_kwargs: object) -> None:
+        raise ValueError("lower scale failed")
+
+    monkeypatch.setattr(ingest, "_update_indices", slow_index)
+    monkeypatch.setattr(ingest, "downres_blocks", fail)
+    path = f"/api/node/{root}/seg/raw/0_1_2/{BLOCK}_{BLOCK}_{BLOCK}/0_0_0"
+    with pytest.raises(ValueError, match="lower scale failed"):
+        api.c.post(path, content=np.full((BLOCK,) * 3, 9, np.uint64).tobytes())
+    assert finished == ["index"]
+    monkeypatch.undo()
+    np.testing.assert_array_equal(read(api, root, BLOCK, 0), before)
+    r = api.c.get(f"/api/node/{root}/seg/index/9")
+    assert r.status_code == 404, r.text
