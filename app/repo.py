@@ -84,6 +84,9 @@ class Repo:
     updated: str = ""
     #: Ids of the latest catalog updates, newest last (see :meth:`Catalog.update`).
     writes: list[str] = field(default_factory=list)
+    #: Nodes locked by a commit that has not finished: writes begun before the lock may
+    #: still land there (app/inflight.py), so their data is not final yet.
+    sealing: list[str] = field(default_factory=list)
 
     # --- persistence -------------------------------------------------------------------
 
@@ -100,6 +103,7 @@ class Repo:
             "Created": self.created,
             "Updated": self.updated,
             "Writes": self.writes,
+            "Sealing": self.sealing,
         }
 
     @classmethod
@@ -117,6 +121,7 @@ class Repo:
             created=data.get("Created", ""),
             updated=data.get("Updated", ""),
             writes=list(data.get("Writes") or []),
+            sealing=list(data.get("Sealing") or []),
         )
 
     # --- edits -------------------------------------------------------------------------
@@ -126,6 +131,19 @@ class Repo:
         self.updated = t
         if node is not None:
             node.updated = t
+
+    def final(self, node: Node) -> bool:
+        """Whether ``node``'s data can never change again: locked, and its commit done."""
+        return node.locked and node.uuid not in self.sealing
+
+    def require_final(self, node: Node, action: str) -> None:
+        """Refuse ``action`` on a locked node whose commit has not finished (a new node
+        above it would read data that may still change); committing it again finishes it."""
+        if node.locked and node.uuid in self.sealing:
+            raise BadRequest(
+                f"cannot {action}: the commit of node {node.uuid} has not finished; "
+                "commit it again to finish it"
+            )
 
     def require_open(self, node: Node, action: str) -> None:
         if node.locked:
@@ -147,6 +165,7 @@ class Repo:
                     f"parent node {parent.uuid} is not committed: commit it before adding "
                     "children to it"
                 )
+            self.require_final(parent, "add a child to it")
         if child_uuid in self.dag.by_uuid:
             raise BadRequest(f"UUID {child_uuid} already exists")
         if version_id in self.dag.by_id:

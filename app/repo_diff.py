@@ -78,6 +78,7 @@ def merge_parents(repo: Repo, parents: list[Node]) -> MergeSides:
             raise BadRequest(
                 f"parent node {parent.uuid} is not committed: commit it before merging it"
             )
+        repo.require_final(parent, "merge it")
     return MergeSides.of(repo.dag, parents)
 
 

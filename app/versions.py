@@ -54,21 +54,34 @@ def create_child(
 
 
 def commit(services: Services, root: str, uuid: str, note: str, log: list[str]) -> None:
+    """Lock ``uuid``, then finish its data: the node stays in the repo's ``sealing`` list
+    (not final: nothing read there is kept as never changing) until the writes begun
+    before the lock have landed and every datatype has sealed it. A commit that died
+    before that is finished by committing the node again."""
+
     def edit(repo: Repo) -> None:
         node = repo.dag.node(uuid)
         if node.locked:
+            if uuid in repo.sealing:
+                return  # an earlier commit locked it and did not finish: finish it now
             raise BadRequest(f"node {uuid} already committed")
         node.locked = True
+        repo.sealing.append(uuid)
         if note:
             node.note = note
         node.log.extend(stamp(log))
         repo.touch(node)
+
+    def sealed(repo: Repo) -> None:
+        if uuid in repo.sealing:
+            repo.sealing.remove(uuid)
 
     services.catalog.update(root, edit)
     services.inflight.wait(uuid)
     repo = services.catalog.repo(root)
     finish_writes(services, repo, uuid)
     seal(services, repo, uuid)
+    services.catalog.update(root, sealed)
 
 
 def finish_writes(services: Services, repo: Repo, uuid: str) -> None:

@@ -127,8 +127,9 @@ class Data:
         self._txn: Transaction | None = None
         #: The node data is read and written at: unversioned instances use the root.
         self.version: Node = node if instance.versioned else repo.dag.root
-        #: Whether the data at :attr:`version` can still change.
-        self.mutable = not instance.versioned or not node.locked
+        #: Whether the data at :attr:`version` can still change: at an open node, and at
+        #: a locked one until its commit has finished (:meth:`Repo.final`).
+        self.mutable = not instance.versioned or not repo.final(node)
         self.at = VersionContext(repo.dag, self.version, self.mutable)
 
     # --- the type --------------------------------------------------------------------------
@@ -289,7 +290,7 @@ class Data:
         return None
 
     def require_writable(self) -> None:
-        if not self.mutable:
+        if self.instance.versioned and self.node.locked:
             raise LockedNode(
                 f"node {self.node.uuid} is locked (committed): writes to "
                 f"{self.instance.name!r} must go to an open node"

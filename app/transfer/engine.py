@@ -120,6 +120,7 @@ def plan(
             f"version {node.uuid} is open: commit it first (only committed versions are "
             "pushed or pulled, so a version is the same everywhere it exists)"
         )
+    repo.require_final(node, "transfer it")
     if flatten_it and not UUID_RE.match(node.uuid):
         raise BadRequest(f"--flatten makes {node.uuid} a repo root, which a tag cannot be")
     renamed: dict[str, str] = {}
