@@ -13,7 +13,9 @@ config pointing at that backend and measures, in one run:
   ``upload_from_string``/``download_as_bytes``;
 * ``GET`` of one key at an open node, at the same node once committed (locked, its value
   served from the server's cache) and at an open child inheriting it; and, as the floor
-  of client + HTTP + framework cost, ``GET /api/heartbeat``.
+  of client + HTTP + framework cost, ``GET /api/heartbeat``; then the raw client's get
+  once and two at once, the store's floor for an open node's read (its repo check and
+  its record are read overlapped).
 
 Sequential dvid and direct operations are interleaved one for one, and concurrent runs
 alternate in three rounds, so the noise of a shared machine falls on both alike; compare
@@ -332,9 +334,32 @@ def bench_backend(
         beat = lambda _i: check(http.get("/api/heartbeat"))  # noqa: E731
         sequential(beat, WARMUP)
         versions.append(("GET /api/heartbeat", sequential(beat, reads)))
+        versions.extend(_direct_floors(backend, reads))
         return rows, versions
     finally:
         http.close()
+
+
+def _direct_floors(backend: Backend, reads: int) -> list[tuple[str, Stats]]:
+    """The raw client's get, once and twice overlapped (two threads): a GET at an open
+    node makes two store calls (the repo check, the record), overlapped when it reads
+    ahead (app/storage/readahead.py), so the second line is its floor on this store. On
+    a fake that spends CPU rather than waiting (moto: one interpreter, 2 cores shared
+    with the server and this client), two overlapped gets cost about as much as two in
+    turn, and overlapping saves little; on a store whose round trips wait, one."""
+    with ThreadPoolExecutor(1) as other:
+
+        def one(i: int) -> None:
+            backend.get(f"s{i % reads:06d}")
+
+        def two(i: int) -> None:
+            second = other.submit(one, i + 1)
+            one(i)
+            second.result()
+
+        sequential(two, WARMUP)
+        once, twice = interleaved(one, two, reads)
+    return [("direct: one get", once), ("direct: two overlapped", twice)]
 
 
 # --- output --------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from app.errors import BadRequest, Contention, DVIDError, Unavailable
 from app.immutable import IMMUTABLE, OPEN_KEY, OpenRead, open_name, replay
 from app.repo import Repo
 from app.services import Services
+from app.storage import readahead
 from app.syncs import deliver, set_syncs
 from backends import StoreUnavailable
 
@@ -164,10 +165,17 @@ class InstanceDispatcher:
         params = scope["path_params"]
 
         keyword = keyword_of(scope)
+        named = (params["uuid"], params["dataname"])
+        earlier = _earlier_bindings(scope)
 
         def bind_request() -> tuple[Data, bool]:
             """Bind the instance; a read is also made ready here (one thread hop)."""
-            data = resolve(services, params["uuid"], params["dataname"])
+            try:
+                data = resolve(services, *named)
+            except BaseException:
+                earlier.pop(named, None)  # gone, or unknown: read nothing ahead
+                raise
+            _remember(earlier, named, data)
             writes = writes_versioned_data(data, scope["method"], keyword)
             if writes:
                 data.require_writable()
@@ -175,16 +183,17 @@ class InstanceDispatcher:
                 data.prepare_read()
             return data, writes
 
-        bound_request = await _blocking(bind_request, scope, receive, send, binding=True)
-        if isinstance(bound_request, Answered):
-            return
-        data, writes = bound_request
-        if not writes:
-            if scope["method"] in ("GET", "HEAD") and await self._kept(data, scope, send):
+        with readahead.scope(_read_ahead(earlier.get(named), scope)):
+            bound_request = await _blocking(bind_request, scope, receive, send, binding=True)
+            if isinstance(bound_request, Answered):
                 return
-            scope[SCOPE_KEY] = data
-            await self.app_for(data.typename)(scope, receive, send)
-            return
+            data, writes = bound_request
+            if not writes:
+                if scope["method"] in ("GET", "HEAD") and await self._kept(data, scope, send):
+                    return
+                scope[SCOPE_KEY] = data
+                await self.app_for(data.typename)(scope, receive, send)
+                return
         await self._write(data, scope, receive, send)
 
     async def _kept(self, data: Data, scope: Scope, send: Send) -> bool:
@@ -234,6 +243,41 @@ class InstanceDispatcher:
                 await app(scope, receive, send)
         finally:
             await anyio.to_thread.run_sync(marker.__exit__, None, None, None)
+
+
+def _earlier_bindings(scope: Scope) -> dict[tuple[str, str], Data]:
+    """Per (version reference, instance name) as requests name them, the instance as the
+    app's latest request for it bound it: it names the reads the next request's route
+    will make (:meth:`Data.read_ahead`), never what they answer. Kept in the app's state,
+    not in the dispatcher, which holds no state of an app's own (tests share one)."""
+    state = scope["app"].state
+    earlier: dict[tuple[str, str], Data] | None = getattr(state, "earlier_bindings", None)
+    if earlier is None:  # on the event loop: no other request makes it meanwhile
+        earlier = state.earlier_bindings = {}
+    return earlier
+
+
+def _remember(earlier: dict[tuple[str, str], Data], named: tuple[str, str], data: Data) -> None:
+    """Keep ``data`` as the latest binding of ``named`` (a bounded number of names: past
+    the bound, forget them all, the cheapest way to stay small)."""
+    if named not in earlier and len(earlier) >= EARLIER_BINDINGS:
+        earlier.clear()
+    earlier[named] = data
+
+
+def _read_ahead(earlier: Data | None, scope: Scope) -> readahead.ReadAhead | None:
+    """The store reads this request's route will make, started now, beside its binding,
+    as the instance's previous binding names them; None if it names none (or there was
+    none). The route takes only a read of the very path in the very store it wants, so
+    whatever the fresh binding finds changed is read afresh."""
+    if earlier is None:
+        return None
+    paths = earlier.read_ahead(scope["method"], route_of(scope))
+    if not paths:
+        return None
+    ahead = readahead.ReadAhead()
+    ahead.start(_READING_AHEAD, earlier.base_store, paths)
+    return ahead
 
 
 class OpenChecks:
@@ -307,11 +351,19 @@ class Answered:
     """What :func:`_blocking` returns when it has answered the request with an error."""
 
 
+#: Instances (by version reference and name) whose latest binding a dispatcher keeps
+#: to read ahead for their next request.
+EARLIER_BINDINGS = 1024
+
 #: Threads that bind requests (:meth:`InstanceDispatcher.__call__`): mostly two small
 #: store reads, the whole blocking work of a kept open answer, for which asyncio's
 #: executor hop costs about a sixth less CPU than anyio's worker threads (capacity
 #: limiter, cancel scope). As many as anyio's default limit.
 _BINDING = ThreadPoolExecutor(40, thread_name_prefix="dvid-bind")
+#: Threads that read ahead for the requests being bound (:func:`_read_ahead`): apart
+#: from :data:`_BINDING`, so that under load a binding never queues behind those reads
+#: (the routes that take them wait for them; they wait for nothing).
+_READING_AHEAD = ThreadPoolExecutor(40, thread_name_prefix="dvid-read-ahead")
 
 
 async def _blocking(

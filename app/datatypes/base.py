@@ -14,7 +14,7 @@ Each datatype is a package under ``app/datatypes/`` that registers its class(es)
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 from fastapi import APIRouter, Request
@@ -288,6 +288,15 @@ class Data:
         the answer may be kept (app/immutable.py) until any of it changes; None if it
         may not be kept (the default: a type must know what its reads depend on)."""
         return None
+
+    def read_ahead(self, method: str, route: str) -> Sequence[str]:
+        """Paths in :attr:`base_store` that a ``method`` request for ``route`` (the path
+        after the instance name) at this version would read first, whatever the answer
+        of the repo check that binds the request: the dispatcher calls it on this
+        process's previous binding of the instance and reads them while the next request
+        is bound afresh (app/storage/readahead.py), saving a store round trip in turn.
+        Called on the event loop, so it must not touch the store. None by default."""
+        return ()
 
     def require_writable(self) -> None:
         if self.instance.versioned and self.node.locked:

@@ -8,6 +8,7 @@ from typing import Any, Self
 from app.dag import Node
 from app.datatypes.base import Data
 from app.diff import MergeSides, key_conflicts, key_diff
+from app.errors import BadRequest
 from app.storage.keyed import KeyView, VersionedKeys, decode_key
 
 
@@ -22,6 +23,17 @@ class KeyedData(Data):
     def view(self) -> KeyView:
         """What a read at the bound version sees."""
         return self.at.view(self.keys())
+
+    def own_record_ahead(self, key: str) -> list[str]:
+        """What a read of ``key`` at the bound version reads first (for
+        :meth:`~app.datatypes.base.Data.read_ahead`): at an open version, the node's own
+        record (:meth:`KeyView.get`); nothing at a locked one, whose records are cached."""
+        if not self.mutable:
+            return []
+        try:
+            return [self.keys().record_path(self.version.uuid, key)]
+        except BadRequest:  # no such key can be stored: the route answers 400 itself
+            return []
 
     def write(self, key: str, value: bytes) -> None:
         self.keys().write(self.version.uuid, key, value)

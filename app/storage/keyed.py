@@ -26,7 +26,7 @@ import orjson
 from app.cache import LRUCache
 from app.dag import Node, VersionDAG
 from app.errors import BadRequest, Conflict
-from app.storage import parallel
+from app.storage import parallel, readahead
 from backends import ObjectStore, PreconditionFailed
 
 VALUE_TAG = b"\x01"
@@ -88,6 +88,10 @@ class VersionedKeys:
 
     def _record_path(self, node_uuid: str, hexkey: str) -> str:
         return f"{self.base}/v/{node_uuid}/{hexkey}"
+
+    def record_path(self, node_uuid: str, key: str) -> str:
+        """Where a node keeps its record of ``key`` (400 for a key no record can have)."""
+        return self._record_path(node_uuid, encode_key(key))
 
     def _index_path(self, node_uuid: str) -> str:
         return f"{self.base}/index/{node_uuid}"
@@ -249,7 +253,8 @@ class KeyView:
         None if the node holds none."""
         if not self.mutable:
             return None
-        blob = self.keys.store.get(self.keys._record_path(self.node.uuid, hexkey))
+        # The read the dispatcher may have started for this request (Data.read_ahead).
+        blob = readahead.get(self.keys.store, self.keys._record_path(self.node.uuid, hexkey))
         if blob is None:
             return None
         return blob.data[1:] if blob.data else TOMBSTONE
