@@ -23,12 +23,14 @@ the ratios, not the absolute figures. Note that
 with S3 and GCS the fake server competes for the same cores as the dvid server.
 
     python -m bench.kv_throughput [--ops 300] [--size 16384] [--backends local,s3,gcs]
+                                  [--s3-latency-ms 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import os
 import shutil
@@ -45,6 +47,7 @@ from pathlib import Path
 import httpx
 
 from bench.imageblk import Lean
+from tests.fault_proxy import FaultProxy
 from tests.fixtures_stores import (
     isolated_server_env,
     make_gcs_store,
@@ -157,8 +160,15 @@ def local_backend(work: Path) -> Iterator[Backend]:
 
 
 @contextlib.contextmanager
-def s3_backend(work: Path) -> Iterator[Backend]:
-    with moto_s3_server() as endpoint:
+def s3_backend(work: Path, latency_ms: float = 0.0) -> Iterator[Backend]:
+    """S3 on a moto server; with ``latency_ms``, behind a proxy holding every request that
+    long (both the server's and the direct client's): moto answers in a few ms of its own
+    CPU, where S3's time is mostly a network round trip, during which other calls run."""
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(moto_s3_server())
+        if latency_ms:
+            proxy = FaultProxy(endpoint, latency=latency_ms / 1000, max_connections=256)
+            endpoint = stack.enter_context(proxy).url
         store = make_s3_store(endpoint)  # creates a fresh bucket
         client, bucket = store.client, store.bucket
 
@@ -170,8 +180,9 @@ def s3_backend(work: Path) -> Iterator[Backend]:
                 return body.read()
 
         toml = f'path = "s3://{bucket}/dvid"\nendpoint = "{endpoint}"\nregion = "{store.region}"\n'
+        name = f"s3+{latency_ms:g}ms" if latency_ms else "s3"
         try:
-            yield Backend("s3", toml, put, get)
+            yield Backend(name, toml, put, get)
         finally:
             store.close()
 
@@ -407,22 +418,32 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=16 * 1024, help="value size in bytes")
     parser.add_argument("--threads", type=int, default=8, help="concurrent run (0/1: skip)")
     parser.add_argument("--backends", default=",".join(BACKENDS), help="local,s3,gcs")
+    parser.add_argument(
+        "--s3-latency-ms",
+        type=float,
+        default=0.0,
+        help="also S3 with every request held this long (a round trip moto lacks)",
+    )
     args = parser.parse_args()
     chosen = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = sorted(set(chosen) - set(BACKENDS))
     if unknown or not chosen:
         parser.error(f"unknown backends {unknown}: choose from {','.join(BACKENDS)}")
+    makers = {name: MAKERS[name] for name in chosen}
+    if args.s3_latency_ms > 0:
+        slow = f"s3+{args.s3_latency_ms:g}ms"
+        makers[slow] = functools.partial(s3_backend, latency_ms=args.s3_latency_ms)
     # A plain `kill` should still stop the servers and remove the temp dirs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     results = {}
     started = time.perf_counter()
     print(f"load average at the start {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    for name in chosen:
+    for name, make in makers.items():
         t = time.perf_counter()
         with (
             tempfile.TemporaryDirectory(prefix=f"kv-bench-{name}-") as tmp,
-            MAKERS[name](Path(tmp)) as backend,
+            make(Path(tmp)) as backend,
             dvid_server(backend, Path(tmp)) as url,
         ):
             results[name] = bench_backend(backend, url, args.ops, args.size, args.threads)

@@ -39,6 +39,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -99,6 +100,7 @@ class FaultProxy:
         delay: float = 5.0,
         upstream_timeout: float = 30.0,
         max_connections: int = 64,
+        latency: float = 0.0,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or parts.hostname is None:
@@ -106,6 +108,9 @@ class FaultProxy:
         self.upstream_host = parts.hostname
         self.upstream_port = parts.port or 80
         self.delay = delay
+        #: Seconds every forwarded request waits first: a store's network round trip,
+        #: which a fake on loopback lacks (benchmarks only).
+        self.latency = latency
         self.upstream_timeout = upstream_timeout
         self.rng = random.Random(seed)
         self.policy = Policy()
@@ -275,6 +280,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet
 
+    def setup(self) -> None:
+        super().setup()
+        # An answer's headers and body leave in two writes: with Nagle's algorithm the
+        # body waits for the client's delayed ACK, up to 40 ms an answer.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             parts = []
@@ -319,6 +330,8 @@ class _Handler(BaseHTTPRequestHandler):
         conn = http.client.HTTPConnection(
             proxy.upstream_host, proxy.upstream_port, timeout=proxy.upstream_timeout
         )
+        if proxy.latency:
+            time.sleep(proxy.latency)
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
             if body or self.command in ("PUT", "POST"):
