@@ -61,15 +61,20 @@ def commit(services: Services, root: str, uuid: str, note: str, log: list[str]) 
 
     def edit(repo: Repo) -> None:
         node = repo.dag.node(uuid)
-        if node.locked:
-            if uuid in repo.sealing:
-                return  # an earlier commit locked it and did not finish: finish it now
+        lines = stamp(log)
+        if not node.locked:
+            node.locked = True
+            repo.sealing.append(uuid)
+        elif uuid in repo.sealing:
+            # An earlier commit locked it and did not finish: this one finishes it. It
+            # may be that commit's retry, whose lines are logged already.
+            logged = {_message(entry) for entry in node.log}
+            lines = [line for line in lines if _message(line) not in logged]
+        else:
             raise BadRequest(f"node {uuid} already committed")
-        node.locked = True
-        repo.sealing.append(uuid)
         if note:
             node.note = note
-        node.log.extend(stamp(log))
+        node.log.extend(lines)
         repo.touch(node)
 
     def sealed(repo: Repo) -> None:
@@ -82,6 +87,11 @@ def commit(services: Services, root: str, uuid: str, note: str, log: list[str]) 
     finish_writes(services, repo, uuid)
     seal(services, repo, uuid)
     services.catalog.update(root, sealed)
+
+
+def _message(entry: str) -> str:
+    """A log entry without its time stamp."""
+    return entry.split("  ", 1)[-1]
 
 
 def finish_writes(services: Services, repo: Repo, uuid: str) -> None:
