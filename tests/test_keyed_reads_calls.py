@@ -15,10 +15,14 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from app.server import create_app
-from app.settings import Settings
 from backends.base import Blob
 from backends.memory import MemoryStore
+from tests.keyvalue_support import (
+    ok,
+    open_child_inheriting,
+    repo_with_keyvalue,
+    two_replicas,
+)
 
 
 class CallLog(MemoryStore):
@@ -43,31 +47,17 @@ class CallLog(MemoryStore):
 @pytest.fixture
 def replicas() -> Iterator[tuple[CallLog, TestClient, TestClient]]:
     store = CallLog()
-    with (
-        TestClient(create_app(Settings(), {"default": store})) as one,
-        TestClient(create_app(Settings(), {"default": store})) as other,
-    ):
+    with two_replicas(store) as (one, other):
         yield store, one, other
-
-
-def _ok(response: object) -> None:
-    assert getattr(response, "status_code", None) == 200, getattr(response, "text", response)
-
-
-def _repo_with_keyvalue(client: TestClient) -> str:
-    """A new repo's root, holding a keyvalue instance ``kv``."""
-    root = client.post("/api/repos", json={}).json()["root"]
-    _ok(client.post(f"/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"}))
-    return str(root)
 
 
 def test_open_node_read_is_one_store_call_and_never_stale(
     replicas: tuple[CallLog, TestClient, TestClient],
 ) -> None:
     store, one, other = replicas
-    root = _repo_with_keyvalue(one)
+    root = repo_with_keyvalue(one)
     key = f"/api/node/{root}/kv/key/k"
-    _ok(one.post(key, content=b"first"))
+    ok(one.post(key, content=b"first"))
     assert one.get(key).content == b"first"  # warm: the repo is known now
 
     store.data_reads()
@@ -75,9 +65,9 @@ def test_open_node_read_is_one_store_call_and_never_stale(
     reads = store.data_reads()
     assert len(reads) == 1 and reads[0].endswith(f"/v/{root}/{b'k'.hex()}"), reads
 
-    _ok(other.post(key, content=b"second"))  # another replica's write...
+    ok(other.post(key, content=b"second"))  # another replica's write...
     assert one.get(key).content == b"second"  # ...is seen on the next request
-    _ok(other.delete(key))
+    ok(other.delete(key))
     store.data_reads()
     assert one.get(key).status_code == 404  # a tombstone: still one call
     assert len(store.data_reads()) == 1
@@ -87,10 +77,7 @@ def test_open_child_inherits_through_cached_indices_and_sees_new_writes(
     replicas: tuple[CallLog, TestClient, TestClient],
 ) -> None:
     store, one, other = replicas
-    root = _repo_with_keyvalue(one)
-    _ok(one.post(f"/api/node/{root}/kv/key/k", content=b"at root"))
-    _ok(one.post(f"/api/node/{root}/commit", json={}))
-    child = one.post(f"/api/node/{root}/newversion", json={}).json()["child"]
+    root, child = open_child_inheriting(one)
     key = f"/api/node/{child}/kv/key/k"
     assert one.get(key).content == b"at root"  # loads the root's index and value once
 
@@ -99,8 +86,8 @@ def test_open_child_inherits_through_cached_indices_and_sees_new_writes(
     reads = store.data_reads()
     assert len(reads) == 1 and f"/v/{child}/" in reads[0], reads  # only the child's probe
 
-    _ok(other.post(key, content=b"at child"))
+    ok(other.post(key, content=b"at child"))
     assert one.get(key).content == b"at child"
-    _ok(other.delete(key))
+    ok(other.delete(key))
     assert one.get(key).status_code == 404  # the child's tombstone hides the root's value
     assert one.get(f"/api/node/{root}/kv/key/k").content == b"at root"

@@ -8,6 +8,7 @@ which thread asked for which object: the dispatcher's threads read ahead
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,12 +16,16 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from fastapi.testclient import TestClient
 
-from app.server import create_app
-from app.settings import Settings
 from app.storage import keys, readahead
 from backends import StoreUnavailable
 from backends.base import Blob
 from backends.memory import MemoryStore
+from tests.keyvalue_support import (
+    ok,
+    open_child_inheriting,
+    repo_with_keyvalue,
+    two_replicas,
+)
 
 #: How long a held repo check waits for the read ahead before giving up (the test then
 #: fails on the order it saw, not on the time it took).
@@ -29,7 +34,7 @@ HOLD_SECONDS = 10.0
 
 class CallLog(MemoryStore):
     """A memory store that records, per read, the key and the thread that asked (its
-    conditional reads are gets too: the base class's). Armed with :meth:`hold_repo_checks`,
+    conditional reads are gets too: the base class's). Inside :meth:`repo_checks_held`,
     a read of a repo record waits for a read of instance data to have started first."""
 
     def __init__(self) -> None:
@@ -48,10 +53,15 @@ class CallLog(MemoryStore):
             self.overlapped.append(self.data_started.wait(HOLD_SECONDS))
         return super().get(key)
 
-    def hold_repo_checks(self) -> None:
+    @contextlib.contextmanager
+    def repo_checks_held(self) -> Iterator[None]:
         self.data_started.clear()
         self.overlapped.clear()
         self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
 
     def data_reads(self) -> list[tuple[str, str]]:
         """The reads of instance data since the last call: (key, thread name)."""
@@ -63,21 +73,8 @@ class CallLog(MemoryStore):
 @pytest.fixture
 def replicas() -> Iterator[tuple[CallLog, TestClient, TestClient]]:
     store = CallLog()
-    with (
-        TestClient(create_app(Settings(), {"default": store})) as one,
-        TestClient(create_app(Settings(), {"default": store})) as other,
-    ):
+    with two_replicas(store) as (one, other):
         yield store, one, other
-
-
-def _ok(response: object) -> None:
-    assert getattr(response, "status_code", None) == 200, getattr(response, "text", response)
-
-
-def _repo_with_keyvalue(client: TestClient) -> str:
-    root = client.post("/api/repos", json={}).json()["root"]
-    _ok(client.post(f"/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"}))
-    return str(root)
 
 
 def _read_ahead(reads: list[tuple[str, str]]) -> bool:
@@ -89,18 +86,15 @@ def test_own_record_is_read_while_the_repo_is_checked(
     replicas: tuple[CallLog, TestClient, TestClient],
 ) -> None:
     store, one, _ = replicas
-    root = _repo_with_keyvalue(one)
+    root = repo_with_keyvalue(one)
     key = f"/api/node/{root}/kv/key/k"
-    _ok(one.post(key, content=b"value"))
+    ok(one.post(key, content=b"value"))
     assert one.get(key).content == b"value"  # this process now holds a binding of kv
 
     store.data_reads()
-    store.hold_repo_checks()
-    try:
+    with store.repo_checks_held():
         assert one.get(key).content == b"value"
         assert one.head(key).status_code == 200
-    finally:
-        store.holding = False
     # Each request's repo check answered only once its own-record read had started...
     assert store.overlapped == [True, True]
     # ...and the route took that read rather than making a second one.
@@ -113,19 +107,13 @@ def test_open_child_reads_its_own_record_ahead(
     replicas: tuple[CallLog, TestClient, TestClient],
 ) -> None:
     store, one, _ = replicas
-    root = _repo_with_keyvalue(one)
-    _ok(one.post(f"/api/node/{root}/kv/key/k", content=b"at root"))
-    _ok(one.post(f"/api/node/{root}/commit", json={}))
-    child = one.post(f"/api/node/{root}/newversion", json={}).json()["child"]
+    _, child = open_child_inheriting(one)
     key = f"/api/node/{child}/kv/key/k"
     assert one.get(key).content == b"at root"  # loads the root's index and value once
 
     store.data_reads()
-    store.hold_repo_checks()
-    try:
+    with store.repo_checks_held():
         assert one.get(key).content == b"at root"
-    finally:
-        store.holding = False
     assert store.overlapped == [True]
     reads = store.data_reads()
     assert len(reads) == 1 and f"/v/{child}/" in reads[0][0], reads  # the child's probe
@@ -136,14 +124,14 @@ def test_first_request_and_writes_read_nothing_ahead(
     replicas: tuple[CallLog, TestClient, TestClient],
 ) -> None:
     store, one, other = replicas
-    root = _repo_with_keyvalue(other)
+    root = repo_with_keyvalue(other)
     key = f"/api/node/{root}/kv/key/k"
-    _ok(other.post(key, content=b"value"))
+    ok(other.post(key, content=b"value"))
     store.data_reads()
     assert one.get(key).content == b"value"  # no earlier binding here: read after it
     reads = store.data_reads()
     assert len(reads) == 1 and not _read_ahead(reads), reads
-    _ok(one.post(key, content=b"new"))  # a write reads nothing ahead
+    ok(one.post(key, content=b"new"))  # a write reads nothing ahead
     assert store.data_reads() == []
 
 
@@ -151,19 +139,19 @@ def test_other_replicas_writes_deletes_and_commits_are_seen(
     replicas: tuple[CallLog, TestClient, TestClient],
 ) -> None:
     _, one, other = replicas
-    root = _repo_with_keyvalue(one)
+    root = repo_with_keyvalue(one)
     key = f"/api/node/{root}/kv/key/k"
-    _ok(one.post(key, content=b"first"))
+    ok(one.post(key, content=b"first"))
     assert one.get(key).content == b"first"
 
-    _ok(other.post(key, content=b"second"))  # acknowledged before one's next request...
+    ok(other.post(key, content=b"second"))  # acknowledged before one's next request...
     assert one.get(key).content == b"second"  # ...which reads ahead, and sees it
-    _ok(other.delete(key))
+    ok(other.delete(key))
     assert one.get(key).status_code == 404
-    _ok(other.post(key, content=b"third"))
+    ok(other.post(key, content=b"third"))
     assert one.get(key).content == b"third"
 
-    _ok(other.post(f"/api/node/{root}/commit", json={}))
+    ok(other.post(f"/api/node/{root}/commit", json={}))
     assert one.get(key).content == b"third"  # locked now: served from the ancestors' path
     assert one.post(key, content=b"late").status_code == 400
     assert one.get(key).content == b"third"
@@ -173,15 +161,15 @@ def test_deleted_instance_is_gone_whatever_was_read_ahead(
     replicas: tuple[CallLog, TestClient, TestClient],
 ) -> None:
     store, one, other = replicas
-    root = _repo_with_keyvalue(one)
+    root = repo_with_keyvalue(one)
     key = f"/api/node/{root}/kv/key/k"
-    _ok(one.post(key, content=b"old instance"))
+    ok(one.post(key, content=b"old instance"))
     assert one.get(key).content == b"old instance"
 
     # Deleted by the other replica, its records put back as if their removal were still
     # under way: a read ahead of the old path finds the value, yet kv is gone.
     data_uuid = one.get(f"/api/node/{root}/kv/info").json()["Base"]["DataUUID"]
-    _ok(other.delete(f"/api/repo/{root}/kv", params={"imsure": "true"}))
+    ok(other.delete(f"/api/repo/{root}/kv", params={"imsure": "true"}))
     record = f"{keys.instance_root(data_uuid)}/v/{root}/{b'k'.hex()}"
     store.put(record, b"\x01old instance")
     store.data_reads()
@@ -192,9 +180,9 @@ def test_deleted_instance_is_gone_whatever_was_read_ahead(
     assert store.data_reads() == []
 
     # Made again under the same name: new records, and the old value is not served.
-    _ok(other.post(f"/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"}))
+    ok(other.post(f"/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"}))
     assert one.get(key).status_code == 404
-    _ok(other.post(key, content=b"new instance"))
+    ok(other.post(key, content=b"new instance"))
     assert one.get(key).content == b"new instance"
 
 
@@ -203,9 +191,9 @@ def test_concurrent_reads_each_see_their_own_answer(
 ) -> None:
     """Requests for different keys at once: each takes only its own read ahead."""
     _, one, _ = replicas
-    root = _repo_with_keyvalue(one)
+    root = repo_with_keyvalue(one)
     for i in range(16):
-        _ok(one.post(f"/api/node/{root}/kv/key/k{i}", content=f"v{i}".encode()))
+        ok(one.post(f"/api/node/{root}/kv/key/k{i}", content=f"v{i}".encode()))
     assert one.get(f"/api/node/{root}/kv/key/k0").content == b"v0"
 
     def read(i: int) -> bytes:
