@@ -139,7 +139,7 @@ class Repo:
     def require_final(self, node: Node, action: str) -> None:
         """Refuse ``action`` on a locked node whose commit has not finished (a new node
         above it would read data that may still change); committing it again finishes it."""
-        if node.locked and node.uuid in self.sealing:
+        if node.locked and not self.final(node):
             raise BadRequest(
                 f"cannot {action}: the commit of node {node.uuid} has not finished; "
                 "commit it again to finish it"
