@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 from fastapi.testclient import TestClient
@@ -10,6 +11,32 @@ from fastapi.testclient import TestClient
 from app.server import create_app
 from app.settings import Settings
 from backends import ObjectStore
+from backends.base import Blob
+from backends.memory import MemoryStore
+
+
+class CallLog(MemoryStore):
+    """A memory store that records, per read, the key and the thread that asked (its
+    conditional reads are gets too: the base class's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[tuple[str, str]] = []
+
+    def get(self, key: str) -> Blob | None:
+        self.reads.append((key, threading.current_thread().name))
+        return super().get(key)
+
+    def data_reads_by_thread(self) -> list[tuple[str, str]]:
+        """The reads of instance data since the last call (repo checks left out), each
+        with the name of the thread that made it."""
+        found = [(key, thread) for key, thread in self.reads if key.startswith("data/")]
+        self.reads.clear()
+        return found
+
+    def data_reads(self) -> list[str]:
+        """The keys of :meth:`data_reads_by_thread`."""
+        return [key for key, _ in self.data_reads_by_thread()]
 
 
 def ok(response: object) -> None:

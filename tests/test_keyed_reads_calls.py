@@ -15,33 +15,13 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from backends.base import Blob
-from backends.memory import MemoryStore
 from tests.keyvalue_support import (
+    CallLog,
     ok,
     open_child_inheriting,
     repo_with_keyvalue,
     two_replicas,
 )
-
-
-class CallLog(MemoryStore):
-    """A memory store that records the keys its readers ask for (its conditional reads
-    are gets too: the base class's)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads: list[str] = []
-
-    def get(self, key: str) -> Blob | None:
-        self.reads.append(key)
-        return super().get(key)
-
-    def data_reads(self) -> list[str]:
-        """The reads of instance data since the last call (repo checks left out)."""
-        found = [key for key in self.reads if key.startswith("data/")]
-        self.reads.clear()
-        return found
 
 
 @pytest.fixture

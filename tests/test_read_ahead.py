@@ -20,6 +20,7 @@ from app.storage import keys, readahead
 from backends import StoreUnavailable
 from backends.base import Blob
 from backends.memory import MemoryStore
+from tests import keyvalue_support
 from tests.keyvalue_support import (
     ok,
     open_child_inheriting,
@@ -32,21 +33,18 @@ from tests.keyvalue_support import (
 HOLD_SECONDS = 10.0
 
 
-class CallLog(MemoryStore):
-    """A memory store that records, per read, the key and the thread that asked (its
-    conditional reads are gets too: the base class's). Inside :meth:`repo_checks_held`,
-    a read of a repo record waits for a read of instance data to have started first."""
+class CallLog(keyvalue_support.CallLog):
+    """A :class:`keyvalue_support.CallLog` that, inside :meth:`repo_checks_held`, makes a
+    read of a repo record wait for a read of instance data to have started first."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.reads: list[tuple[str, str]] = []
         self.data_started = threading.Event()
         self.holding = False
         #: Per held repo check, whether a data read had started before it answered.
         self.overlapped: list[bool] = []
 
     def get(self, key: str) -> Blob | None:
-        self.reads.append((key, threading.current_thread().name))
         if key.startswith("data/"):
             self.data_started.set()
         elif self.holding and key.startswith("meta/repos/"):
@@ -63,18 +61,22 @@ class CallLog(MemoryStore):
         finally:
             self.holding = False
 
-    def data_reads(self) -> list[tuple[str, str]]:
-        """The reads of instance data since the last call: (key, thread name)."""
-        found = [(key, thread) for key, thread in self.reads if key.startswith("data/")]
-        self.reads.clear()
-        return found
-
 
 @pytest.fixture
 def replicas() -> Iterator[tuple[CallLog, TestClient, TestClient]]:
     store = CallLog()
     with two_replicas(store) as (one, other):
         yield store, one, other
+
+
+def _key_read_once(client: TestClient, value: bytes) -> tuple[str, str]:
+    """A repo whose open root holds key ``k`` = ``value``, read once through ``client``
+    (which then holds a binding of kv): the root and the key's URL."""
+    root = repo_with_keyvalue(client)
+    key = f"/api/node/{root}/kv/key/k"
+    ok(client.post(key, content=value))
+    assert client.get(key).content == value
+    return root, key
 
 
 def _read_ahead(reads: list[tuple[str, str]]) -> bool:
@@ -86,10 +88,7 @@ def test_own_record_is_read_while_the_repo_is_checked(
     replicas: tuple[CallLog, TestClient, TestClient],
 ) -> None:
     store, one, _ = replicas
-    root = repo_with_keyvalue(one)
-    key = f"/api/node/{root}/kv/key/k"
-    ok(one.post(key, content=b"value"))
-    assert one.get(key).content == b"value"  # this process now holds a binding of kv
+    root, key = _key_read_once(one, b"value")  # one now holds a binding of kv
 
     store.data_reads()
     with store.repo_checks_held():
@@ -98,7 +97,7 @@ def test_own_record_is_read_while_the_repo_is_checked(
     # Each request's repo check answered only once its own-record read had started...
     assert store.overlapped == [True, True]
     # ...and the route took that read rather than making a second one.
-    reads = store.data_reads()
+    reads = store.data_reads_by_thread()
     assert len(reads) == 2 and all(k.endswith(f"/v/{root}/{b'k'.hex()}") for k, _ in reads)
     assert _read_ahead(reads), reads
 
@@ -115,7 +114,7 @@ def test_open_child_reads_its_own_record_ahead(
     with store.repo_checks_held():
         assert one.get(key).content == b"at root"
     assert store.overlapped == [True]
-    reads = store.data_reads()
+    reads = store.data_reads_by_thread()
     assert len(reads) == 1 and f"/v/{child}/" in reads[0][0], reads  # the child's probe
     assert _read_ahead(reads), reads
 
@@ -129,7 +128,7 @@ def test_first_request_and_writes_read_nothing_ahead(
     ok(other.post(key, content=b"value"))
     store.data_reads()
     assert one.get(key).content == b"value"  # no earlier binding here: read after it
-    reads = store.data_reads()
+    reads = store.data_reads_by_thread()
     assert len(reads) == 1 and not _read_ahead(reads), reads
     ok(one.post(key, content=b"new"))  # a write reads nothing ahead
     assert store.data_reads() == []
@@ -139,10 +138,7 @@ def test_other_replicas_writes_deletes_and_commits_are_seen(
     replicas: tuple[CallLog, TestClient, TestClient],
 ) -> None:
     _, one, other = replicas
-    root = repo_with_keyvalue(one)
-    key = f"/api/node/{root}/kv/key/k"
-    ok(one.post(key, content=b"first"))
-    assert one.get(key).content == b"first"
+    root, key = _key_read_once(one, b"first")
 
     ok(other.post(key, content=b"second"))  # acknowledged before one's next request...
     assert one.get(key).content == b"second"  # ...which reads ahead, and sees it
@@ -161,10 +157,7 @@ def test_deleted_instance_is_gone_whatever_was_read_ahead(
     replicas: tuple[CallLog, TestClient, TestClient],
 ) -> None:
     store, one, other = replicas
-    root = repo_with_keyvalue(one)
-    key = f"/api/node/{root}/kv/key/k"
-    ok(one.post(key, content=b"old instance"))
-    assert one.get(key).content == b"old instance"
+    root, key = _key_read_once(one, b"old instance")
 
     # Deleted by the other replica, its records put back as if their removal were still
     # under way: a read ahead of the old path finds the value, yet kv is gone.
@@ -175,7 +168,7 @@ def test_deleted_instance_is_gone_whatever_was_read_ahead(
     store.data_reads()
     gone = one.get(key)
     assert gone.status_code in (400, 404) and b"old instance" not in gone.content
-    assert [k for k, _ in store.data_reads()] == [record]  # read ahead, and dropped
+    assert store.data_reads() == [record]  # read ahead, and dropped
     assert one.get(key).status_code in (400, 404)  # nothing is read ahead any more
     assert store.data_reads() == []
 
