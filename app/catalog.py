@@ -20,14 +20,31 @@ Requests that need the same repo while its check is in flight share the next che
 (:class:`SharedChecks`): it starts after they came, so it sees every write acknowledged
 before any of them, and under concurrency a repo costs one store call per check rather
 than per request.
+
+Reads of an instance's data at a node named by its full UUID take a lease instead
+(:meth:`Catalog.resolve` with ``leased``): they use a repo checked at most
+:data:`REPO_LEASE_SECONDS` ago, so that such a read costs its own store calls only, not
+one more for the repo. That is never stale where it matters, because of what can change:
+
+* what a lease lacks (a new node, a new instance) is looked up afresh;
+* a node that was locked stays locked, so a lease that shows it open reads it as an open
+  one (afresh, kept nowhere): the same data, only not marked immutable;
+* an update that removes or changes an instance, or removes a node, is acknowledged only
+  :data:`REPO_LEASE_SECONDS` after it landed (:func:`outlast_leases`), when every lease
+  taken before it has run out.
+
+Writes, and every route that shows the repo itself, check afresh.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 import uuid as uuidlib
 from collections.abc import Callable
-from typing import Generic, TypeVar, cast
+from dataclasses import asdict, dataclass
+from typing import Generic, NamedTuple, TypeVar, cast
 
 import orjson
 
@@ -42,6 +59,50 @@ T = TypeVar("T")
 
 #: Update ids a repo keeps: enough to outlast the rivals' writes during one retry.
 RECENT_WRITES = 32
+#: How long after its check began a repo may serve leased reads (docs/format.md, "Repo
+#: leases"): one check per quarter second rather than one per read, while an update that
+#: must outlast the leases waits no longer than a person would notice.
+REPO_LEASE_SECONDS = 0.25
+
+
+def outlast_leases() -> None:
+    """Wait until every lease taken before an update that just landed has run out: only
+    then may the update be acknowledged, if it removed or changed something leased reads
+    rely on (:func:`withdraws`). Any replica's next request then sees it."""
+    time.sleep(REPO_LEASE_SECONDS)
+
+
+class LeasedView(NamedTuple):
+    """What leased reads rely on in a repo: its instances' records and its nodes."""
+
+    instances: dict[str, dict]
+    nodes: frozenset[str]
+
+    @classmethod
+    def of(cls, repo: Repo) -> LeasedView:
+        return cls(
+            {name: asdict(inst) for name, inst in repo.instances.items()},
+            frozenset(repo.dag.by_uuid),
+        )
+
+    def withdrawn_by(self, after: LeasedView) -> bool:
+        """Whether ``after`` removes or changes anything of this view (adding is fine:
+        what a lease lacks is looked up afresh)."""
+        return not self.nodes <= after.nodes or any(
+            after.instances.get(name) != record for name, record in self.instances.items()
+        )
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """A repo as last checked: its token, parsed copy, and the lease the check gave
+    (until ``leased_until`` on the monotonic clock, while no update of this process
+    has landed since ``generation``)."""
+
+    token: str
+    repo: Repo
+    leased_until: float
+    generation: int
 
 
 class _Check(Generic[T]):
@@ -102,8 +163,12 @@ class Catalog:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
         self._root_of: dict[str, str] = {}
-        self._parsed: dict[str, tuple[str, Repo]] = {}
+        self._parsed: dict[str, _Parsed] = {}
         self._checks: SharedChecks[tuple[Repo, str] | None] = SharedChecks()
+        # Per repo, the latest update this process landed: a check that began before it
+        # may hold what preceded it, and gives no lease.
+        self._generations: dict[str, int] = {}
+        self._generation = itertools.count(1)
 
     # --- reading -----------------------------------------------------------------------
 
@@ -115,18 +180,23 @@ class Catalog:
     def _check(self, root: str) -> tuple[Repo, str] | None:
         """The repo and its token read afresh. Readers share one parsed copy per stored
         version (its DAG keeps its cached ancestries); edits parse their own copy."""
+        generation = self._generations.get(root, 0)
+        began = time.monotonic()
         cached = self._parsed.get(root)
         if cached is None:
             blob = self.store.get(keys.repo(root))
         else:
-            found = self.store.get_if_changed(keys.repo(root), cached[0])
+            found = self.store.get_if_changed(keys.repo(root), cached.token)
             if found is UNCHANGED:
-                return cached[1], cached[0]
+                self._parsed[root] = _Parsed(
+                    cached.token, cached.repo, began + REPO_LEASE_SECONDS, generation
+                )
+                return cached.repo, cached.token
             blob = found
         if blob is None:
             return None
         repo = Repo.from_json(orjson.loads(blob.data))
-        self._parsed[root] = (blob.token, repo)
+        self._parsed[root] = _Parsed(blob.token, repo, began + REPO_LEASE_SECONDS, generation)
         return repo, blob.token
 
     def repo(self, root: str) -> Repo:
@@ -134,6 +204,17 @@ class Catalog:
         if loaded is None:
             raise BadRequest(f"no repo with root {root}")
         return loaded[0]
+
+    def _leased(self, root: str) -> Repo | None:
+        """The repo as a check gave it whose lease still runs, if there is one."""
+        parsed = self._parsed.get(root)
+        if (
+            parsed is None
+            or parsed.generation != self._generations.get(root, 0)
+            or time.monotonic() >= parsed.leased_until
+        ):
+            return None
+        return parsed.repo
 
     def roots(self) -> list[str]:
         return [
@@ -148,8 +229,15 @@ class Catalog:
 
     # --- UUID references ---------------------------------------------------------------
 
-    def resolve(self, ref: str) -> tuple[Repo, Node]:
-        """Turn ``prefix``, ``prefix:branch``, ``:branch`` or ``prefix:branch~n`` into a node."""
+    def resolve(self, ref: str, leased: bool = False) -> tuple[Repo, Node]:
+        """Turn ``prefix``, ``prefix:branch``, ``:branch`` or ``prefix:branch~n`` into a node.
+        ``leased``: a full UUID of a node the repo's lease holds resolves with that repo
+        (for reads of an instance's data only; see the module docstring)."""
+        root = self._root_of.get(ref) if leased else None
+        if root is not None:
+            repo = self._leased(root)
+            if repo is not None and ref in repo.dag.by_uuid:
+                return repo, repo.dag.by_uuid[ref]
         if ref.count(":") > 1:
             raise BadRequest(f"bad UUID reference {ref!r}: more than one ':'")
         prefix, colon, branch = ref.partition(":")
@@ -273,6 +361,7 @@ class Catalog:
         node it just locked) or do it twice; the id in the newer repo shows it landed."""
         write_id = uuidlib.uuid4().hex[:16]
         results: list[T] = []
+        withdrawing: list[bool] = []
 
         def apply(current: bytes | None) -> bytes | None:
             if current is None:
@@ -280,9 +369,16 @@ class Catalog:
             repo = Repo.from_json(orjson.loads(current))
             if results and write_id in repo.writes:
                 return None  # an earlier attempt landed: its result stands
+            before = LeasedView.of(repo)
             results[:] = [edit(repo)]
+            withdrawing[:] = [before.withdrawn_by(LeasedView.of(repo))]
             repo.writes = [*repo.writes[1 - RECENT_WRITES :], write_id]
             return orjson.dumps(repo.to_json())
 
-        conditional.update(self.store, keys.repo(root), apply, what=f"repo {root}")
+        try:
+            conditional.update(self.store, keys.repo(root), apply, what=f"repo {root}")
+        finally:  # landed or maybe landed: this process's leases of the repo are over
+            self._generations[root] = next(self._generation)
+        if withdrawing[0]:
+            outlast_leases()
         return results[0]

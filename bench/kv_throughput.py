@@ -14,8 +14,9 @@ config pointing at that backend and measures, in one run:
 * ``GET`` of one key at an open node, at the same node once committed (locked, its value
   served from the server's cache) and at an open child inheriting it; and, as the floor
   of client + HTTP + framework cost, ``GET /api/heartbeat``; then the raw client's get
-  once and two at once, the store's floor for an open node's read (its repo check and
-  its record are read overlapped).
+  once, the store's floor for an open node's read while the repo's lease runs
+  (app/catalog.py), and two at once, its floor when the lease has run out (the repo
+  check and the record are read overlapped).
 
 Sequential dvid and direct operations are interleaved one for one, and concurrent runs
 alternate in three rounds, so the noise of a shared machine falls on both alike; compare
@@ -353,8 +354,9 @@ def bench_backend(
 
 def _direct_floors(backend: Backend, reads: int) -> list[tuple[str, Stats]]:
     """The raw client's get, once and twice overlapped (two threads): a GET at an open
-    node makes two store calls (the repo check, the record), overlapped when it reads
-    ahead (app/storage/readahead.py), so the second line is its floor on this store. On
+    node reads its record, and once per repo lease (app/catalog.py) also checks the
+    repo, overlapped when it reads ahead (app/storage/readahead.py); the first line is
+    its floor on this store, the second that of a read whose lease has run out. On
     a fake that spends CPU rather than waiting (moto: one interpreter, 2 cores shared
     with the server and this client), two overlapped gets cost about as much as two in
     turn, and overlapping saves little; on a store whose round trips wait, one."""

@@ -15,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from app import catalog as catalog_module
 from app.api.instances import OpenChecks
 from app.datatypes.base import Data
 from app.immutable import ImmutableAnswers, OpenRead
@@ -192,6 +193,7 @@ def test_open_checks_never_share_a_binding_that_started_before_the_request() -> 
 def test_an_open_read_that_fails_to_bind_is_answered_by_its_route(monkeypatch: Any) -> None:
     """A failing check is no answer: the request goes on to its route, which answers
     (here, 503 for a store that fails), and a later one is kept again."""
+    monkeypatch.setattr(catalog_module, "REPO_LEASE_SECONDS", 0.0)  # each read checks
     store = MemoryStore()
     with TestClient(create_app(Settings(), {"default": store})) as client:
         _, child = _repo(client)

@@ -3,7 +3,8 @@ record while its binding checks the repo, not after, and is as fresh as before.
 
 Two apps on one store stand for two replicas with their own caches. The store records
 which thread asked for which object: the dispatcher's threads read ahead
-(``dvid-read-ahead``), the route's threadpool reads after the binding.
+(``dvid-read-ahead``), the route's threadpool reads after the binding. Every read here
+checks the repo, as one does whenever its repo lease has run out (app/catalog.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from fastapi.testclient import TestClient
 
+from app import catalog
 from app.storage import keys, readahead
 from backends import StoreUnavailable
 from backends.base import Blob
@@ -60,6 +62,11 @@ class CallLog(keyvalue_support.CallLog):
             yield
         finally:
             self.holding = False
+
+
+@pytest.fixture(autouse=True)
+def no_repo_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(catalog, "REPO_LEASE_SECONDS", 0.0)
 
 
 @pytest.fixture

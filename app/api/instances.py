@@ -171,7 +171,7 @@ class InstanceDispatcher:
         def bind_request() -> tuple[Data, bool]:
             """Bind the instance; a read is also made ready here (one thread hop)."""
             try:
-                data = resolve(services, *named)
+                data = resolve(services, *named, leased=scope["method"] in ("GET", "HEAD"))
             except BaseException:
                 earlier.pop(named, None)  # gone, or unknown: read nothing ahead
                 raise
@@ -287,8 +287,9 @@ class OpenChecks:
     A request must see every write acknowledged before it came, on any replica, so it
     never takes the key from a binding that had started before it came; but requests for
     one instance at one version that come while a binding runs share the next one,
-    started when that ends. Under load, one binding (a thread hop and two small store
-    reads) then serves many requests, where each used to make its own."""
+    started when that ends. Under load, one binding (a thread hop, a small store read,
+    and a repo check when the repo's lease has run out) then serves many requests, where
+    each used to make its own."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -342,7 +343,7 @@ class OpenChecks:
             self._start(loop, key)
 
     def _bind(self, ref: str, dataname: str) -> Data:
-        data = resolve(self.services, ref, dataname)
+        data = resolve(self.services, ref, dataname, leased=True)
         data.prepare_read()
         return data
 
@@ -355,8 +356,8 @@ class Answered:
 #: to read ahead for their next request.
 EARLIER_BINDINGS = 1024
 
-#: Threads that bind requests (:meth:`InstanceDispatcher.__call__`): mostly two small
-#: store reads, the whole blocking work of a kept open answer, for which asyncio's
+#: Threads that bind requests (:meth:`InstanceDispatcher.__call__`): mostly a small
+#: store read or two, the whole blocking work of a kept open answer, for which asyncio's
 #: executor hop costs about a sixth less CPU than anyio's worker threads (capacity
 #: limiter, cancel scope). As many as anyio's default limit.
 _BINDING = ThreadPoolExecutor(40, thread_name_prefix="dvid-bind")
@@ -425,9 +426,13 @@ async def _transaction(
         await anyio.to_thread.run_sync(deliver, data)
 
 
-def resolve(services: Services, ref: str, dataname: str) -> Data:
-    """The instance ``dataname`` at the version ``ref`` names, bound."""
-    repo, node = services.catalog.resolve(ref)
+def resolve(services: Services, ref: str, dataname: str, leased: bool = False) -> Data:
+    """The instance ``dataname`` at the version ``ref`` names, bound; ``leased``: to read
+    its data, through a repo the catalog checked lately (app/catalog.py), unless the
+    instance is not in that repo."""
+    repo, node = services.catalog.resolve(ref, leased=leased)
+    if leased and dataname not in repo.instances:
+        repo, node = services.catalog.resolve(ref)
     return bind(services, repo, node.uuid, repo.instance(dataname))
 
 

@@ -6,6 +6,8 @@ the route's own read of its record. On an object store each is a round trip of s
 milliseconds whatever it carries, so the second doubles the request's latency though it
 rarely depends on the first's answer: the instance bound by this process's previous
 request for it (:meth:`app.datatypes.base.Data.read_ahead`) already names the path.
+(While the repo's lease runs, app/catalog.py, the binding makes no store call; a read
+ahead then overlaps only the binding's thread hop.)
 
 So the dispatcher starts those reads at the moment the fresh binding starts, and the
 route takes a read's result (:func:`get`) instead of issuing the same read again, under

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from app.catalog import Catalog
+from app.catalog import Catalog, outlast_leases
 from app.dag import Node, VersionDAG
 from app.errors import BadRequest, Conflict
 from app.repo import TAG_RE, UUID_RE, Instance, Repo
@@ -288,6 +288,8 @@ class Publisher:
             return orjson.dumps(repo.to_json())
 
         conditional.update(self.meta, keys.repo(source.root), edit, what=f"repo {source.root}")
+        if result["removed"]:  # nodes gone that the destination's replicas may lease
+            outlast_leases()
         return result["added"], result["removed"]
 
     def _check_in_update(self, dest: Repo, source: Repo, request: PublishRequest) -> None:
