@@ -15,10 +15,9 @@ c...) so that the load of a shared machine falls on every reader alike:
   no request had before (``?read=n``, which the server ignores), so that no kept answer
   serves it: the chunks are read and assembled afresh, as at a first request;
 * dvid-cloud in-process: binding the instance (catalog check included) and the volume's
-  read path (``VersionedVolume.read``), in this process, on the same folder; and the same
-  keeping its answers as the server keeps each afresh answer (as many as its default
-  ``response_cache_bytes`` holds), so that each read lands in fresh memory, as over HTTP:
-  the difference from the first is what page faults cost (on a VM, a good part of it);
+  read path (``VersionedVolume.read``), in this process, on the same folder (the server
+  does not keep these one-off 16 MiB answers: it keeps a large answer only when it is
+  asked for again, app/immutable.py);
 * dvid-cloud in-process without its chunk cache (``chunk_cache_bytes=0``): the server
   keeps the decoded chunks of locked versions (every version of this chain is locked),
   so after the first round the lines above copy chunks from memory; this one reads and
@@ -41,7 +40,6 @@ import os
 import statistics
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -109,25 +107,20 @@ def build_dvid(
 
 
 def in_process_reader(
-    data_dir: Path, node: str, edge: int, keep: bool = False, chunk_cache: bool = True
+    data_dir: Path, node: str, edge: int, chunk_cache: bool = True
 ) -> Callable[[], np.ndarray]:
-    """dvid-cloud's own read path in this process: bind the instance, read the box; with
-    ``keep``, the answers are kept as the server's answer cache keeps them; without
-    ``chunk_cache``, every chunk is read from the folder and decoded at every read."""
+    """dvid-cloud's own read path in this process: bind the instance, read the box;
+    without ``chunk_cache``, every chunk is read from the folder and decoded at every read."""
     settings = Settings(data_dir=data_dir)
     if not chunk_cache:
         settings = Settings(data_dir=data_dir, chunk_cache_bytes=0)
     services = Services.from_settings(settings)
     box = Box(vec((0, 0, 0)), vec((edge, edge, edge)))
-    kept: deque[np.ndarray] = deque(maxlen=max(1, settings.response_cache_bytes // edge**3))
 
     def read() -> np.ndarray:
         data = resolve(services, node, NAME)
         assert isinstance(data, VolumeData)
-        voxels = data.volume(0).read(box)
-        if keep:
-            kept.append(voxels)
-        return voxels
+        return data.volume(0).read(box)
 
     return read
 
@@ -224,9 +217,6 @@ def main() -> None:
                 ),
                 "dvid-cloud in-process (bind + volume read)": in_process_reader(
                     data_dir, leaf, edge
-                ),
-                "dvid-cloud in-process, answers kept": in_process_reader(
-                    data_dir, leaf, edge, keep=True
                 ),
                 "dvid-cloud in-process, no chunk cache": in_process_reader(
                     data_dir, leaf, edge, chunk_cache=False

@@ -181,3 +181,34 @@ def test_a_view_of_a_larger_buffer_is_sent_as_a_copy() -> None:
     read = ts.array(volume).read().result()
     assert read.base is not None
     assert array_bytes(read) == volume.tobytes()
+
+
+def test_a_large_answer_is_kept_when_asked_for_again(store: MemoryStore) -> None:
+    """An answer over 1/64 of the cache is kept from its second request on; one-off
+    reads of large volumes leave the cache to the answers that are asked again."""
+    client = _client(store, response_cache_bytes=64 * 4096)  # large: over 4 KiB
+    uuid = client.post("/api/repos", json={}).json()["root"]
+    body = {"typename": "uint8blk", "dataname": "gray"}
+    assert client.post(f"/api/repo/{uuid}/instance", json=body).status_code == 200
+    large = f"/api/node/{uuid}/gray/raw/0_1_2/32_32_32/0_0_0"  # 32 KiB
+    small = f"/api/node/{uuid}/gray/raw/0_1_2/16_16_16/0_0_0"  # 4 KiB
+    assert client.post(large, content=VOXELS).status_code == 200
+    assert client.post(f"/api/node/{uuid}/commit", json={}).status_code == 200
+    answers = _answers(client)
+    assert client.get(small).headers["cache-control"] == IMMUTABLE
+    hits = answers.cache.hits
+    assert client.get(small).content == _block(16)
+    assert answers.cache.hits == hits + 1  # a small answer: kept at once
+    for hits_after, query in ((0, ""), (0, ""), (1, "")):
+        before = answers.cache.hits
+        got = client.get(large + query)
+        assert got.content == VOXELS and got.headers["cache-control"] == IMMUTABLE
+        assert answers.cache.hits - before == hits_after
+    for n in range(3):  # asked once each: none kept
+        assert client.get(f"{large}?read={n}").content == VOXELS
+    assert len(answers.cache) == 2
+
+
+def _block(edge: int) -> bytes:
+    """The ``edge``³ corner of the 32³ volume VOXELS holds, as GET raw sends it."""
+    return np.frombuffer(VOXELS, np.uint8).reshape(32, 32, 32)[:edge, :edge, :edge].tobytes()
