@@ -68,7 +68,7 @@ REPO_LEASE_SECONDS = 0.25
 def outlast_leases() -> None:
     """Wait until every lease taken before an update that just landed has run out: only
     then may the update be acknowledged, if it removed or changed something leased reads
-    rely on (:func:`withdraws`). Any replica's next request then sees it."""
+    rely on (:meth:`LeasedView.withdrawn_by`). Any replica's next request then sees it."""
     time.sleep(REPO_LEASE_SECONDS)
 
 

@@ -50,7 +50,7 @@ IMMUTABLE = "dvid.immutable"
 OPEN_KEY = "dvid.open_key"
 IMMUTABLE_CONTROL = b"public, max-age=31536000, immutable"
 #: An answer over 1/LARGE_SHARE of the cache is kept only when asked for again
-#: (:meth:`ImmutableAnswers.admits`); keys asked for once are remembered by count.
+#: (:meth:`ImmutableAnswers.admits_large`); keys asked for once are remembered by count.
 LARGE_SHARE = 64
 ASKED_ONCE = 1 << 12
 NO_CACHE = b"no-cache"
@@ -136,14 +136,14 @@ class ImmutableAnswers:
         self._asked_once: LRUCache[bool] = LRUCache(ASKED_ONCE)
         self.epoch = 0
 
-    def admits(self, key: str, size: int) -> bool:
-        """Whether to keep an answer of ``size`` bytes under ``key``: at once, unless it
-        is large (over 1/:data:`LARGE_SHARE` of the cache); a large one only when its key
-        is asked for again. A one-off read of a large subvolume would otherwise push out
-        dozens of chunk answers, and take a new buffer of fresh memory for each read
-        (page faults: on the 2-core VM, a 16 MiB answer took 45 ms to serve while the
-        cache was filling, 13 ms not kept)."""
-        if size <= self.large or self._asked_once.get(key) is not None:
+    def admits_large(self, key: str) -> bool:
+        """Whether to keep a large answer (over 1/:data:`LARGE_SHARE` of the cache; a
+        smaller one is kept at once) under ``key``: only when its key is asked for
+        again, so this call counts as the ask. A one-off read of a large subvolume would
+        otherwise push out dozens of chunk answers, and take a new buffer of fresh memory
+        for each read (page faults: on the 2-core VM, a 16 MiB answer took 45 ms to serve
+        while the cache was filling, 13 ms not kept)."""
+        if self._asked_once.get(key) is not None:
             return True
         self._asked_once.put(key, True)
         return False
@@ -395,8 +395,11 @@ class _Recorder:
             return
         if self.keep:
             chunk = message.get("body", b"")
+            answers, smaller = self.answers, self.size
             self.size += len(chunk)
-            if self.size > self.answers.max_entry:
+            if self.size > answers.max_entry or (
+                smaller <= answers.large < self.size and not answers.admits_large(self.key)
+            ):  # nothing more is gathered (or copied) for an answer that is not kept
                 self.keep, self.parts = False, []
             else:
                 self.parts.append(_unchanging(chunk))
@@ -406,8 +409,6 @@ class _Recorder:
 
     def _keep(self) -> None:
         answers = self.answers
-        if not answers.admits(self.key, self.size):
-            return
         body = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
         answers.cache.put(self.key, Answer(self.headers, body, self.etag))
         if self.read is not None:

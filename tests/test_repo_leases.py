@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from app import catalog as catalog_module
 from app.catalog import Catalog
 from app.repo import Repo
-from backends.base import Blob
+from backends.base import Blob, Unchanged
 from tests.keyvalue_support import CallLog, ok, repo_with_keyvalue, two_replicas
 
 LONG_LEASE = 3.0
@@ -143,7 +143,7 @@ class _HeldRepoCheck(CallLog):
         self.started = threading.Event()
         self.gate = threading.Event()
 
-    def get_if_changed(self, key: str, token: str) -> Blob | object | None:
+    def get_if_changed(self, key: str, token: str) -> Blob | Unchanged | None:
         if self.armed and key.startswith("meta/repos/"):
             self.armed = False
             found = super().get_if_changed(key, token)  # what the repo was when it began
