@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from pyroaring import BitMap64
 
+from app.buffers import BodyBuffers
 from app.cache import LRUCache
 from app.catalog import Catalog
 from app.immutable import ImmutableAnswers
@@ -49,6 +50,7 @@ class Services:
     inflight: InflightWrites
     remotes: Remotes
     answers: ImmutableAnswers
+    buffers: BodyBuffers
     counters: Counters = field(default_factory=Counters)
     started: float = field(default_factory=time.time)
 
@@ -75,6 +77,7 @@ class Services:
             inflight=InflightWrites(stores[default], max_age=settings.max_request_seconds),
             remotes=Remotes(settings.proxy_config(), settings.proxy_cache_bytes),
             answers=ImmutableAnswers(settings.response_cache_bytes),
+            buffers=BodyBuffers(settings.body_buffer_bytes),
         )
 
     def check(self) -> None:

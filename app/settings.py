@@ -161,6 +161,9 @@ class Settings(BaseModel):
     neuroglancer_url: str | None = None
     #: Bytes of encoded answers of locked versions kept in memory (app/immutable.py).
     response_cache_bytes: int = Field(256 << 20, ge=0)
+    #: Bytes of scratch buffers that large request bodies are received into, kept for
+    #: the next request (app/buffers.py): fresh memory is slow to touch.
+    body_buffer_bytes: int = Field(256 << 20, ge=0)
     #: Bytes of remote voxels (proxy instances) kept in memory; remotes are immutable.
     proxy_cache_bytes: int = Field(256 << 20, ge=0)
     #: ``DVID_CLOUD_BOSS_TOKEN`` and ``DVID_CLOUD_BRAINMAPS_CREDENTIALS``: the env forms

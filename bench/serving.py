@@ -39,8 +39,8 @@ of a shared machine falls on all alike; every ratio is between two figures of on
 3. The server's peak RSS under those chunk loads (VmHWM of each process, reset through
    ``/proc/<pid>/clear_refs`` just before them) beside its configured cache bounds
    (``DVID_CLOUD_CACHE_BYTES`` + ``DVID_CLOUD_CHUNK_CACHE_BYTES`` +
-   ``DVID_CLOUD_RESPONSE_CACHE_BYTES`` +
-   ``DVID_CLOUD_PROXY_CACHE_BYTES``, held by each server process; goal ≤ bound + 300 MiB
+   ``DVID_CLOUD_RESPONSE_CACHE_BYTES`` + ``DVID_CLOUD_PROXY_CACHE_BYTES`` +
+   ``DVID_CLOUD_BODY_BUFFER_BYTES``, held by each server process; goal ≤ bound + 300 MiB
    per process), and the minimal app's for scale.
 4. Cost grows with the work, not the data: a 64³ ``GET raw`` at the open leaf of a chain
    of 100 versions of a 4096³ uint8blk holding ~10^5 written chunks (each version POSTs
@@ -117,6 +117,7 @@ CACHE_VARS = {
     "DVID_CLOUD_CHUNK_CACHE_BYTES": "chunk_cache_bytes",
     "DVID_CLOUD_RESPONSE_CACHE_BYTES": "response_cache_bytes",
     "DVID_CLOUD_PROXY_CACHE_BYTES": "proxy_cache_bytes",
+    "DVID_CLOUD_BODY_BUFFER_BYTES": "body_buffer_bytes",
 }
 RSS_SLACK = 300 * MiB
 

@@ -41,12 +41,13 @@ from tests.dvid_process import DvidServer
 CLIENTS = 64
 SECONDS = float(os.environ.get("DVID_TEST_LOAD_SECONDS", "60"))
 #: Each worker's caches: values of locked keys, decoded chunks of locked versions, kept
-#: answers (app/immutable.py), proxied volumes.
+#: answers (app/immutable.py), proxied volumes, kept body buffers (app/buffers.py).
 CACHES = {
     "DVID_CLOUD_CACHE_BYTES": 64 << 20,
     "DVID_CLOUD_CHUNK_CACHE_BYTES": 64 << 20,
     "DVID_CLOUD_RESPONSE_CACHE_BYTES": 64 << 20,
     "DVID_CLOUD_PROXY_CACHE_BYTES": 0,
+    "DVID_CLOUD_BODY_BUFFER_BYTES": 64 << 20,
 }
 RSS_BOUND = sum(CACHES.values()) + (300 << 20)
 BLOCK = 64
