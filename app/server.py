@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -32,9 +31,10 @@ from app.api.instances import (
     unavailable_response,
 )
 from app.auth import install_auth
+from app.body_deadline import BodyDeadline
 from app.console import install_console
 from app.datatypes import load_all, load_plugins
-from app.errors import BadRequest, DVIDError, RequestTimeout, TooLarge
+from app.errors import BadRequest, DVIDError, TooLarge
 from app.immutable import ImmutableResponses, KeptAnswers
 from app.metrics import install_metrics
 from app.remotes import remote_failure
@@ -137,28 +137,13 @@ class BoundedRequests:
             counters.get_requests += 1
         else:
             counters.put_requests += 1
-        received = 0
-        body_deadline: float | None = None
+        deadline = BodyDeadline(receive, settings.body_timeout_seconds, settings.body_min_rate)
 
         async def counted_receive() -> Message:
-            nonlocal received, body_deadline
-            now = anyio.current_time()
-            if body_deadline is None:
-                body_deadline = now + settings.body_timeout_seconds
-            allowed = body_deadline + received / settings.body_min_rate - now
-            with anyio.move_on_after(allowed) as waiting:
-                message = await receive()
-            if waiting.cancelled_caught:
-                raise RequestTimeout(
-                    f"request body too slow: {received} bytes in "
-                    f"{settings.body_timeout_seconds + received / settings.body_min_rate:.0f} s "
-                    f"(at least {settings.body_min_rate} bytes/s after the first "
-                    f"{settings.body_timeout_seconds:g} s)"
-                )
+            message = await deadline.receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
                 counters.bytes_written += len(message.get("body", b""))
-                if received > limit:
+                if deadline.received > limit:
                     raise TooLarge(f"request body is over the {limit} byte limit")
             return message
 
@@ -170,6 +155,7 @@ class BoundedRequests:
         try:
             await self.app(scope, counted_receive, counted_send)
         finally:
+            deadline.close()
             counters.active -= 1
 
 
