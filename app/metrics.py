@@ -292,6 +292,7 @@ class InstrumentedStore(ObjectStore):
     def __init__(self, inner: ObjectStore, name: str, metrics: Metrics) -> None:
         self.inner = inner
         self.description = inner.description
+        self.overlap_calls = inner.overlap_calls
         self.name = name
         self._operations = metrics.stores
 

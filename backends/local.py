@@ -84,6 +84,7 @@ class LocalStore(ObjectStore):
         self.root = Path(root).resolve()
         self._prefix = f"{self.root}/"
         self.description = f"local folder {self.root}"
+        self.overlap_calls = False
         for hidden in _HIDDEN:
             (self.root / hidden).mkdir(parents=True, exist_ok=True)
 

@@ -15,6 +15,7 @@ class MemoryStore(ObjectStore):
     """A dict guarded by a lock; tokens come from a global counter so they never repeat."""
 
     description = "in-memory store"
+    overlap_calls = False
 
     def __init__(self) -> None:
         self._objects: dict[str, tuple[bytes, str]] = {}

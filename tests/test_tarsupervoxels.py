@@ -227,10 +227,12 @@ def test_a_large_body_streams_in_batches_read_in_parallel(
     reads: list[int] = []
     each = tarsupervoxels.parallel.each
 
-    def spy(fn: Callable[[str], bytes | None], items: Iterable[str]) -> list[bytes | None]:
+    def spy(
+        fn: Callable[[str], bytes | None], items: Iterable[str], *, overlap: bool = True
+    ) -> list[bytes | None]:
         work = list(items)
         reads.append(len(work))
-        return each(fn, work)
+        return each(fn, work, overlap=overlap)
 
     monkeypatch.setattr(tarsupervoxels.parallel, "each", spy)
     monkeypatch.setattr(tarsupervoxels, "BATCH", 3)

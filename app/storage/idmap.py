@@ -126,7 +126,7 @@ class IdMap:
             for version, owned in self.ownership.owners(wanted).items()
             for part in owned.tolist()
         ]
-        loaded = parallel.each(lambda at: self._load(*at), where)
+        loaded = parallel.each(lambda at: self._load(*at), where, overlap=self.store.overlap_calls)
         for (_, part), (keys_, values) in zip(where, loaded, strict=True):
             if keys_.size == 0:
                 continue
@@ -160,7 +160,11 @@ class IdMap:
 
         parts = touched.tolist()
         for part, (keys_, values), lo, hi in zip(
-            parts, parallel.each(current, parts), starts.tolist(), ends.tolist(), strict=True
+            parts,
+            parallel.each(current, parts, overlap=self.store.overlap_calls),
+            starts.tolist(),
+            ends.tolist(),
+            strict=True,
         ):
             new_keys, new_values = _merge_sorted(keys_, values, svs[lo:hi], bodies[lo:hi])
             out = io.BytesIO()
@@ -192,7 +196,7 @@ class IdMap:
         ]
         if not where:
             return np.empty(0, np.uint64), np.empty(0, np.uint64)
-        loaded = parallel.each(lambda at: self._load(*at), where)
+        loaded = parallel.each(lambda at: self._load(*at), where, overlap=self.store.overlap_calls)
         k = np.concatenate([keys_ for keys_, _ in loaded])
         v = np.concatenate([values for _, values in loaded])
         if not ordered:

@@ -183,6 +183,7 @@ class BufferedStore(ObjectStore):
     def __init__(self, inner: ObjectStore) -> None:
         self.inner = inner
         self.description = inner.description
+        self.overlap_calls = inner.overlap_calls
         self.puts: dict[str, bytes] = {}
         self.tokens: dict[str, str] = {}
         self.deletes: set[str] = set()
@@ -312,7 +313,9 @@ class ChunkSpace:
                 for source, target in pairs
                 if not rename(source, target, keep=source + REPLACED)
             ]
-        copied = parallel.each(lambda pair: self.copy(*pair), pairs)
+        copied = parallel.each(
+            lambda pair: self.copy(*pair), pairs, overlap=self.store.overlap_calls
+        )
         return [source for (source, _), done in zip(pairs, copied, strict=True) if not done]
 
     def delete_prefix(self, prefix: str) -> None:
@@ -610,8 +613,10 @@ class Journal:
         # chunks: their final objects are then in place.
         for key in ChunkSpace(self.store).publish(redo.chunks):
             log.info("staged chunk already published", extra={"key": key})
-        parallel.each(lambda item: self.store.put(*item), redo.puts.items())
-        parallel.each(self.store.delete, redo.deletes)
+        parallel.each(
+            lambda item: self.store.put(*item), redo.puts.items(), overlap=self.store.overlap_calls
+        )
+        parallel.each(self.store.delete, redo.deletes, overlap=self.store.overlap_calls)
         if redo.events:
             self.store.put(
                 keys.log_entry(self.data_uuid, self.node_uuid, redo.seq),
@@ -644,6 +649,10 @@ class Journal:
         listed = [info.key for info in self.store.list(prefix, start_after=start)]
         for at in range(0, len(listed), LOG_BATCH):
             batch = listed[at : at + LOG_BATCH]
-            for key, blob in zip(batch, parallel.each(self.store.get, batch), strict=True):
+            for key, blob in zip(
+                batch,
+                parallel.each(self.store.get, batch, overlap=self.store.overlap_calls),
+                strict=True,
+            ):
                 if blob is not None:
                     yield int(key[len(prefix) :]), orjson.loads(blob.data)

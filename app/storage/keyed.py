@@ -119,7 +119,7 @@ class VersionedKeys:
                 return None
             return blob.data[1:] if blob.data else TOMBSTONE
 
-        return parallel.each(read, hexkeys)
+        return parallel.each(read, hexkeys, overlap=self.store.overlap_calls)
 
     def index(self, node_uuid: str) -> NodeIndex:
         """The index of a locked node: memory, else its stored index, else built once from
@@ -187,6 +187,11 @@ class KeyView:
         self.node = node
         self.mutable = mutable
         self._own: NodeIndex | None = None
+
+    @property
+    def overlap_calls(self) -> bool:
+        """Whether reads of many keys go out overlapped (:func:`parallel.each`)."""
+        return self.keys.store.overlap_calls
 
     def records_of(self, version_id: int) -> NodeIndex:
         """The records ``version_id`` wrote (this node's own, if open, from a listing)."""

@@ -25,12 +25,14 @@ WORKERS = 16
 _POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="store-io")
 
 
-def each(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+def each(fn: Callable[[T], R], items: Iterable[T], *, overlap: bool = True) -> list[R]:
     """``[fn(item) for item in items]``, overlapped; the first exception is raised after
-    every call has finished. A single item runs in the caller's thread. Tasks given to the
-    pool MUST NOT call :func:`each` themselves (the pool could wait on itself)."""
+    every call has finished. A single item, or any number without ``overlap`` (calls of a
+    store whose :attr:`~backends.ObjectStore.overlap_calls` is false), runs in the caller's
+    thread. Tasks given to the pool MUST NOT call :func:`each` themselves (the pool could
+    wait on itself)."""
     work = list(items)
-    if len(work) <= 1:
+    if len(work) <= 1 or not overlap:
         return [fn(item) for item in work]
     futures = [_POOL.submit(fn, item) for item in work]
     errors = [f.exception() for f in futures]

@@ -74,7 +74,11 @@ class Records(Generic[R]):
     def prefetch(self, keys: Iterable[str]) -> None:
         """Load many records at once (the store is read in parallel)."""
         wanted = [k for k in dict.fromkeys(keys) if k not in self.loaded]
-        for key, data in zip(wanted, parallel.each(self.view.get, wanted), strict=True):
+        for key, data in zip(
+            wanted,
+            parallel.each(self.view.get, wanted, overlap=self.view.overlap_calls),
+            strict=True,
+        ):
             self.loaded[key] = self.decode(data) if data else self.empty()
 
     def __getitem__(self, key: str) -> R:

@@ -50,7 +50,9 @@ def _read_blocks(data: Annotation, block_keys: Iterable[str]) -> list[tuple[str,
         stored = set(view.keys_in_range(*keys.prefix_range(keys.BLOCK)))
         wanted = [k for k in wanted if k in stored]
     found = []
-    for key, record in zip(wanted, parallel.each(view.get, wanted), strict=True):
+    for key, record in zip(
+        wanted, parallel.each(view.get, wanted, overlap=view.overlap_calls), strict=True
+    ):
         if record:
             array = placed_elements(record)
             if array != b"[]":
@@ -224,6 +226,6 @@ def scan(data: AnnotationData) -> Response:
     """DVID's diagnostic counts of block records."""
     view = data.view()
     block_keys = view.keys_in_range(*keys.prefix_range(keys.BLOCK))
-    records = parallel.each(view.get, block_keys)
+    records = parallel.each(view.get, block_keys, overlap=view.overlap_calls)
     empty = sum(1 for record in records if not record or placed_elements(record) == b"[]")
     return json_response({"num kv pairs": len(block_keys), "num empty blocks": empty})

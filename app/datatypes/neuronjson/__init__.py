@@ -88,7 +88,7 @@ class NeuronJSON(KeyedData):
     def get_docs(self, bodyids: list[int]) -> list[dict[str, Any] | None]:
         """Single documents by record (overlapped reads)."""
         view = self.view()
-        values = parallel.each(lambda b: view.get(str(b)), bodyids)
+        values = parallel.each(lambda b: view.get(str(b)), bodyids, overlap=view.overlap_calls)
         return [orjson.loads(v) if v is not None else None for v in values]
 
     def schema(self, name: str) -> bytes | None:

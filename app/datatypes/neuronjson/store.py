@@ -148,7 +148,7 @@ class Documents:
         resolved as a single-key read would, conflicts included)."""
         view = self.keys.at(self.dag, node, mutable)
         keys = view.keys_in_range()
-        values = parallel.each(view.get, keys)
+        values = parallel.each(view.get, keys, overlap=view.overlap_calls)
         return DocTable.build(
             (int(k), orjson.loads(v)) for k, v in zip(keys, values, strict=True) if v is not None
         )

@@ -112,7 +112,9 @@ class TarSupervoxels(KeyedData):
     def blobs(self, supervoxels: list[int]) -> list[bytes | None]:
         """The blobs of ``supervoxels`` (None where absent), read in parallel."""
         view = self.view()
-        return parallel.each(view.get, [record_key(sv) for sv in supervoxels])
+        return parallel.each(
+            view.get, [record_key(sv) for sv in supervoxels], overlap=view.overlap_calls
+        )
 
     def batches(self, supervoxels: list[int]) -> Iterator[list[tuple[int, bytes | None]]]:
         """``(supervoxel, blob)`` in order, a batch of parallel reads at a time."""
