@@ -607,7 +607,8 @@ class Journal:
 
     def _apply(self, redo: Redo) -> None:
         """Publish in phases (chunks, then puts, then deletes, then the log entry); the
-        objects within a phase are independent and go out overlapped."""
+        objects within a phase are independent and go out overlapped where the store
+        says that pays (:attr:`~backends.ObjectStore.overlap_calls`)."""
         # Only a roll-forward of a record applied before (in part, where chunks are
         # moved; whole, where the stage was removed after copying) misses staged
         # chunks: their final objects are then in place.
