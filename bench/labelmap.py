@@ -81,8 +81,9 @@ MAP_BUDGET_S = 180.0  # POST /mappings stops early (and says so) beyond this
 
 
 class Server:
-    """``dvid-cloud serve --data-dir folder`` on a free loopback port; ``startup`` is the
-    time from ``Popen`` to the first 200 of ``/api/heartbeat`` (polled every 2 ms)."""
+    """``dvid-cloud serve --data-dir folder --workers 1`` (the default is a worker per
+    core) on a free loopback port; ``startup`` is the time from ``Popen`` to the first
+    200 of ``/api/heartbeat`` (polled every 2 ms)."""
 
     def __init__(self, data_dir: Path, log: Path) -> None:
         self.port = free_port()
@@ -91,7 +92,16 @@ class Server:
         with open(log, "ab") as out:
             t0 = time.perf_counter()
             self.proc = subprocess.Popen(
-                [CLI, "serve", "--data-dir", str(data_dir), "--port", str(self.port)],
+                [
+                    CLI,
+                    "serve",
+                    "--data-dir",
+                    str(data_dir),
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
