@@ -152,7 +152,7 @@ class LabelIndices:
     def get_many(self, labels: list[int]) -> list[pb.LabelIndex | None]:
         """:meth:`get` of each label, the store round trips overlapped (a voxel write
         rewrites the index of every body its blocks touch)."""
-        return parallel.each(self.get, labels, overlap=self.keyed.store.overlap_calls)
+        return parallel.each(self.get, labels, overlap=self.view.overlap_calls)
 
     def put(self, index: pb.LabelIndex) -> None:
         """Store ``index`` at the bound (open) node; an index without blocks is deleted."""
