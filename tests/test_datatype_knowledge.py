@@ -4,6 +4,7 @@ of everything a client sends compressed."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import zlib
 
@@ -111,7 +112,7 @@ def test_bound_checks_the_class() -> None:
     dependency = bound(Labelmap)
     scope = {"type": "http", SCOPE_KEY: not_a_labelmap}
     with pytest.raises(TypeError):
-        dependency(Request(scope))
+        asyncio.run(dependency(Request(scope)))
     assert bound(Data).__name__ == "bound_Data"
 
 

@@ -20,7 +20,8 @@ def flag(value: str | None) -> bool:
     return value is not None and value.lower() in _TRUE
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    """The app's services; a coroutine, so FastAPI calls it without a thread hop."""
     return request.app.state.services
 
 

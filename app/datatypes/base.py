@@ -14,7 +14,7 @@ Each datatype is a package under ``app/datatypes/`` that registers its class(es)
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 from fastapi import APIRouter, Request
@@ -372,11 +372,13 @@ class Data:
 D = TypeVar("D", bound=Data)
 
 
-def bound(cls: type[D]) -> Callable[[Request], D]:
+def bound(cls: type[D]) -> Callable[[Request], Awaitable[D]]:
     """A FastAPI dependency: the ``cls`` the dispatcher bound for this request, e.g.
-    ``LabelmapData = Annotated[Labelmap, Depends(bound(Labelmap))]``."""
+    ``LabelmapData = Annotated[Labelmap, Depends(bound(Labelmap))]``. A coroutine,
+    because FastAPI runs a plain function dependency on its threadpool: a thread hop,
+    for a lookup in the scope, on every request of every datatype route."""
 
-    def dependency(request: Request) -> D:
+    async def dependency(request: Request) -> D:
         data = request.scope.get(SCOPE_KEY)
         if not isinstance(data, cls):
             raise TypeError(f"the request is bound to {type(data).__name__}, not {cls.__name__}")
