@@ -31,8 +31,8 @@ router = APIRouter(route_class=LazyRoute)
 JSON = "application/json"
 
 
-def author(u: str | None = None, app: str | None = None) -> mutate.Author:
-    """Who is editing: DVID's ``u`` and ``app`` query strings."""
+async def author(u: str | None = None, app: str | None = None) -> mutate.Author:
+    """Who is editing: DVID's ``u`` and ``app`` query strings (a coroutine: no thread hop)."""
     return mutate.Author(u or "", app or "")
 
 
