@@ -46,7 +46,11 @@ class DvidServer:
         return command
 
     def start(self) -> DvidServer:
-        """Start on a free port and wait for the heartbeat (retrying a taken port)."""
+        """Start on a free port and wait for the heartbeat (retrying a taken port). A
+        server still running is refused: starting again would orphan its process (as
+        ``with DvidServer(...).start()`` did, entering starts it)."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError(f"the server at {self.url} is running: stop or kill it first")
         for _ in range(3):
             port = free_port()
             with open(self.log_path, "ab") as log:

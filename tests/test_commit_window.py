@@ -39,7 +39,7 @@ def _ok(response: httpx.Response) -> httpx.Response:
 
 def test_a_read_during_a_commits_wait_is_not_kept_as_final(tmp_path: Path) -> None:
     env = {**isolated_server_env(tmp_path), "DVID_CLOUD_WORKERS": "1"}
-    with DvidServer(tmp_path / "server.log", env, data_dir=tmp_path / "data").start() as server:
+    with DvidServer(tmp_path / "server.log", env, data_dir=tmp_path / "data") as server:
         url = server.url
         root = _ok(live.post(f"{url}/api/repos", json={"alias": "window"})).json()["root"]
         _ok(
