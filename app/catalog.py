@@ -229,15 +229,22 @@ class Catalog:
 
     # --- UUID references ---------------------------------------------------------------
 
+    def leased_node(self, ref: str) -> tuple[Repo, Node] | None:
+        """The node of full UUID ``ref`` in a repo whose lease still runs, without a store
+        call (so safe on the event loop); None if the lease has run out or lacks it."""
+        root = self._root_of.get(ref)
+        repo = self._leased(root) if root is not None else None
+        if repo is None or ref not in repo.dag.by_uuid:
+            return None
+        return repo, repo.dag.by_uuid[ref]
+
     def resolve(self, ref: str, leased: bool = False) -> tuple[Repo, Node]:
         """Turn ``prefix``, ``prefix:branch``, ``:branch`` or ``prefix:branch~n`` into a node.
         ``leased``: a full UUID of a node the repo's lease holds resolves with that repo
         (for reads of an instance's data only; see the module docstring)."""
-        root = self._root_of.get(ref) if leased else None
-        if root is not None:
-            repo = self._leased(root)
-            if repo is not None and ref in repo.dag.by_uuid:
-                return repo, repo.dag.by_uuid[ref]
+        found = self.leased_node(ref) if leased else None
+        if found is not None:
+            return found
         if ref.count(":") > 1:
             raise BadRequest(f"bad UUID reference {ref!r}: more than one ':'")
         prefix, colon, branch = ref.partition(":")

@@ -8,12 +8,15 @@ that a change which did not outlast the other replica's lease would be seen stal
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app import catalog as catalog_module
+from app.api import instances
 from app.catalog import Catalog
 from app.repo import Repo
 from backends.base import Blob, Unchanged
@@ -78,6 +81,63 @@ def test_a_read_after_the_lease_checks_again(
     for _ in range(3):
         assert one.get(key).content == b"v"
     assert _repo_reads(store) == 3
+
+
+class _CountedBindings(ThreadPoolExecutor):
+    """The dispatcher's binding threads, counting the requests bound on them."""
+
+    def __init__(self) -> None:
+        super().__init__(4)
+        self.bound = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.bound += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.fixture
+def bindings(monkeypatch: pytest.MonkeyPatch) -> Iterator[_CountedBindings]:
+    counted = _CountedBindings()
+    monkeypatch.setattr(instances, "_BINDING", counted)
+    yield counted
+    counted.shutdown()
+
+
+def test_reads_within_the_lease_bind_without_a_thread(
+    replicas: tuple[CallLog, TestClient, TestClient],
+    long_lease: None,
+    bindings: _CountedBindings,
+) -> None:
+    _, one, _ = replicas
+    root, key = _leased_key(one)
+    bindings.bound = 0
+    for _ in range(3):
+        assert one.get(key).content == b"v"
+    assert bindings.bound == 0
+    ok(one.post(key, content=b"w"))  # a write binds on a thread
+    assert bindings.bound == 1
+    # An instance that settles its journal before a read (a volume at an open node)
+    # binds on a thread, lease or not.
+    body = {"typename": "uint8blk", "dataname": "grey", "BlockSize": "32,32,32"}
+    ok(one.post(f"/api/repo/{root}/instance", json=body))
+    ok(one.get(f"/api/node/{root}/grey/info"))
+    bindings.bound = 0
+    ok(one.get(f"/api/node/{root}/grey/info"))
+    assert bindings.bound == 1
+
+
+def test_reads_after_the_lease_bind_on_a_thread(
+    replicas: tuple[CallLog, TestClient, TestClient],
+    monkeypatch: pytest.MonkeyPatch,
+    bindings: _CountedBindings,
+) -> None:
+    _, one, _ = replicas
+    monkeypatch.setattr(catalog_module, "REPO_LEASE_SECONDS", 0.0)
+    _, key = _leased_key(one)
+    bindings.bound = 0
+    for _ in range(3):
+        assert one.get(key).content == b"v"
+    assert bindings.bound == 3
 
 
 def test_another_replicas_deletion_and_changes_are_seen_at_once(

@@ -184,7 +184,13 @@ class InstanceDispatcher:
             return data, writes
 
         with readahead.scope(_read_ahead(earlier.get(named), scope)):
-            bound_request = await _blocking(bind_request, scope, receive, send, binding=True)
+            read = _bound_on_loop(services, named, scope, keyword)
+            bound_request: tuple[Data, bool] | Answered
+            if read is not None:
+                _remember(earlier, named, read)
+                bound_request = read, False
+            else:
+                bound_request = await _blocking(bind_request, scope, receive, send, binding=True)
             if isinstance(bound_request, Answered):
                 return
             data, writes = bound_request
@@ -255,6 +261,30 @@ def _earlier_bindings(scope: Scope) -> dict[tuple[str, str], Data]:
     if earlier is None:  # on the event loop: no other request makes it meanwhile
         earlier = state.earlier_bindings = {}
     return earlier
+
+
+def _bound_on_loop(
+    services: Services, named: tuple[str, str], scope: Scope, keyword: str
+) -> Data | None:
+    """A read bound right here, on the event loop, when binding it needs no store call:
+    the repo's lease holds the node and the instance (app/catalog.py), and the instance
+    has nothing to settle before a read (:meth:`Data.prepares_reads`). That saves the
+    thread hop of :func:`_blocking`: in-process, a tenth of an open keyvalue GET's CPU
+    and a fifth of an ``info``'s. None otherwise (and for anything the thread would
+    refuse): bind on a thread."""
+    if scope["method"] not in ("GET", "HEAD"):
+        return None
+    found = services.catalog.leased_node(named[0])
+    if found is None:
+        return None
+    repo, node = found
+    instance = repo.instances.get(named[1])
+    if instance is None:
+        return None
+    data = bind(services, repo, node.uuid, instance)
+    if data.prepares_reads() or writes_versioned_data(data, scope["method"], keyword):
+        return None
+    return data
 
 
 def _remember(earlier: dict[tuple[str, str], Data], named: tuple[str, str], data: Data) -> None:

@@ -246,9 +246,15 @@ class Data:
         store = self.services.catalog.store
         return Counter(store, keys.mutation_ids(self.repo.root), "the mutation ids").next()
 
+    def prepares_reads(self) -> bool:
+        """Whether :meth:`prepare_read` may call the store: the dispatcher then binds a
+        read on a thread; otherwise on the event loop, without a thread hop."""
+        return self.mutable and (self.transactional or bool(self.instance.syncs))
+
     def prepare_read(self) -> None:
         """Before a request at an open version is served: complete a transaction whose
-        writer died, and apply the events of synced sources not yet applied."""
+        writer died, and apply the events of synced sources not yet applied
+        (:meth:`prepares_reads` says whether there may be anything to do)."""
         if not self.mutable:
             return
         if self.transactional:

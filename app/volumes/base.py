@@ -270,6 +270,9 @@ class VolumeData(Data):
             )
         super().require_writable()
 
+    def prepares_reads(self) -> bool:
+        return self.proxy is None and self.mutable
+
     def prepare_read(self) -> None:
         """A proxy has no transactions or synced events to settle. An open version
         without syncs settles its journal and notes its stamp (:meth:`open_answers_key`);
