@@ -167,11 +167,13 @@ class InstanceDispatcher:
         keyword = keyword_of(scope)
         named = (params["uuid"], params["dataname"])
         earlier = _earlier_bindings(scope)
+        reading = scope["method"] in ("GET", "HEAD")
 
-        def bind_request() -> tuple[Data, bool]:
-            """Bind the instance; a read is also made ready here (one thread hop)."""
+        def bind_request(leased: Data | None) -> tuple[Data, bool]:
+            """Bind the instance (unless a lease bound it already); a read is also made
+            ready here (one thread hop)."""
             try:
-                data = resolve(services, *named, leased=scope["method"] in ("GET", "HEAD"))
+                data = resolve(services, *named, leased=reading) if leased is None else leased
             except BaseException:
                 earlier.pop(named, None)  # gone, or unknown: read nothing ahead
                 raise
@@ -184,18 +186,27 @@ class InstanceDispatcher:
             return data, writes
 
         with readahead.scope(_read_ahead(earlier.get(named), scope)):
-            read = _bound_on_loop(services, named, scope, keyword)
+            # A read the lease binds with no store call, and that has nothing to settle
+            # (Data.prepares_reads), is bound here on the event loop: that saves the
+            # thread hop of _blocking, in-process a tenth of an open keyvalue GET's CPU
+            # and a fifth of an ``info``'s. Anything else is bound on a thread.
+            leased = _leased_binding(services, *named) if reading else None
             bound_request: tuple[Data, bool] | Answered
-            if read is not None:
-                _remember(earlier, named, read)
-                bound_request = read, False
+            if (
+                leased is not None
+                and not leased.prepares_reads()
+                and not writes_versioned_data(leased, scope["method"], keyword)
+            ):
+                _remember(earlier, named, leased)
+                bound_request = leased, False
             else:
-                bound_request = await _blocking(bind_request, scope, receive, send, binding=True)
+                binds = functools.partial(bind_request, leased)
+                bound_request = await _blocking(binds, scope, receive, send, binding=True)
             if isinstance(bound_request, Answered):
                 return
             data, writes = bound_request
             if not writes:
-                if scope["method"] in ("GET", "HEAD") and await self._kept(data, scope, send):
+                if reading and await self._kept(data, scope, send):
                     return
                 scope[SCOPE_KEY] = data
                 await self.app_for(data.typename)(scope, receive, send)
@@ -261,30 +272,6 @@ def _earlier_bindings(scope: Scope) -> dict[tuple[str, str], Data]:
     if earlier is None:  # on the event loop: no other request makes it meanwhile
         earlier = state.earlier_bindings = {}
     return earlier
-
-
-def _bound_on_loop(
-    services: Services, named: tuple[str, str], scope: Scope, keyword: str
-) -> Data | None:
-    """A read bound right here, on the event loop, when binding it needs no store call:
-    the repo's lease holds the node and the instance (app/catalog.py), and the instance
-    has nothing to settle before a read (:meth:`Data.prepares_reads`). That saves the
-    thread hop of :func:`_blocking`: in-process, a tenth of an open keyvalue GET's CPU
-    and a fifth of an ``info``'s. None otherwise (and for anything the thread would
-    refuse): bind on a thread."""
-    if scope["method"] not in ("GET", "HEAD"):
-        return None
-    found = services.catalog.leased_node(named[0])
-    if found is None:
-        return None
-    repo, node = found
-    instance = repo.instances.get(named[1])
-    if instance is None:
-        return None
-    data = bind(services, repo, node.uuid, instance)
-    if data.prepares_reads() or writes_versioned_data(data, scope["method"], keyword):
-        return None
-    return data
 
 
 def _remember(earlier: dict[tuple[str, str], Data], named: tuple[str, str], data: Data) -> None:
@@ -459,11 +446,23 @@ async def _transaction(
 def resolve(services: Services, ref: str, dataname: str, leased: bool = False) -> Data:
     """The instance ``dataname`` at the version ``ref`` names, bound; ``leased``: to read
     its data, through a repo the catalog checked lately (app/catalog.py), unless the
-    instance is not in that repo."""
-    repo, node = services.catalog.resolve(ref, leased=leased)
-    if leased and dataname not in repo.instances:
-        repo, node = services.catalog.resolve(ref)
+    lease lacks the node or the instance."""
+    found = _leased_binding(services, ref, dataname) if leased else None
+    if found is not None:
+        return found
+    repo, node = services.catalog.resolve(ref)
     return bind(services, repo, node.uuid, repo.instance(dataname))
+
+
+def _leased_binding(services: Services, ref: str, dataname: str) -> Data | None:
+    """The instance bound through a repo whose lease still runs, with no store call (so
+    safe on the event loop); None if the lease lacks the node or the instance."""
+    found = services.catalog.leased_node(ref)
+    if found is None:
+        return None
+    repo, node = found
+    instance = repo.instances.get(dataname)
+    return None if instance is None else bind(services, repo, node.uuid, instance)
 
 
 def error_response(error: DVIDError, path: str) -> Response:
