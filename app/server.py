@@ -32,6 +32,7 @@ from app.api.instances import (
 )
 from app.auth import install_auth
 from app.body_deadline import BodyDeadline
+from app.buffers import advise_huge_pages
 from app.console import install_console
 from app.datatypes import load_all, load_plugins
 from app.errors import BadRequest, DVIDError, TooLarge
@@ -184,6 +185,7 @@ class DvidApp(FastAPI):
 def create_app(settings: Settings, stores: dict[str, ObjectStore] | None = None) -> FastAPI:
     """The dvid-cloud application for ``settings`` (tests may pass ready-made stores)."""
     load_plugins(settings.plugins)
+    advise_huge_pages(settings.huge_pages)
     services = Services.from_settings(settings, stores)
     dispatcher = InstanceDispatcher(datatype_app)
     app = DvidApp(

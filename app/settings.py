@@ -164,6 +164,10 @@ class Settings(BaseModel):
     #: Bytes of scratch buffers that large request bodies are received into, kept for
     #: the next request (app/buffers.py): fresh memory is slow to touch.
     body_buffer_bytes: int = Field(256 << 20, ge=0)
+    #: Whether numpy advises transparent huge pages for its large arrays (app/buffers.py:
+    #: off, since on a VM that hands freed memory back to its host a fresh huge page
+    #: faults ten times slower than the same memory in 4 KiB pages).
+    huge_pages: bool = False
     #: Bytes of remote voxels (proxy instances) kept in memory; remotes are immutable.
     proxy_cache_bytes: int = Field(256 << 20, ge=0)
     #: ``DVID_CLOUD_BOSS_TOKEN`` and ``DVID_CLOUD_BRAINMAPS_CREDENTIALS``: the env forms

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from fastapi.testclient import TestClient
 
-from app.buffers import BodyBuffers
+from app.buffers import BodyBuffers, advise_huge_pages
 from app.server import create_app
 from app.settings import Settings
 
@@ -94,3 +94,20 @@ def test_consecutive_posts_reuse_one_buffer_and_keep_their_voxels(tmp_path: Path
         for i, voxels in enumerate(volumes):
             got = client.get(f"/api/node/{root}/em/raw/0_1_2/64_64_64/{64 * i}_0_0")
             assert got.content == voxels.tobytes()
+
+
+def _numpy_advises_huge_pages() -> bool:
+    was = advise_huge_pages(True)
+    advise_huge_pages(was)
+    return was
+
+
+def test_the_huge_pages_setting_is_numpys_advice(tmp_path: Path) -> None:
+    """numpy advises huge pages for large arrays only where ``huge_pages`` says so (off by
+    default: fresh huge pages are slow on a VM that returns freed memory to its host)."""
+    try:
+        for settings in (Settings(data_dir=tmp_path, huge_pages=True), Settings(data_dir=tmp_path)):
+            with TestClient(create_app(settings)):
+                assert _numpy_advises_huge_pages() is settings.huge_pages
+    finally:
+        advise_huge_pages(False)

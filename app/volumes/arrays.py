@@ -332,9 +332,9 @@ class VersionedVolume:
 
         The answer is one virtual array (``ts.overlay``) copied in one call into an
         array numpy allocated, so that tensorstore decodes every chunk in parallel
-        straight into the answer, with no per-chunk result copied into place. Numpy asks
-        for huge pages: a kept 256³ answer lives in fresh memory, whose 4096 page faults
-        under tensorstore's own allocation cost a tenth of the read on a VM. If one
+        straight into the answer, with no per-chunk result copied into place (a kept
+        256³ answer lives in fresh memory, whose page faults cost a tenth of the read on
+        a VM; app/buffers.py says why numpy is not asked for huge pages). If one
         version holds at least half the box's chunks, its array over the whole box is
         the bottom layer (chunks it lacks read as background); the chunks other versions
         hold are laid over it, later layers winning. The bottom layer may also fetch
