@@ -10,9 +10,9 @@ the POSTs 7-15% faster in interleaved A/B runs.
 
 Huge pages make fresh memory slower still on such a VM. numpy advises transparent huge
 pages for arrays of 4 MiB and more, and a huge page comes from the 2 MiB free blocks that
-the guest reports back to its host (virtio-balloon free page reporting, as Firecracker
-and other serverless hosts do): the host faults all of it in again, where 4 KiB pages
-are mostly found among the small free blocks the guest kept. On the 2-core machine,
+the guest reports back to its host (virtio-balloon free page reporting, here at order 9,
+as on Firecracker): the host faults all of it in again, where 4 KiB pages are mostly
+found among the small free blocks the guest kept. On the 2-core machine,
 touching a fresh 128 MiB array took 1.0-1.3 s with the advice and 70-107 ms without it
 (18 ms with it only while recently freed memory was still unreported), and a fresh
 server's first 256³ labelmap ``POST raw`` received its body in 1.15 s against 0.32 s.
