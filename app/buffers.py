@@ -2,21 +2,20 @@
 the next request once nothing refers to them any more.
 
 Fresh memory is slow. A 256³ uint64 ``POST raw`` body is 128 MiB; received into a new
-array every time, each of its pages is faulted in and zeroed by the kernel on first touch
-(huge pages: numpy advises them for arrays this large), and a VM that hands freed memory
-back to its host pays the host's fault too. On the 2-core machine, page zeroing was 8% of
-the server's CPU during labelmap ingest of 256³ pieces; receiving into a kept buffer made
-the POSTs 7-15% faster in interleaved A/B runs.
+array every time, each of its pages is faulted in and zeroed by the kernel on first touch,
+and a VM that hands freed memory back to its host pays the host's fault too. On the
+2-core machine, page zeroing was 8% of the server's CPU during labelmap ingest of 256³
+pieces; receiving into a kept buffer made the POSTs 7-15% faster in interleaved A/B runs.
 
 Huge pages make fresh memory slower still on such a VM. numpy advises transparent huge
 pages for arrays of 4 MiB and more, and a huge page comes from the 2 MiB free blocks that
-the guest reports back to its host (virtio-balloon free page reporting, here at order 9,
-as on Firecracker): the host faults all of it in again, where 4 KiB pages are mostly
-found among the small free blocks the guest kept. On the 2-core machine,
-touching a fresh 128 MiB array took 1.0-1.3 s with the advice and 70-107 ms without it
-(18 ms with it only while recently freed memory was still unreported), and a fresh
-server's first 256³ labelmap ``POST raw`` received its body in 1.15 s against 0.32 s.
-So :func:`advise_huge_pages` is off unless ``huge_pages`` is set.
+the guest reports back to its host (virtio-balloon free page reporting, here at order 9):
+the host faults all of it in again, where 4 KiB pages are mostly found among the small
+free blocks the guest kept. On the 2-core machine, touching a fresh 128 MiB array 3 s
+after the last one was freed took 0.35-1.6 s with the advice (in five processes of
+three; 18-27 ms in a sixth) and 70-107 ms without it, and a fresh server's first 256³
+labelmap ``POST raw`` received its body in 1.15 s against 0.32 s. So
+:func:`advise_huge_pages` is off unless ``huge_pages`` is set.
 
 A kept buffer is handed out again only when the pool holds its only reference. Every numpy
 view of a buffer (and every memoryview of those) refers to it, so no reader or writer of
