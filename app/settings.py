@@ -166,7 +166,7 @@ class Settings(BaseModel):
     body_buffer_bytes: int = Field(256 << 20, ge=0)
     #: Whether numpy advises transparent huge pages for its large arrays (app/buffers.py:
     #: off, since on a VM that hands freed memory back to its host a fresh huge page
-    #: faults ten times slower than the same memory in 4 KiB pages).
+    #: faults several times slower than the same memory in 4 KiB pages).
     huge_pages: bool = False
     #: Bytes of remote voxels (proxy instances) kept in memory; remotes are immutable.
     proxy_cache_bytes: int = Field(256 << 20, ge=0)
