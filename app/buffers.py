@@ -25,6 +25,7 @@ its bytes change.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
 
@@ -35,11 +36,11 @@ def advise_huge_pages(enabled: bool) -> bool:
     """Set whether numpy asks for transparent huge pages for its large arrays, from now
     on and in the whole process (numpy's own switch, also read from
     ``NUMPY_MADVISE_HUGEPAGE`` when numpy is imported); whether it did before."""
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy 1.x
-        from numpy.core import multiarray  # type: ignore[no-redef]
-    return bool(multiarray._set_madvise_hugepage(enabled))  # type: ignore[attr-defined]  # private, stable since 1.20
+    # A private function (stable since numpy 1.20) in a module numpy 2 renamed: looked
+    # up by name, as numpy's stubs declare neither.
+    major = int(np.__version__.split(".")[0])
+    multiarray = importlib.import_module(f"numpy.{'_core' if major >= 2 else 'core'}.multiarray")
+    return bool(multiarray._set_madvise_hugepage(enabled))
 
 
 class BodyBuffers:
